@@ -1,1 +1,21 @@
-//! placeholder while the build warms
+//! Cairn's database schema, as an ordered history of migrations (sea-orm-migration).
+//!
+//! History is frozen: a released migration is never edited, only followed by a new one. The
+//! migrations use sea-query's schema builder, so one history serves PostgreSQL and SQLite, and
+//! they never import domain types (a later change to a type must not rewrite the past).
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_resources;
+
+/// Every migration, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_resources::Migration)]
+    }
+}

@@ -1,1 +1,14 @@
-//! placeholder while the build warms
+//! The sea-orm adapter: Cairn's storage ports on PostgreSQL (production) and SQLite (embedded
+//! default), with one code path for both.
+//!
+//! Only this crate knows SQL. Entity structs and `DbErr` never leave it: callers see the ports
+//! of `records` and their errors.
+
+mod connect;
+mod entity;
+mod resources;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use connect::{Backend, ConnectError, SqlStore, StoreOptions};

@@ -1,0 +1,99 @@
+//! Connecting, configuring each backend, and migrating.
+
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+
+/// Which database a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Pool and timeout settings.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Why a store could not be opened or migrated.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unsupported database URL scheme (use postgres://… or sqlite://…)")]
+    UnsupportedUrl,
+    #[error("could not connect to the {0:?} database")]
+    Connect(Backend, #[source] sea_orm::DbErr),
+    #[error("could not migrate the {0:?} database")]
+    Migrate(Backend, #[source] sea_orm::DbErr),
+}
+
+/// The sea-orm implementation of Cairn's storage ports.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) db: DatabaseConnection,
+    backend: Backend,
+}
+
+impl SqlStore {
+    /// Opens a pool on `url` (`postgres://…`, or `sqlite://path?mode=rwc` to create the file).
+    /// Does not migrate: call [`SqlStore::migrate`].
+    pub async fn connect(url: &str, options: &StoreOptions) -> Result<Self, ConnectError> {
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            return Err(ConnectError::UnsupportedUrl);
+        };
+        let mut connect = ConnectOptions::new(url.to_owned());
+        connect
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_timeout(options.acquire_timeout)
+            // sqlx would log every statement at info, bound values included: those may be PHI.
+            .sqlx_logging(false);
+        if backend == Backend::Sqlite {
+            connect.map_sqlx_sqlite_opts(|opts| {
+                opts.create_if_missing(true)
+                    // WAL lets readers run beside the one writer; FULL syncs the WAL on every
+                    // commit, so an acknowledged write survives power loss.
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Full)
+                    .busy_timeout(Duration::from_secs(10))
+                    .foreign_keys(true)
+            });
+        }
+        let db = Database::connect(connect).await.map_err(|e| ConnectError::Connect(backend, e))?;
+        Ok(Self { db, backend })
+    }
+
+    /// Applies every pending migration.
+    pub async fn migrate(&self) -> Result<(), ConnectError> {
+        Migrator::up(&self.db, None).await.map_err(|e| ConnectError::Migrate(self.backend, e))
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(self) {
+        // Errors on close leave nothing to recover; the pool is gone either way.
+        let _ = self.db.close().await;
+    }
+
+    pub(crate) async fn ping_db(&self) -> Result<(), sea_orm::DbErr> {
+        let backend: DbBackend = self.db.get_database_backend();
+        self.db.execute_unprepared(if backend == DbBackend::Postgres { "SELECT 1" } else { "SELECT 1;" }).await.map(|_| ())
+    }
+}
