@@ -10,6 +10,8 @@ use sea_orm_migration::{prelude::*, schema::*};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+// Variant names are column names (`resource_type`), so they cannot drop the table's prefix.
+#[allow(clippy::enum_variant_names)]
 #[derive(DeriveIden)]
 enum Resource {
     Table,
@@ -43,7 +45,11 @@ impl MigrationTrait for Migration {
                     .col(big_integer(Resource::Version))
                     .col(timestamp_with_time_zone(Resource::LastUpdated))
                     .col(boolean(Resource::Deleted))
-                    .primary_key(Index::create().col(Resource::ResourceType).col(Resource::Id))
+                    .primary_key(
+                        Index::create()
+                            .col(Resource::ResourceType)
+                            .col(Resource::Id),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -65,7 +71,10 @@ impl MigrationTrait for Migration {
                     )
                     .foreign_key(
                         ForeignKey::create()
-                            .from(ResourceVersion::Table, (ResourceVersion::ResourceType, ResourceVersion::Id))
+                            .from(
+                                ResourceVersion::Table,
+                                (ResourceVersion::ResourceType, ResourceVersion::Id),
+                            )
                             .to(Resource::Table, (Resource::ResourceType, Resource::Id))
                             .on_delete(ForeignKeyAction::Restrict),
                     )
@@ -86,7 +95,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(ResourceVersion::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(Resource::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(ResourceVersion::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Resource::Table).to_owned())
+            .await
     }
 }

@@ -1,1 +1,7 @@
+//! End-to-end: the real server over real HTTP, on SQLite and on PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod errors;
+mod fhir_crud;
+mod operations;

@@ -1,1 +1,100 @@
-//! placeholder while the build warms
+//! The end-to-end harness: the real server, started through the same `cairn::start` the binary
+//! uses, on a fresh database and a free port, and a client for it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use cairn::{Config, Running};
+use store_sql::testing::TestDatabase;
+
+/// A running server on its own database.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDatabase,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    /// Starts the server on `db` with `adjust` applied to the default configuration.
+    pub async fn start_with(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config {
+            database_url: db.url().to_owned(),
+            listen: "127.0.0.1:0".to_owned(),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let running = cairn::start(&config).await.expect("server starts");
+        let base = format!("http://{}", running.local_addr);
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            db,
+            running: Some(running),
+        }
+    }
+
+    pub async fn start(db: TestDatabase) -> Self {
+        Self::start_with(db, |_| {}).await
+    }
+
+    /// One server per backend: SQLite always, PostgreSQL when configured.
+    pub async fn on_every_backend() -> Vec<Self> {
+        let mut apps = Vec::new();
+        for db in TestDatabase::all().await {
+            apps.push(Self::start(db).await);
+        }
+        apps
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.db.backend_name()
+    }
+
+    /// POSTs FHIR JSON.
+    pub async fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    /// Stops the server gracefully.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("clean stop");
+        }
+    }
+
+    pub fn take_running(&mut self) -> Running {
+        self.running.take().expect("running")
+    }
+}
+
+/// The JSON body of a response, after checking it is FHIR JSON.
+pub async fn fhir_json(response: reqwest::Response) -> serde_json::Value {
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        content_type.as_deref(),
+        Some("application/fhir+json; charset=utf-8")
+    );
+    response.json().await.expect("JSON body")
+}

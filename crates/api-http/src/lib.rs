@@ -1,1 +1,16 @@
-//! placeholder while the build warms
+//! The HTTP front of Cairn (poem-openapi): the FHIR REST API under `/fhir`, health checks, the
+//! OpenAPI document and its interactive UI.
+//!
+//! Only this crate knows the wire: status codes, headers, content types. Every error leaves as
+//! a FHIR OperationOutcome, including the ones poem itself produces (unknown route, wrong
+//! method, wrong content type), and a 5xx says nothing internal, only a correlation id.
+
+mod app;
+mod errors;
+mod fhir;
+mod front;
+mod health;
+mod payload;
+
+pub use app::{HttpConfig, app, openapi_json};
+pub use front::RequestId;

@@ -1,1 +1,102 @@
-fn main() {}
+//! `cairn`: the Cairn FHIR server and its administration commands.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cairn::{Config, LogFormat};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Cairn: a compliance-first FHIR R4 server for patient and immunization records.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// A configuration file (default: ./cairn.toml if it exists). CAIRN_* variables override it.
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (migrating the database first). Stops gracefully on Ctrl-C or SIGTERM.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    init_tracing(config.log_format);
+    match cli.command {
+        Command::Serve => serve(&config).await,
+        Command::Migrate => {
+            let store = cairn::open_store(&config).await?;
+            tracing::info!(backend = ?store.backend(), "migrations applied");
+            store.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let mut running = cairn::start(config).await?;
+    if let Some(trigger) = running.take_shutdown_trigger() {
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown signal received; finishing in-flight requests");
+            let _ = trigger.send(());
+        });
+    }
+    running
+        .wait()
+        .await
+        .context("cairn stopped with an error")?;
+    tracing::info!("cairn stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Logs to stderr: human-readable by default, JSON lines with CAIRN_LOG_FORMAT=json. RUST_LOG
+/// filters (default: info for Cairn, warnings for the database drivers).
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Human => builder.init(),
+    }
+}

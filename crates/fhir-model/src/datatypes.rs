@@ -4,7 +4,9 @@
 //! as JSON, which keeps every one of its fifty types lossless without modelling them.
 
 use crate::outcome::IssueType;
-use crate::primitives::{Base64Binary, Code, DateTime, Decimal, Id, Instant, PositiveInt, UnsignedInt, Uri};
+use crate::primitives::{
+    Base64Binary, Code, DateTime, Decimal, Id, Instant, PositiveInt, UnsignedInt, Uri,
+};
 use crate::validation::{Issues, Location, Validate, each, one};
 
 fhir_element! {
@@ -24,10 +26,18 @@ impl Validate for Extension {
         let values = self.extra.keys().filter(|k| k.starts_with("value")).count();
         // ext-1: an extension has nested extensions or a value, not both.
         if values > 0 && !self.extension.is_empty() {
-            issues.push(IssueType::Invariant, at, "ext-1: an extension has either a value or nested extensions, not both");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "ext-1: an extension has either a value or nested extensions, not both",
+            );
         }
         if values > 1 {
-            issues.push(IssueType::Structure, &at.child("value[x]"), "value[x] may have only one type, but several were given");
+            issues.push(
+                IssueType::Structure,
+                &at.child("value[x]"),
+                "value[x] may have only one type, but several were given",
+            );
         }
     }
 }
@@ -72,12 +82,21 @@ impl Validate for Narrative {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         each(&self.extension, at, "extension", issues);
         issues.required(&self.status, at, "status");
-        issues.binding(&self.status, at, "status", &["generated", "extensions", "additional", "empty"]);
+        issues.binding(
+            &self.status,
+            at,
+            "status",
+            &["generated", "extensions", "additional", "empty"],
+        );
         issues.required(&self.div, at, "div");
         if let Some(div) = &self.div {
             // txt-1/txt-3 in full need an XHTML parser; the root element is the part clients get wrong.
             if !div.trim_start().starts_with("<div") {
-                issues.push(IssueType::Invariant, &at.child("div"), "the narrative must be an XHTML <div> element");
+                issues.push(
+                    IssueType::Invariant,
+                    &at.child("div"),
+                    "the narrative must be an XHTML <div> element",
+                );
             }
         }
     }
@@ -138,7 +157,12 @@ fhir_element! {
 impl Validate for Identifier {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         each(&self.extension, at, "extension", issues);
-        issues.binding(&self.use_, at, "use", &["usual", "official", "temp", "secondary", "old"]);
+        issues.binding(
+            &self.use_,
+            at,
+            "use",
+            &["usual", "official", "temp", "secondary", "old"],
+        );
         one(&self.type_, at, "type", issues);
         one(&self.system, at, "system", issues);
         one(&self.period, at, "period", issues);
@@ -164,7 +188,20 @@ fhir_element! {
 impl Validate for HumanName {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         each(&self.extension, at, "extension", issues);
-        issues.binding(&self.use_, at, "use", &["usual", "official", "temp", "nickname", "anonymous", "old", "maiden"]);
+        issues.binding(
+            &self.use_,
+            at,
+            "use",
+            &[
+                "usual",
+                "official",
+                "temp",
+                "nickname",
+                "anonymous",
+                "old",
+                "maiden",
+            ],
+        );
         one(&self.period, at, "period", issues);
     }
 }
@@ -185,12 +222,26 @@ fhir_element! {
 impl Validate for ContactPoint {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         each(&self.extension, at, "extension", issues);
-        issues.binding(&self.system, at, "system", &["phone", "fax", "email", "pager", "url", "sms", "other"]);
-        issues.binding(&self.use_, at, "use", &["home", "work", "temp", "old", "mobile"]);
+        issues.binding(
+            &self.system,
+            at,
+            "system",
+            &["phone", "fax", "email", "pager", "url", "sms", "other"],
+        );
+        issues.binding(
+            &self.use_,
+            at,
+            "use",
+            &["home", "work", "temp", "old", "mobile"],
+        );
         one(&self.rank, at, "rank", issues);
         one(&self.period, at, "period", issues);
         if self.system.is_none() && self.value.is_some() {
-            issues.push(IssueType::Invariant, at, "cpt-2: a system is required if a value is provided");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "cpt-2: a system is required if a value is provided",
+            );
         }
     }
 }
@@ -216,7 +267,12 @@ fhir_element! {
 impl Validate for Address {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         each(&self.extension, at, "extension", issues);
-        issues.binding(&self.use_, at, "use", &["home", "work", "temp", "old", "billing"]);
+        issues.binding(
+            &self.use_,
+            at,
+            "use",
+            &["home", "work", "temp", "old", "billing"],
+        );
         issues.binding(&self.type_, at, "type", &["postal", "physical", "both"]);
         one(&self.period, at, "period", issues);
     }
@@ -242,7 +298,11 @@ impl Validate for Period {
             // the common case. Mixed precision or zones are left to a full FHIRPath engine.
             let same_shape = start.0.len() == end.0.len() && start.0.get(19..) == end.0.get(19..);
             if start.is_valid() && end.is_valid() && same_shape && start.0 > end.0 {
-                issues.push(IssueType::Invariant, at, "per-1: the start must not be after the end");
+                issues.push(
+                    IssueType::Invariant,
+                    at,
+                    "per-1: the start must not be after the end",
+                );
             }
         }
     }
@@ -265,10 +325,14 @@ impl Validate for Reference {
         each(&self.extension, at, "extension", issues);
         one(&self.type_, at, "type", issues);
         one(&self.identifier, at, "identifier", issues);
-        if let Some(reference) = &self.reference {
-            if reference.contains(char::is_whitespace) {
-                issues.push(IssueType::Value, &at.child("reference"), "a reference must not contain whitespace");
-            }
+        if let Some(reference) = &self.reference
+            && reference.contains(char::is_whitespace)
+        {
+            issues.push(
+                IssueType::Value,
+                &at.child("reference"),
+                "a reference must not contain whitespace",
+            );
         }
     }
 }
@@ -307,7 +371,11 @@ impl Validate for Quantity {
         one(&self.system, at, "system", issues);
         one(&self.code, at, "code", issues);
         if self.code.is_some() && self.system.is_none() {
-            issues.push(IssueType::Invariant, at, "qty-3: if a code for the unit is present, the system must also be present");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "qty-3: if a code for the unit is present, the system must also be present",
+            );
         }
     }
 }
@@ -339,7 +407,11 @@ impl Validate for Attachment {
         one(&self.hash, at, "hash", issues);
         one(&self.creation, at, "creation", issues);
         if self.data.is_some() && self.content_type.is_none() {
-            issues.push(IssueType::Invariant, at, "att-1: if data is present, contentType must be present");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "att-1: if data is present, contentType must be present",
+            );
         }
     }
 }
@@ -359,7 +431,14 @@ fhir_element! {
 impl Validate for Annotation {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         each(&self.extension, at, "extension", issues);
-        issues.at_most_one_choice(at, "author", &[self.author_reference.is_some(), self.author_string.is_some()]);
+        issues.at_most_one_choice(
+            at,
+            "author",
+            &[
+                self.author_reference.is_some(),
+                self.author_string.is_some(),
+            ],
+        );
         one(&self.author_reference, at, "authorReference", issues);
         one(&self.time, at, "time", issues);
         issues.required(&self.text, at, "text");

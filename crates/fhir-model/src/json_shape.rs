@@ -8,9 +8,17 @@ use crate::outcome::IssueType;
 use crate::validation::{Issues, Location};
 
 /// Walks `value` (the members of an object found at `at`) and records every shape problem.
-pub(crate) fn check_object(object: &serde_json::Map<String, Value>, at: &Location, issues: &mut Issues) {
+pub(crate) fn check_object(
+    object: &serde_json::Map<String, Value>,
+    at: &Location,
+    issues: &mut Issues,
+) {
     if object.is_empty() {
-        issues.push(IssueType::Structure, at, "an object must have at least one member");
+        issues.push(
+            IssueType::Structure,
+            at,
+            "an object must have at least one member",
+        );
     }
     for (name, value) in object {
         match value {
@@ -22,10 +30,18 @@ pub(crate) fn check_object(object: &serde_json::Map<String, Value>, at: &Locatio
             Value::Array(items) => {
                 // `_given: [null, {...}]` pairs with `given`: nulls are allowed inside arrays.
                 if items.is_empty() {
-                    issues.push(IssueType::Structure, &at.child(name), "an array must not be empty");
+                    issues.push(
+                        IssueType::Structure,
+                        &at.child(name),
+                        "an array must not be empty",
+                    );
                 }
                 if !items.is_empty() && items.iter().all(Value::is_null) {
-                    issues.push(IssueType::Structure, &at.child(name), "an array must not hold only nulls");
+                    issues.push(
+                        IssueType::Structure,
+                        &at.child(name),
+                        "an array must not hold only nulls",
+                    );
                 }
                 for (index, item) in items.iter().enumerate() {
                     check_value(item, &at.item(name, index), issues);
@@ -56,12 +72,20 @@ mod tests {
 
     fn check(value: Value, expected: &[&str]) {
         let mut issues = Issues::default();
-        let Value::Object(object) = value else { unreachable!("test input is an object") };
+        let Value::Object(object) = value else {
+            unreachable!("test input is an object")
+        };
         check_object(&object, &Location::root("Patient"), &mut issues);
         let found: Vec<String> = issues
             .0
             .iter()
-            .map(|i| format!("{} {}", i.location.clone().unwrap_or_default(), i.code.code()))
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    i.location.clone().unwrap_or_default(),
+                    i.code.code()
+                )
+            })
             .collect();
         assert_eq!(found, expected);
     }

@@ -136,10 +136,13 @@ impl Base64Binary {
             .bytes()
             .filter(|b| !b.is_ascii_whitespace())
             .collect();
-        if s.len() % 4 != 0 {
+        if !s.len().is_multiple_of(4) {
             return false;
         }
-        let body = s.strip_suffix(b"==").or_else(|| s.strip_suffix(b"=")).unwrap_or(&s);
+        let body = s
+            .strip_suffix(b"==")
+            .or_else(|| s.strip_suffix(b"="))
+            .unwrap_or(&s);
         body.iter()
             .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
     }

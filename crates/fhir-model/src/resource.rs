@@ -20,7 +20,7 @@ pub enum Resource {
     OperationOutcome(Box<OperationOutcome>),
     CapabilityStatement(Box<CapabilityStatement>),
     /// Every other R4 type: kept as JSON, with its id and meta reachable.
-    Other(GenericResource),
+    Other(Box<GenericResource>),
 }
 
 /// A resource of a type this crate does not model: the type, id and meta, and the rest as JSON.
@@ -42,7 +42,9 @@ pub struct ParseError {
 
 impl ParseError {
     fn one(code: IssueType, location: Option<&Location>, diagnostics: impl Into<String>) -> Self {
-        Self { issues: vec![Issue::error(code, location, diagnostics)] }
+        Self {
+            issues: vec![Issue::error(code, location, diagnostics)],
+        }
     }
 }
 
@@ -52,11 +54,19 @@ impl Resource {
     /// the model knows. Rules about content are [`Resource::validate`]'s.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ParseError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ParseError::one(IssueType::Structure, None, "the body is empty; a FHIR resource in JSON was expected"));
+            return Err(ParseError::one(
+                IssueType::Structure,
+                None,
+                "the body is empty; a FHIR resource in JSON was expected",
+            ));
         }
         let value: Value = serde_json::from_slice(bytes).map_err(|err| {
             // serde_json's syntax messages give a line and column and never echo the input.
-            ParseError::one(IssueType::Structure, None, format!("the body is not valid JSON: {err}"))
+            ParseError::one(
+                IssueType::Structure,
+                None,
+                format!("the body is not valid JSON: {err}"),
+            )
         })?;
         Self::from_value(value)
     }
@@ -64,17 +74,33 @@ impl Resource {
     /// As [`Resource::from_json`], from JSON already parsed.
     pub fn from_value(value: Value) -> Result<Self, ParseError> {
         let Value::Object(object) = value else {
-            return Err(ParseError::one(IssueType::Structure, None, "a FHIR resource must be a JSON object"));
+            return Err(ParseError::one(
+                IssueType::Structure,
+                None,
+                "a FHIR resource must be a JSON object",
+            ));
         };
         let resource_type = match object.get("resourceType") {
             Some(Value::String(name)) => ResourceType::parse(name).map_err(|err| {
-                ParseError::one(IssueType::NotSupported, Some(&Location::root("Resource").child("resourceType")), err.to_string())
+                ParseError::one(
+                    IssueType::NotSupported,
+                    Some(&Location::root("Resource").child("resourceType")),
+                    err.to_string(),
+                )
             })?,
             Some(_) => {
-                return Err(ParseError::one(IssueType::Structure, Some(&Location::root("Resource").child("resourceType")), "resourceType must be a string"));
+                return Err(ParseError::one(
+                    IssueType::Structure,
+                    Some(&Location::root("Resource").child("resourceType")),
+                    "resourceType must be a string",
+                ));
             }
             None => {
-                return Err(ParseError::one(IssueType::Required, Some(&Location::root("Resource").child("resourceType")), "resourceType is required"));
+                return Err(ParseError::one(
+                    IssueType::Required,
+                    Some(&Location::root("Resource").child("resourceType")),
+                    "resourceType is required",
+                ));
             }
         };
         let root = Location::root(resource_type.as_str());
@@ -84,14 +110,23 @@ impl Resource {
             return Err(ParseError { issues: issues.0 });
         }
         Self::typed(resource_type, object).map_err(|(path, message)| {
-            ParseError::one(IssueType::Structure, Some(&Location::root(&format!("{resource_type}{path}"))), message)
+            ParseError::one(
+                IssueType::Structure,
+                Some(&Location::root(&format!("{resource_type}{path}"))),
+                message,
+            )
         })
     }
 
     /// Deserializes into the typed model; on failure gives the path (`.name[0].given`) and a
     /// message that names what was expected but not the value found.
-    fn typed(resource_type: ResourceType, object: Map<String, Value>) -> Result<Self, (String, String)> {
-        fn de<T: for<'de> Deserialize<'de>>(object: Map<String, Value>) -> Result<T, (String, String)> {
+    fn typed(
+        resource_type: ResourceType,
+        object: Map<String, Value>,
+    ) -> Result<Self, (String, String)> {
+        fn de<T: for<'de> Deserialize<'de>>(
+            object: Map<String, Value>,
+        ) -> Result<T, (String, String)> {
             serde_path_to_error::deserialize(Value::Object(object)).map_err(|err| {
                 let mut path = String::new();
                 for segment in err.path().iter() {
@@ -100,13 +135,18 @@ impl Resource {
                             path.push('.');
                             path.push_str(key);
                         }
-                        serde_path_to_error::Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+                        serde_path_to_error::Segment::Seq { index } => {
+                            path.push_str(&format!("[{index}]"))
+                        }
                         _ => {}
                     }
                 }
                 let message = err.into_inner().to_string();
                 // A nested resource (contained, Bundle.entry.resource) reports its own path.
-                match message.strip_prefix(NESTED).and_then(|m| m.split_once(NESTED)) {
+                match message
+                    .strip_prefix(NESTED)
+                    .and_then(|m| m.split_once(NESTED))
+                {
                     Some((inner, message)) => (format!("{path}{inner}"), message.to_owned()),
                     None => (path, without_value(&message)),
                 }
@@ -121,9 +161,20 @@ impl Resource {
             _ => {
                 let mut rest = object;
                 rest.shift_remove("resourceType");
-                let id = rest.shift_remove("id").map(|v| de_field(v, ".id")).transpose()?;
-                let meta = rest.shift_remove("meta").map(|v| de_field(v, ".meta")).transpose()?;
-                Self::Other(GenericResource { resource_type, id, meta, rest })
+                let id = rest
+                    .shift_remove("id")
+                    .map(|v| de_field(v, ".id"))
+                    .transpose()?;
+                let meta = rest
+                    .shift_remove("meta")
+                    .map(|v| de_field(v, ".meta"))
+                    .transpose()?;
+                Self::Other(Box::new(GenericResource {
+                    resource_type,
+                    id,
+                    meta,
+                    rest,
+                }))
             }
         })
     }
@@ -241,8 +292,13 @@ fn de_field<T: for<'de> Deserialize<'de>>(value: Value, path: &str) -> Result<T,
 fn without_value(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: ", "invalid length "] {
         if let Some(rest) = message.strip_prefix(prefix) {
-            let expected = rest.rsplit_once(", expected ").map_or("a different value", |(_, e)| e);
-            return format!("{}: expected {expected}", prefix.trim_end_matches([' ', ':']));
+            let expected = rest
+                .rsplit_once(", expected ")
+                .map_or("a different value", |(_, e)| e);
+            return format!(
+                "{}: expected {expected}",
+                prefix.trim_end_matches([' ', ':'])
+            );
         }
     }
     message.to_owned()
@@ -281,14 +337,23 @@ impl<'de> Deserialize<'de> for Resource {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let value = Value::deserialize(deserializer)?;
         let Value::Object(object) = value else {
-            return Err(serde::de::Error::custom("expected a resource (a JSON object)"));
+            return Err(serde::de::Error::custom(
+                "expected a resource (a JSON object)",
+            ));
         };
         let resource_type = match object.get("resourceType") {
-            Some(Value::String(name)) => ResourceType::parse(name).map_err(serde::de::Error::custom)?,
-            _ => return Err(serde::de::Error::custom(format_args!("{NESTED}.resourceType{NESTED}resourceType is required and must be a string"))),
+            Some(Value::String(name)) => {
+                ResourceType::parse(name).map_err(serde::de::Error::custom)?
+            }
+            _ => {
+                return Err(serde::de::Error::custom(format_args!(
+                    "{NESTED}.resourceType{NESTED}resourceType is required and must be a string"
+                )));
+            }
         };
-        Self::typed(resource_type, object)
-            .map_err(|(path, message)| serde::de::Error::custom(format_args!("{NESTED}{path}{NESTED}{message}")))
+        Self::typed(resource_type, object).map_err(|(path, message)| {
+            serde::de::Error::custom(format_args!("{NESTED}{path}{NESTED}{message}"))
+        })
     }
 }
 

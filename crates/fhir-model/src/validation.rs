@@ -47,7 +47,11 @@ pub struct Issue {
 }
 
 impl Issue {
-    pub fn error(code: IssueType, location: Option<&Location>, diagnostics: impl Into<String>) -> Self {
+    pub fn error(
+        code: IssueType,
+        location: Option<&Location>,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         Self {
             severity: IssueSeverity::Error,
             code,
@@ -72,13 +76,21 @@ impl Issues {
 
     pub(crate) fn required<T>(&mut self, value: &Option<T>, at: &Location, name: &str) {
         if value.is_none() {
-            self.push(IssueType::Required, &at.child(name), format!("{name} is required"));
+            self.push(
+                IssueType::Required,
+                &at.child(name),
+                format!("{name} is required"),
+            );
         }
     }
 
     pub(crate) fn required_list<T>(&mut self, value: &[T], at: &Location, name: &str) {
         if value.is_empty() {
-            self.push(IssueType::Required, &at.child(name), format!("at least one {name} is required"));
+            self.push(
+                IssueType::Required,
+                &at.child(name),
+                format!("at least one {name} is required"),
+            );
         }
     }
 
@@ -165,18 +177,28 @@ macro_rules! format_rule {
 format_rule!(Id, "id (1-64 characters of A-Z, a-z, 0-9, '-', '.')");
 format_rule!(Code, "code (no leading, trailing or repeated whitespace)");
 format_rule!(Uri, "uri (no whitespace)");
-format_rule!(Date, "date (YYYY, YYYY-MM or YYYY-MM-DD, a real calendar date)");
+format_rule!(
+    Date,
+    "date (YYYY, YYYY-MM or YYYY-MM-DD, a real calendar date)"
+);
 format_rule!(
     DateTime,
     "dateTime (a date, or YYYY-MM-DDThh:mm:ss with a time zone such as Z or +01:00)"
 );
-format_rule!(Instant, "instant (YYYY-MM-DDThh:mm:ss[.sss] with a time zone)");
+format_rule!(
+    Instant,
+    "instant (YYYY-MM-DDThh:mm:ss[.sss] with a time zone)"
+);
 format_rule!(Base64Binary, "base64Binary");
 
 impl Validate for PositiveInt {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         if !self.is_valid() {
-            issues.push(IssueType::Value, at, "not a valid positiveInt (1 to 2147483647)");
+            issues.push(
+                IssueType::Value,
+                at,
+                "not a valid positiveInt (1 to 2147483647)",
+            );
         }
     }
 }
@@ -184,7 +206,11 @@ impl Validate for PositiveInt {
 impl Validate for UnsignedInt {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         if !self.is_valid() {
-            issues.push(IssueType::Value, at, "not a valid unsignedInt (0 to 2147483647)");
+            issues.push(
+                IssueType::Value,
+                at,
+                "not a valid unsignedInt (0 to 2147483647)",
+            );
         }
     }
 }

@@ -45,11 +45,19 @@ fn unknown_elements_extensions_and_decimals_survive() {
         "extension":[{"url":"http://e.org/y","valueQuantity":{"value":1e3}}],
         "someR5Element":true}"#;
     let resource = Resource::from_json(input).unwrap();
-    let Resource::Immunization(imm) = &resource else { panic!("typed") };
+    let Resource::Immunization(imm) = &resource else {
+        panic!("typed")
+    };
     assert_eq!(imm.vaccine_code.as_ref().unwrap().extra.len(), 1);
     assert!(imm.extra.contains_key("someR5Element"));
     let text = String::from_utf8(resource.to_json()).unwrap();
-    for kept in ["\"futureElement\":{\"a\":[1,2]}", "\"valueDecimal\":1.50", "\"value\":0.50", "1e+3", "\"someR5Element\":true"] {
+    for kept in [
+        "\"futureElement\":{\"a\":[1,2]}",
+        "\"valueDecimal\":1.50",
+        "\"value\":0.50",
+        "1e+3",
+        "\"someR5Element\":true",
+    ] {
         assert!(text.contains(kept), "{kept} lost in {text}");
     }
 }

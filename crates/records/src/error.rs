@@ -11,13 +11,26 @@ pub enum RecordsError {
     Invalid { issues: Vec<Issue> },
     /// The body's resourceType is not the type named in the URL.
     #[error("the body is a {found} but the URL is for {expected}")]
-    WrongType { expected: ResourceType, found: ResourceType },
+    WrongType {
+        expected: ResourceType,
+        found: ResourceType,
+    },
     #[error("{resource_type}/{id} is not known")]
-    NotFound { resource_type: ResourceType, id: String },
+    NotFound {
+        resource_type: ResourceType,
+        id: String,
+    },
     #[error("{resource_type}/{id} was deleted")]
-    Deleted { resource_type: ResourceType, id: String, version: u64 },
+    Deleted {
+        resource_type: ResourceType,
+        id: String,
+        version: u64,
+    },
     #[error("{resource_type}/{id} already exists")]
-    Conflict { resource_type: ResourceType, id: String },
+    Conflict {
+        resource_type: ResourceType,
+        id: String,
+    },
     #[error(transparent)]
     Store(StoreError),
 }

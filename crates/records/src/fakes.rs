@@ -19,10 +19,12 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Vec<StoredVersion>>>, StoreError> {
-        self.versions
-            .lock()
-            .map_err(|_| StoreError::Unavailable("the in-memory store was poisoned by a panic".into()))
+    fn lock(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Vec<StoredVersion>>>, StoreError> {
+        self.versions.lock().map_err(|_| {
+            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+        })
     }
 }
 
@@ -32,7 +34,10 @@ impl ResourceStore for MemoryStore {
         let mut versions = self.lock()?;
         let key = (version.resource_type, version.id.clone());
         if versions.contains_key(&key) {
-            return Err(StoreError::AlreadyExists { resource_type: version.resource_type, id: version.id });
+            return Err(StoreError::AlreadyExists {
+                resource_type: version.resource_type,
+                id: version.id,
+            });
         }
         versions.insert(
             key,
@@ -48,9 +53,15 @@ impl ResourceStore for MemoryStore {
         Ok(())
     }
 
-    async fn read_current(&self, resource_type: ResourceType, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+    async fn read_current(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         let versions = self.lock()?;
-        Ok(versions.get(&(resource_type, id.to_owned())).and_then(|all| all.last().cloned()))
+        Ok(versions
+            .get(&(resource_type, id.to_owned()))
+            .and_then(|all| all.last().cloned()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -76,7 +87,10 @@ impl FixedClock {
 
 impl Clock for FixedClock {
     fn now(&self) -> OffsetDateTime {
-        self.0.lock().map(|now| *now).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        self.0
+            .lock()
+            .map(|now| *now)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 }
 

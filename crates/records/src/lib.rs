@@ -12,5 +12,8 @@ mod ports;
 mod service;
 
 pub use error::RecordsError;
-pub use ports::{Clock, IdGenerator, NewVersion, RandomIds, ResourceStore, StoreError, StoredVersion, SystemClock};
+pub use ports::{
+    Clock, IdGenerator, NewVersion, RandomIds, ResourceStore, StoreError, StoredVersion,
+    SystemClock,
+};
 pub use service::{Records, StoredResource};

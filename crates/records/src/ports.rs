@@ -59,13 +59,20 @@ impl fmt::Debug for StoredVersion {
 pub enum StoreError {
     /// The resource (or that version of it) already exists.
     #[error("{resource_type}/{id} already exists")]
-    AlreadyExists { resource_type: ResourceType, id: String },
+    AlreadyExists {
+        resource_type: ResourceType,
+        id: String,
+    },
     /// The database could not be reached or failed; the source says why (for logs only).
     #[error("the record store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored row cannot be understood (a bug or tampering).
     #[error("stored data for {resource_type}/{id} is corrupt: {what}")]
-    Corrupt { resource_type: String, id: String, what: &'static str },
+    Corrupt {
+        resource_type: String,
+        id: String,
+        what: &'static str,
+    },
 }
 
 /// Where resource versions live. Every version is kept; writes are atomic.
@@ -76,7 +83,11 @@ pub trait ResourceStore: Send + Sync {
     async fn create(&self, version: NewVersion) -> Result<(), StoreError>;
 
     /// The newest version of a resource, deleted or not, or `None` if it never existed.
-    async fn read_current(&self, resource_type: ResourceType, id: &str) -> Result<Option<StoredVersion>, StoreError>;
+    async fn read_current(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -22,7 +22,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(5) }
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -73,13 +76,17 @@ impl SqlStore {
                     .foreign_keys(true)
             });
         }
-        let db = Database::connect(connect).await.map_err(|e| ConnectError::Connect(backend, e))?;
+        let db = Database::connect(connect)
+            .await
+            .map_err(|e| ConnectError::Connect(backend, e))?;
         Ok(Self { db, backend })
     }
 
     /// Applies every pending migration.
     pub async fn migrate(&self) -> Result<(), ConnectError> {
-        Migrator::up(&self.db, None).await.map_err(|e| ConnectError::Migrate(self.backend, e))
+        Migrator::up(&self.db, None)
+            .await
+            .map_err(|e| ConnectError::Migrate(self.backend, e))
     }
 
     pub fn backend(&self) -> Backend {
@@ -94,6 +101,13 @@ impl SqlStore {
 
     pub(crate) async fn ping_db(&self) -> Result<(), sea_orm::DbErr> {
         let backend: DbBackend = self.db.get_database_backend();
-        self.db.execute_unprepared(if backend == DbBackend::Postgres { "SELECT 1" } else { "SELECT 1;" }).await.map(|_| ())
+        self.db
+            .execute_unprepared(if backend == DbBackend::Postgres {
+                "SELECT 1"
+            } else {
+                "SELECT 1;"
+            })
+            .await
+            .map(|_| ())
     }
 }

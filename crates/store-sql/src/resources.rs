@@ -1,10 +1,11 @@
 //! [`ResourceStore`] on sea-orm.
 
 use async_trait::async_trait;
-use records::{NewVersion, ResourceStore, StoreError, StoredVersion};
 use fhir_model::ResourceType;
+use records::{NewVersion, ResourceStore, StoreError, StoredVersion};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
+    TransactionTrait,
 };
 
 use crate::connect::SqlStore;
@@ -24,11 +25,15 @@ impl ResourceStore for SqlStore {
         };
         // The primary key on (type, id) decides races: the loser's insert fails, and its
         // transaction rolls back with nothing written.
-        if let Err(err) = resource::Entity::insert(head).exec_without_returning(&txn).await {
+        if let Err(err) = resource::Entity::insert(head)
+            .exec_without_returning(&txn)
+            .await
+        {
             return Err(match err.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => {
-                    StoreError::AlreadyExists { resource_type: version.resource_type, id: version.id }
-                }
+                Some(SqlErr::UniqueConstraintViolation(_)) => StoreError::AlreadyExists {
+                    resource_type: version.resource_type,
+                    id: version.id,
+                },
                 _ => unavailable(err),
             });
         }
@@ -40,12 +45,19 @@ impl ResourceStore for SqlStore {
             deleted: Set(false),
             body: Set(Body(version.body)),
         };
-        resource_version::Entity::insert(row).exec_without_returning(&txn).await.map_err(unavailable)?;
+        resource_version::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unavailable)?;
         txn.commit().await.map_err(unavailable)
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id))]
-    async fn read_current(&self, resource_type: ResourceType, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+    async fn read_current(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
         let row = resource_version::Entity::find()
             .filter(resource_version::Column::ResourceType.eq(resource_type.as_str()))
             .filter(resource_version::Column::Id.eq(id))

@@ -48,17 +48,34 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
         });
         let results = futures::future::join_all(attempts).await;
         let won: Vec<_> = results.iter().filter(|r| matches!(r, Ok(Ok(())))).collect();
-        let lost = results.iter().filter(|r| matches!(r, Ok(Err(StoreError::AlreadyExists { .. })))).count();
-        assert_eq!((won.len(), lost), (1, 23), "{}: {results:?}", db.backend_name());
-        let stored = store.read_current(ResourceType::PATIENT, "contended").await.unwrap().unwrap();
+        let lost = results
+            .iter()
+            .filter(|r| matches!(r, Ok(Err(StoreError::AlreadyExists { .. }))))
+            .count();
+        assert_eq!(
+            (won.len(), lost),
+            (1, 23),
+            "{}: {results:?}",
+            db.backend_name()
+        );
+        let stored = store
+            .read_current(ResourceType::PATIENT, "contended")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(stored.body.len(), 1);
     }
 }
 
 #[tokio::test]
 async fn unreachable_databases_fail_cleanly() {
-    let options = StoreOptions { acquire_timeout: std::time::Duration::from_millis(500), ..StoreOptions::default() };
-    let err = SqlStore::connect("postgres://postgres@127.0.0.1:1/none", &options).await.unwrap_err();
+    let options = StoreOptions {
+        acquire_timeout: std::time::Duration::from_millis(500),
+        ..StoreOptions::default()
+    };
+    let err = SqlStore::connect("postgres://postgres@127.0.0.1:1/none", &options)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ConnectError::Connect(..)), "{err:?}");
     let err = SqlStore::connect("mysql://x", &options).await.unwrap_err();
     assert!(matches!(err, ConnectError::UnsupportedUrl));

@@ -8,7 +8,8 @@ fn check<T: From<String>>(valid: impl Fn(&T) -> bool, cases: &[(&str, bool)]) {
 
 #[test]
 fn dates() {
-    check(Date::is_valid,
+    check(
+        Date::is_valid,
         &[
             ("1970", true),
             ("1970-03", true),
@@ -27,7 +28,8 @@ fn dates() {
 
 #[test]
 fn date_times() {
-    check(DateTime::is_valid,
+    check(
+        DateTime::is_valid,
         &[
             ("2021", true),
             ("2021-04-01", true),
@@ -45,7 +47,8 @@ fn date_times() {
 
 #[test]
 fn instants() {
-    check(Instant::is_valid,
+    check(
+        Instant::is_valid,
         &[
             ("2021-04-01T10:30:00Z", true),
             ("2021-04-01T10:30:00.000001+00:00", true),
@@ -57,7 +60,8 @@ fn instants() {
 
 #[test]
 fn ids_codes_uris() {
-    check(Id::is_valid,
+    check(
+        Id::is_valid,
         &[
             ("abc-123.x", true),
             ("a_b", false),
@@ -66,7 +70,8 @@ fn ids_codes_uris() {
             (&"x".repeat(65), false),
         ],
     );
-    check(Code::is_valid,
+    check(
+        Code::is_valid,
         &[
             ("completed", true),
             ("two words", true),
@@ -75,12 +80,26 @@ fn ids_codes_uris() {
             ("two  spaces", false),
         ],
     );
-    check(Uri::is_valid, &[("http://x.org/a", true), ("urn:oid:1.2", true), ("a b", false)]);
+    check(
+        Uri::is_valid,
+        &[
+            ("http://x.org/a", true),
+            ("urn:oid:1.2", true),
+            ("a b", false),
+        ],
+    );
 }
 
 #[test]
 fn base64() {
-    check(Base64Binary::is_valid,
-        &[("aGVsbG8=", true), ("aGVsbA==", true), ("aGVs bG8h", true), ("abc", false), ("a*==", false)],
+    check(
+        Base64Binary::is_valid,
+        &[
+            ("aGVsbG8=", true),
+            ("aGVsbA==", true),
+            ("aGVs bG8h", true),
+            ("abc", false),
+            ("a*==", false),
+        ],
     );
 }

@@ -10,7 +10,14 @@ fn problems(input: &str) -> Vec<String> {
     };
     issues
         .iter()
-        .map(|i| format!("{} {}: {}", i.location.as_deref().unwrap_or("-"), i.code.code(), i.diagnostics))
+        .map(|i| {
+            format!(
+                "{} {}: {}",
+                i.location.as_deref().unwrap_or("-"),
+                i.code.code(),
+                i.diagnostics
+            )
+        })
         .collect()
 }
 
@@ -20,14 +27,32 @@ fn check(input: &str, expected: &[&str]) {
 
 #[test]
 fn body_level_problems() {
-    check("", &["- structure: the body is empty; a FHIR resource in JSON was expected"]);
-    check("[1]", &["- structure: a FHIR resource must be a JSON object"]);
-    check(r#"{"resourceType": 5}"#, &["Resource.resourceType structure: resourceType must be a string"]);
-    check(r#"{"id": "x"}"#, &["Resource.resourceType required: resourceType is required"]);
-    check(r#"{"resourceType": "Pasient"}"#, &["Resource.resourceType not-supported: \"Pasient\" is not a FHIR R4 resource type"]);
+    check(
+        "",
+        &["- structure: the body is empty; a FHIR resource in JSON was expected"],
+    );
+    check(
+        "[1]",
+        &["- structure: a FHIR resource must be a JSON object"],
+    );
+    check(
+        r#"{"resourceType": 5}"#,
+        &["Resource.resourceType structure: resourceType must be a string"],
+    );
+    check(
+        r#"{"id": "x"}"#,
+        &["Resource.resourceType required: resourceType is required"],
+    );
+    check(
+        r#"{"resourceType": "Pasient"}"#,
+        &["Resource.resourceType not-supported: \"Pasient\" is not a FHIR R4 resource type"],
+    );
     let syntax = problems(r#"{"resourceType": "Patient",}"#);
     assert_eq!(syntax.len(), 1);
-    assert!(syntax[0].starts_with("- structure: the body is not valid JSON: trailing comma at line 1"), "{syntax:?}");
+    assert!(
+        syntax[0].starts_with("- structure: the body is not valid JSON: trailing comma at line 1"),
+        "{syntax:?}"
+    );
 }
 
 #[test]
@@ -129,30 +154,43 @@ fn nested_resources_are_validated_with_their_path() {
         r#"{"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Immunization", "status": "completed",
             "vaccineCode": {"text": "x"}, "patient": {"reference": "Patient/1"}, "occurrenceString": "2020",
             "contained": [{"resourceType": "Patient", "meta": {"versionId": "1"}}]}}]}"#,
-        &["Bundle.entry[0].resource.contained[0] invariant: dom-4: a contained resource has no meta.versionId or meta.lastUpdated"],
+        &[
+            "Bundle.entry[0].resource.contained[0] invariant: dom-4: a contained resource has no meta.versionId or meta.lastUpdated",
+        ],
     );
 }
 
 #[test]
 fn server_meta_can_be_set() {
-    let mut resource = Resource::from_json(br#"{"resourceType":"Patient","meta":{"tag":[{"code":"t"}]}}"#).unwrap();
+    let mut resource =
+        Resource::from_json(br#"{"resourceType":"Patient","meta":{"tag":[{"code":"t"}]}}"#)
+            .unwrap();
     resource.set_id(Some(Id::from("abc")));
     resource.meta_mut().version_id = Some(Id::from("1"));
     let out: Value = serde_json::from_slice(&resource.to_json()).unwrap();
     assert_eq!(out["id"], "abc");
     assert_eq!(out["meta"]["versionId"], "1");
     assert_eq!(out["meta"]["tag"][0]["code"], "t");
-    assert_eq!(out.as_object().unwrap().keys().next().map(String::as_str), Some("resourceType"));
+    assert_eq!(
+        out.as_object().unwrap().keys().next().map(String::as_str),
+        Some("resourceType")
+    );
 }
 
 #[test]
 fn operation_outcome_from_issues() {
-    let err = Resource::from_json(br#"{"resourceType":"Patient","gender":"x"}"#).unwrap().validate();
+    let err = Resource::from_json(br#"{"resourceType":"Patient","gender":"x"}"#)
+        .unwrap()
+        .validate();
     let outcome = OperationOutcome::from_issues(&err);
     let json: Value = serde_json::to_value(&outcome).unwrap();
     assert_eq!(json["resourceType"], "OperationOutcome");
     assert_eq!(json["issue"][0]["severity"], "error");
     assert_eq!(json["issue"][0]["code"], "code-invalid");
     assert_eq!(json["issue"][0]["expression"][0], "Patient.gender");
-    assert!(Resource::OperationOutcome(Box::new(outcome)).validate().is_empty());
+    assert!(
+        Resource::OperationOutcome(Box::new(outcome))
+            .validate()
+            .is_empty()
+    );
 }

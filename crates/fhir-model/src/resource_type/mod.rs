@@ -64,10 +64,27 @@ mod tests {
     fn the_list_is_sorted_and_complete() {
         assert!(R4_RESOURCE_TYPES.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(R4_RESOURCE_TYPES.len(), 146);
-        for name in ["Patient", "Immunization", "Consent", "AuditEvent", "VisionPrescription", "Account"] {
-            assert_eq!(ResourceType::parse(name).map(ResourceType::as_str), Ok(name));
+        for name in [
+            "Patient",
+            "Immunization",
+            "Consent",
+            "AuditEvent",
+            "VisionPrescription",
+            "Account",
+        ] {
+            assert_eq!(
+                ResourceType::parse(name).map(ResourceType::as_str),
+                Ok(name)
+            );
         }
-        for name in ["patient", "Resource", "DomainResource", "SubscriptionStatus", "", "Foo"] {
+        for name in [
+            "patient",
+            "Resource",
+            "DomainResource",
+            "SubscriptionStatus",
+            "",
+            "Foo",
+        ] {
             assert!(ResourceType::parse(name).is_err(), "{name}");
         }
     }

@@ -121,22 +121,40 @@ impl Validate for Bundle {
 
         let kind = self.type_.as_ref().map(Code::as_str).unwrap_or_default();
         if self.total.is_some() && !matches!(kind, "searchset" | "history") {
-            issues.push(IssueType::Invariant, &at.child("total"), "bdl-1: total only when a search or history");
+            issues.push(
+                IssueType::Invariant,
+                &at.child("total"),
+                "bdl-1: total only when a search or history",
+            );
         }
         let mut full_urls = HashSet::new();
         for (index, entry) in self.entry.iter().enumerate() {
             let here = at.item("entry", index);
             if entry.search.is_some() && kind != "searchset" {
-                issues.push(IssueType::Invariant, &here, "bdl-2: entry.search only when a search");
+                issues.push(
+                    IssueType::Invariant,
+                    &here,
+                    "bdl-2: entry.search only when a search",
+                );
             }
             if entry.request.is_none() && matches!(kind, "batch" | "transaction" | "history") {
-                issues.push(IssueType::Invariant, &here, "bdl-3: entry.request is mandatory for batch, transaction and history");
+                issues.push(
+                    IssueType::Invariant,
+                    &here,
+                    "bdl-3: entry.request is mandatory for batch, transaction and history",
+                );
             }
-            if entry.response.is_none() && matches!(kind, "batch-response" | "transaction-response" | "history") {
+            if entry.response.is_none()
+                && matches!(kind, "batch-response" | "transaction-response" | "history")
+            {
                 issues.push(IssueType::Invariant, &here, "bdl-4: entry.response is mandatory for batch-response, transaction-response and history");
             }
             if let Some(full_url) = &entry.full_url {
-                let version = entry.resource.as_ref().and_then(Resource::meta).and_then(|m| m.version_id.clone());
+                let version = entry
+                    .resource
+                    .as_ref()
+                    .and_then(Resource::meta)
+                    .and_then(|m| m.version_id.clone());
                 if kind != "history" && !full_urls.insert((full_url.0.clone(), version)) {
                     issues.push(IssueType::Invariant, &here.child("fullUrl"), "bdl-7: fullUrl must be unique in a bundle, or else entries with the same fullUrl must have different meta.versionId");
                 }
@@ -164,12 +182,20 @@ impl Validate for BundleEntry {
         one(&self.request, at, "request", issues);
         one(&self.response, at, "response", issues);
         if self.resource.is_none() && self.request.is_none() && self.response.is_none() {
-            issues.push(IssueType::Invariant, at, "bdl-5: an entry has a resource, a request or a response");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "bdl-5: an entry has a resource, a request or a response",
+            );
         }
-        if let Some(full_url) = &self.full_url {
-            if full_url.0.contains("/_history/") {
-                issues.push(IssueType::Invariant, &at.child("fullUrl"), "bdl-8: fullUrl cannot be a version-specific reference");
-            }
+        if let Some(full_url) = &self.full_url
+            && full_url.0.contains("/_history/")
+        {
+            issues.push(
+                IssueType::Invariant,
+                &at.child("fullUrl"),
+                "bdl-8: fullUrl cannot be a version-specific reference",
+            );
         }
     }
 }
@@ -185,7 +211,12 @@ impl Validate for BundleEntryRequest {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         backbone(&self.extension, &self.modifier_extension, at, issues);
         issues.required(&self.method, at, "method");
-        issues.binding(&self.method, at, "method", &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]);
+        issues.binding(
+            &self.method,
+            at,
+            "method",
+            &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"],
+        );
         issues.required(&self.url, at, "url");
         one(&self.url, at, "url", issues);
         one(&self.if_modified_since, at, "ifModifiedSince", issues);

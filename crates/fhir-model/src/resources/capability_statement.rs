@@ -145,12 +145,27 @@ fhir_element! {
 }
 
 const TYPE_INTERACTIONS: &[&str] = &[
-    "read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
     "search-type",
 ];
 const SYSTEM_INTERACTIONS: &[&str] = &["transaction", "batch", "search-system", "history-system"];
 const SEARCH_PARAM_TYPES: &[&str] = &[
-    "number", "date", "string", "token", "reference", "composite", "quantity", "uri", "special",
+    "number",
+    "date",
+    "string",
+    "token",
+    "reference",
+    "composite",
+    "quantity",
+    "uri",
+    "special",
 ];
 
 impl Validate for CapabilityStatement {
@@ -158,11 +173,21 @@ impl Validate for CapabilityStatement {
         self.domain_parts().validate(at, issues);
         one(&self.url, at, "url", issues);
         issues.required(&self.status, at, "status");
-        issues.binding(&self.status, at, "status", &["draft", "active", "retired", "unknown"]);
+        issues.binding(
+            &self.status,
+            at,
+            "status",
+            &["draft", "active", "retired", "unknown"],
+        );
         issues.required(&self.date, at, "date");
         one(&self.date, at, "date", issues);
         issues.required(&self.kind, at, "kind");
-        issues.binding(&self.kind, at, "kind", &["instance", "capability", "requirements"]);
+        issues.binding(
+            &self.kind,
+            at,
+            "kind",
+            &["instance", "capability", "requirements"],
+        );
         each(&self.instantiates, at, "instantiates", issues);
         each(&self.imports, at, "imports", issues);
         one(&self.software, at, "software", issues);
@@ -172,10 +197,22 @@ impl Validate for CapabilityStatement {
         issues.required_list(&self.format, at, "format");
         each(&self.format, at, "format", issues);
         each(&self.patch_format, at, "patchFormat", issues);
-        each(&self.implementation_guide, at, "implementationGuide", issues);
+        each(
+            &self.implementation_guide,
+            at,
+            "implementationGuide",
+            issues,
+        );
         each(&self.rest, at, "rest", issues);
-        if self.rest.is_empty() && !self.extra.contains_key("messaging") && !self.extra.contains_key("document") {
-            issues.push(IssueType::Invariant, at, "cpb-1: a capability statement has at least one of rest, messaging or document");
+        if self.rest.is_empty()
+            && !self.extra.contains_key("messaging")
+            && !self.extra.contains_key("document")
+        {
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "cpb-1: a capability statement has at least one of rest, messaging or document",
+            );
         }
         if self.description.is_none() && self.software.is_none() && self.implementation.is_none() {
             issues.push(IssueType::Invariant, at, "cpb-2: a capability statement has at least one of description, software or implementation");
@@ -219,24 +256,43 @@ impl Validate for CapabilityResource {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         backbone(&self.extension, &self.modifier_extension, at, issues);
         issues.required(&self.type_, at, "type");
-        if let Some(type_) = &self.type_ {
-            if crate::ResourceType::parse(type_.as_str()).is_err() {
-                issues.push(IssueType::CodeInvalid, &at.child("type"), "type must be an R4 resource type");
-            }
+        if let Some(type_) = &self.type_
+            && crate::ResourceType::parse(type_.as_str()).is_err()
+        {
+            issues.push(
+                IssueType::CodeInvalid,
+                &at.child("type"),
+                "type must be an R4 resource type",
+            );
         }
         one(&self.profile, at, "profile", issues);
         each(&self.supported_profile, at, "supportedProfile", issues);
         for (index, interaction) in self.interaction.iter().enumerate() {
             interaction.check(&at.item("interaction", index), TYPE_INTERACTIONS, issues);
         }
-        issues.binding(&self.versioning, at, "versioning", &["no-version", "versioned", "versioned-update"]);
+        issues.binding(
+            &self.versioning,
+            at,
+            "versioning",
+            &["no-version", "versioned", "versioned-update"],
+        );
         issues.binding(
             &self.conditional_read,
             at,
             "conditionalRead",
-            &["not-supported", "modified-since", "not-match", "full-support"],
+            &[
+                "not-supported",
+                "modified-since",
+                "not-match",
+                "full-support",
+            ],
         );
-        issues.binding(&self.conditional_delete, at, "conditionalDelete", &["not-supported", "single", "multiple"]);
+        issues.binding(
+            &self.conditional_delete,
+            at,
+            "conditionalDelete",
+            &["not-supported", "single", "multiple"],
+        );
         for (index, policy) in self.reference_policy.iter().enumerate() {
             issues.code_in(
                 policy,

@@ -119,9 +119,16 @@ impl Validate for Immunization {
         issues.required(&self.patient, at, "patient");
         one(&self.patient, at, "patient", issues);
         one(&self.encounter, at, "encounter", issues);
-        let occurrence = [self.occurrence_date_time.is_some(), self.occurrence_string.is_some()];
+        let occurrence = [
+            self.occurrence_date_time.is_some(),
+            self.occurrence_string.is_some(),
+        ];
         if !occurrence.contains(&true) {
-            issues.push(IssueType::Required, &at.child("occurrence[x]"), "occurrence[x] is required (occurrenceDateTime or occurrenceString)");
+            issues.push(
+                IssueType::Required,
+                &at.child("occurrence[x]"),
+                "occurrence[x] is required (occurrenceDateTime or occurrenceString)",
+            );
         }
         issues.at_most_one_choice(at, "occurrence", &occurrence);
         one(&self.occurrence_date_time, at, "occurrenceDateTime", issues);
@@ -136,7 +143,11 @@ impl Validate for Immunization {
             let here = at.child("doseQuantity");
             dose.validate(&here, issues);
             if dose.comparator.is_some() {
-                issues.push(IssueType::Invariant, &here, "sqty-1: a SimpleQuantity has no comparator");
+                issues.push(
+                    IssueType::Invariant,
+                    &here,
+                    "sqty-1: a SimpleQuantity has no comparator",
+                );
             }
         }
         each(&self.performer, at, "performer", issues);
@@ -168,7 +179,11 @@ impl Validate for ImmunizationEducation {
         one(&self.publication_date, at, "publicationDate", issues);
         one(&self.presentation_date, at, "presentationDate", issues);
         if self.document_type.is_none() && self.reference.is_none() {
-            issues.push(IssueType::Invariant, at, "imm-1: one of documentType or reference is present");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "imm-1: one of documentType or reference is present",
+            );
         }
     }
 }
@@ -186,17 +201,37 @@ impl Validate for ImmunizationProtocolApplied {
         backbone(&self.extension, &self.modifier_extension, at, issues);
         one(&self.authority, at, "authority", issues);
         each(&self.target_disease, at, "targetDisease", issues);
-        let dose = [self.dose_number_positive_int.is_some(), self.dose_number_string.is_some()];
+        let dose = [
+            self.dose_number_positive_int.is_some(),
+            self.dose_number_string.is_some(),
+        ];
         if !dose.contains(&true) {
-            issues.push(IssueType::Required, &at.child("doseNumber[x]"), "doseNumber[x] is required (doseNumberPositiveInt or doseNumberString)");
+            issues.push(
+                IssueType::Required,
+                &at.child("doseNumber[x]"),
+                "doseNumber[x] is required (doseNumberPositiveInt or doseNumberString)",
+            );
         }
         issues.at_most_one_choice(at, "doseNumber", &dose);
-        one(&self.dose_number_positive_int, at, "doseNumberPositiveInt", issues);
+        one(
+            &self.dose_number_positive_int,
+            at,
+            "doseNumberPositiveInt",
+            issues,
+        );
         issues.at_most_one_choice(
             at,
             "seriesDoses",
-            &[self.series_doses_positive_int.is_some(), self.series_doses_string.is_some()],
+            &[
+                self.series_doses_positive_int.is_some(),
+                self.series_doses_string.is_some(),
+            ],
         );
-        one(&self.series_doses_positive_int, at, "seriesDosesPositiveInt", issues);
+        one(
+            &self.series_doses_positive_int,
+            at,
+            "seriesDosesPositiveInt",
+            issues,
+        );
     }
 }

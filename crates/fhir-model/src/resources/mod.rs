@@ -13,9 +13,9 @@ pub use operation_outcome::*;
 pub use patient::*;
 
 use crate::datatypes::{Extension, Meta, Narrative};
+use crate::outcome::IssueType;
 use crate::primitives::{Code, Id, Uri};
 use crate::resource::Resource;
-use crate::outcome::IssueType;
 use crate::validation::{Issues, Location, Validate, each, one};
 
 /// The elements every DomainResource has, validated the same way for each typed resource.
@@ -42,11 +42,22 @@ impl DomainParts<'_> {
             // dom-2, dom-4: contained resources have no contained resources and no meta.versionId
             // or meta.lastUpdated of their own.
             resource.validate_at(&here, issues);
-            if resource.meta().is_some_and(|m| m.version_id.is_some() || m.last_updated.is_some()) {
-                issues.push(IssueType::Invariant, &here, "dom-4: a contained resource has no meta.versionId or meta.lastUpdated");
+            if resource
+                .meta()
+                .is_some_and(|m| m.version_id.is_some() || m.last_updated.is_some())
+            {
+                issues.push(
+                    IssueType::Invariant,
+                    &here,
+                    "dom-4: a contained resource has no meta.versionId or meta.lastUpdated",
+                );
             }
             if resource.has_contained() {
-                issues.push(IssueType::Invariant, &here, "dom-2: a contained resource has no contained resources");
+                issues.push(
+                    IssueType::Invariant,
+                    &here,
+                    "dom-2: a contained resource has no contained resources",
+                );
             }
         }
         each(self.extension, at, "extension", issues);
@@ -76,7 +87,12 @@ macro_rules! domain_parts {
 pub(crate) use domain_parts;
 
 /// A BackboneElement's own `extension` and `modifierExtension`.
-pub(crate) fn backbone(extension: &[Extension], modifier_extension: &[Extension], at: &Location, issues: &mut Issues) {
+pub(crate) fn backbone(
+    extension: &[Extension],
+    modifier_extension: &[Extension],
+    at: &Location,
+    issues: &mut Issues,
+) {
     each(extension, at, "extension", issues);
     each(modifier_extension, at, "modifierExtension", issues);
 }

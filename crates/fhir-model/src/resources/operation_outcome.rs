@@ -54,11 +54,18 @@ impl OperationOutcome {
                 ..OperationOutcomeIssue::default()
             })
             .collect();
-        Self { issue, ..Self::default() }
+        Self {
+            issue,
+            ..Self::default()
+        }
     }
 
     /// An outcome with a single issue.
-    pub fn single(severity: IssueSeverity, code: IssueType, diagnostics: impl Into<String>) -> Self {
+    pub fn single(
+        severity: IssueSeverity,
+        code: IssueType,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         Self::from_issues([&Issue {
             severity,
             code,
@@ -69,11 +76,37 @@ impl OperationOutcome {
 }
 
 const ISSUE_TYPES: &[&str] = &[
-    "invalid", "structure", "required", "value", "invariant", "security", "login", "unknown",
-    "expired", "forbidden", "suppressed", "processing", "not-supported", "duplicate",
-    "multiple-matches", "not-found", "deleted", "too-long", "code-invalid", "extension",
-    "too-costly", "business-rule", "conflict", "transient", "lock-error", "no-store", "exception",
-    "timeout", "incomplete", "throttled", "informational",
+    "invalid",
+    "structure",
+    "required",
+    "value",
+    "invariant",
+    "security",
+    "login",
+    "unknown",
+    "expired",
+    "forbidden",
+    "suppressed",
+    "processing",
+    "not-supported",
+    "duplicate",
+    "multiple-matches",
+    "not-found",
+    "deleted",
+    "too-long",
+    "code-invalid",
+    "extension",
+    "too-costly",
+    "business-rule",
+    "conflict",
+    "transient",
+    "lock-error",
+    "no-store",
+    "exception",
+    "timeout",
+    "incomplete",
+    "throttled",
+    "informational",
 ];
 
 impl Validate for OperationOutcome {
@@ -88,7 +121,12 @@ impl Validate for OperationOutcomeIssue {
     fn validate(&self, at: &Location, issues: &mut Issues) {
         backbone(&self.extension, &self.modifier_extension, at, issues);
         issues.required(&self.severity, at, "severity");
-        issues.binding(&self.severity, at, "severity", &["fatal", "error", "warning", "information"]);
+        issues.binding(
+            &self.severity,
+            at,
+            "severity",
+            &["fatal", "error", "warning", "information"],
+        );
         issues.required(&self.code, at, "code");
         issues.binding(&self.code, at, "code", ISSUE_TYPES);
         one(&self.details, at, "details", issues);

@@ -90,20 +90,40 @@ impl Validate for Patient {
         each(&self.telecom, at, "telecom", issues);
         issues.binding(&self.gender, at, "gender", ADMINISTRATIVE_GENDER);
         one(&self.birth_date, at, "birthDate", issues);
-        issues.at_most_one_choice(at, "deceased", &[self.deceased_boolean.is_some(), self.deceased_date_time.is_some()]);
+        issues.at_most_one_choice(
+            at,
+            "deceased",
+            &[
+                self.deceased_boolean.is_some(),
+                self.deceased_date_time.is_some(),
+            ],
+        );
         one(&self.deceased_date_time, at, "deceasedDateTime", issues);
         each(&self.address, at, "address", issues);
         one(&self.marital_status, at, "maritalStatus", issues);
         issues.at_most_one_choice(
             at,
             "multipleBirth",
-            &[self.multiple_birth_boolean.is_some(), self.multiple_birth_integer.is_some()],
+            &[
+                self.multiple_birth_boolean.is_some(),
+                self.multiple_birth_integer.is_some(),
+            ],
         );
         each(&self.photo, at, "photo", issues);
         each(&self.contact, at, "contact", issues);
         each(&self.communication, at, "communication", issues);
-        each(&self.general_practitioner, at, "generalPractitioner", issues);
-        one(&self.managing_organization, at, "managingOrganization", issues);
+        each(
+            &self.general_practitioner,
+            at,
+            "generalPractitioner",
+            issues,
+        );
+        one(
+            &self.managing_organization,
+            at,
+            "managingOrganization",
+            issues,
+        );
         each(&self.link, at, "link", issues);
     }
 }
@@ -123,7 +143,11 @@ impl Validate for PatientContact {
             || self.address.is_some()
             || self.organization.is_some();
         if !has_details {
-            issues.push(IssueType::Invariant, at, "pat-1: a contact has at least a name, telecom, address or organization");
+            issues.push(
+                IssueType::Invariant,
+                at,
+                "pat-1: a contact has at least a name, telecom, address or organization",
+            );
         }
     }
 }
@@ -142,6 +166,11 @@ impl Validate for PatientLink {
         issues.required(&self.other, at, "other");
         one(&self.other, at, "other", issues);
         issues.required(&self.type_, at, "type");
-        issues.binding(&self.type_, at, "type", &["replaced-by", "replaces", "refer", "seealso"]);
+        issues.binding(
+            &self.type_,
+            at,
+            "type",
+            &["replaced-by", "replaces", "refer", "seealso"],
+        );
     }
 }

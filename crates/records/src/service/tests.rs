@@ -23,7 +23,8 @@ fn create_assigns_id_and_meta_and_read_returns_it() {
     let records = records();
     let body = json!({"resourceType": "Patient", "id": "client-chosen", "gender": "female",
         "meta": {"versionId": "77", "tag": [{"code": "kept"}]}});
-    let created = block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+    let created =
+        block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
     assert_eq!((created.id.as_str(), created.version), ("id-1", 1));
     let stored: Value = serde_json::from_slice(&created.body).unwrap();
     assert_eq!(stored["id"], "id-1");
@@ -39,13 +40,25 @@ fn create_assigns_id_and_meta_and_read_returns_it() {
 #[test]
 fn invalid_and_mismatched_bodies_are_refused_and_nothing_is_stored() {
     let records = records();
-    let wrong = block_on(records.create(ResourceType::IMMUNIZATION, br#"{"resourceType":"Patient"}"#));
-    assert!(matches!(wrong, Err(RecordsError::WrongType { .. })), "{wrong:?}");
-    let invalid = block_on(records.create(ResourceType::IMMUNIZATION, br#"{"resourceType":"Immunization"}"#));
-    let Err(RecordsError::Invalid { issues }) = invalid else { panic!("{invalid:?}") };
+    let wrong =
+        block_on(records.create(ResourceType::IMMUNIZATION, br#"{"resourceType":"Patient"}"#));
+    assert!(
+        matches!(wrong, Err(RecordsError::WrongType { .. })),
+        "{wrong:?}"
+    );
+    let invalid = block_on(records.create(
+        ResourceType::IMMUNIZATION,
+        br#"{"resourceType":"Immunization"}"#,
+    ));
+    let Err(RecordsError::Invalid { issues }) = invalid else {
+        panic!("{invalid:?}")
+    };
     assert_eq!(issues.len(), 4);
     for id in ["id-1", "id-2"] {
-        assert!(matches!(block_on(records.read(ResourceType::IMMUNIZATION, id)), Err(RecordsError::NotFound { .. })));
+        assert!(matches!(
+            block_on(records.read(ResourceType::IMMUNIZATION, id)),
+            Err(RecordsError::NotFound { .. })
+        ));
     }
 }
 
@@ -53,7 +66,13 @@ fn invalid_and_mismatched_bodies_are_refused_and_nothing_is_stored() {
 fn reading_unknown_or_malformed_ids_is_not_found() {
     let records = records();
     for id in ["nope", "../etc", ""] {
-        assert!(matches!(block_on(records.read(ResourceType::PATIENT, id)), Err(RecordsError::NotFound { .. })), "{id}");
+        assert!(
+            matches!(
+                block_on(records.read(ResourceType::PATIENT, id)),
+                Err(RecordsError::NotFound { .. })
+            ),
+            "{id}"
+        );
     }
 }
 

@@ -1,0 +1,104 @@
+//! Every failure as an HTTP status and a FHIR OperationOutcome.
+
+use fhir_model::{Issue, IssueSeverity, IssueType, OperationOutcome, Resource};
+use poem_openapi::ApiResponse;
+use records::{RecordsError, StoreError};
+
+use crate::front::RequestId;
+use crate::payload::FhirJson;
+
+/// The error responses of the FHIR API. Each body is an OperationOutcome.
+#[derive(Debug, ApiResponse)]
+pub enum FhirError {
+    /// The request or the resource in it is malformed or invalid; the issues say where and why.
+    #[oai(status = 400)]
+    BadRequest(FhirJson),
+    /// No such resource, or no such resource type.
+    #[oai(status = 404)]
+    NotFound(FhirJson),
+    /// The resource conflicts with one already stored.
+    #[oai(status = 409)]
+    Conflict(FhirJson),
+    /// The resource was deleted.
+    #[oai(status = 410)]
+    Gone(FhirJson),
+    /// The request body is larger than the server accepts.
+    #[oai(status = 413)]
+    PayloadTooLarge(FhirJson),
+    /// The request body is not `application/fhir+json` or `application/json`.
+    #[oai(status = 415)]
+    UnsupportedMediaType(FhirJson),
+    /// An unexpected failure; the OperationOutcome carries a correlation id for the operator.
+    #[oai(status = 500)]
+    Internal(FhirJson),
+    /// The database is unavailable; retry later.
+    #[oai(status = 503)]
+    Unavailable(FhirJson),
+}
+
+pub(crate) fn outcome_json(outcome: OperationOutcome) -> FhirJson {
+    FhirJson(Resource::OperationOutcome(Box::new(outcome)).to_json())
+}
+
+fn single(code: IssueType, diagnostics: impl Into<String>) -> FhirJson {
+    outcome_json(OperationOutcome::single(
+        IssueSeverity::Error,
+        code,
+        diagnostics,
+    ))
+}
+
+impl FhirError {
+    pub(crate) fn unknown_type(name: &str) -> Self {
+        let err = fhir_model::ResourceType::parse(name)
+            .err()
+            .map_or_else(String::new, |e| e.to_string());
+        Self::NotFound(single(IssueType::NotSupported, err))
+    }
+
+    pub(crate) fn invalid(issues: &[Issue]) -> Self {
+        Self::BadRequest(outcome_json(OperationOutcome::from_issues(issues)))
+    }
+
+    /// Maps a core error; server-side failures are logged here, with the request id, and
+    /// answered without internal detail.
+    pub(crate) fn from_records(err: RecordsError, request_id: &RequestId) -> Self {
+        match err {
+            RecordsError::Invalid { issues } => Self::invalid(&issues),
+            RecordsError::WrongType { .. } => {
+                Self::BadRequest(outcome_json(OperationOutcome::from_issues([
+                    &Issue::error(
+                        IssueType::Invalid,
+                        Some(&fhir_model::Location::root("Resource").child("resourceType")),
+                        err.to_string(),
+                    ),
+                ])))
+            }
+            RecordsError::NotFound { .. } => {
+                Self::NotFound(single(IssueType::NotFound, err.to_string()))
+            }
+            RecordsError::Deleted { .. } => Self::Gone(single(IssueType::Deleted, err.to_string())),
+            RecordsError::Conflict { .. } => {
+                Self::Conflict(single(IssueType::Duplicate, err.to_string()))
+            }
+            RecordsError::Store(StoreError::Unavailable(source)) => {
+                tracing::error!(request_id = %request_id.0, error = %source, "record store unavailable");
+                Self::Unavailable(single(
+                    IssueType::Transient,
+                    format!(
+                        "the database is unavailable; retry later (correlation id {})",
+                        request_id.0
+                    ),
+                ))
+            }
+            RecordsError::Store(
+                err @ (StoreError::Corrupt { .. } | StoreError::AlreadyExists { .. }),
+            ) => {
+                tracing::error!(request_id = %request_id.0, error = %err, "record store failure");
+                Self::Internal(outcome_json(OperationOutcome::internal_error(
+                    &request_id.0,
+                )))
+            }
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! `FhirJson`: a FHIR resource as JSON, in requests and responses.
+//!
+//! Requests are taken as raw bytes (up to the configured limit, chunked or not) so that the
+//! core can report malformed JSON as an OperationOutcome instead of poem's plain-text error.
+
+use poem::http::StatusCode;
+use poem::{IntoResponse, Request, RequestBody, Response};
+use poem_openapi::impl_apirequest_for_payload;
+use poem_openapi::payload::{ParsePayload, Payload};
+use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+
+/// The most bytes a request body may have; set by [`crate::HttpConfig`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyLimit(pub usize);
+
+/// A FHIR resource in JSON (`application/fhir+json`; plain `application/json` is accepted).
+#[derive(Debug, Clone)]
+pub struct FhirJson(pub Vec<u8>);
+
+pub(crate) const FHIR_JSON: &str = "application/fhir+json; charset=utf-8";
+
+impl Payload for FhirJson {
+    const CONTENT_TYPE: &'static str = "application/fhir+json";
+
+    fn check_content_type(content_type: &str) -> bool {
+        let essence = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        matches!(
+            essence.as_str(),
+            "application/fhir+json" | "application/json"
+        )
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            title: Some("FHIR R4 resource".to_owned()),
+            description: Some(
+                "A FHIR R4 resource in JSON (http://hl7.org/fhir/R4/json.html). `resourceType` names \
+                 the type; the rest follows that type's definition.",
+            ),
+            required: vec!["resourceType"],
+            properties: vec![(
+                "resourceType",
+                MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+            )],
+            additional_properties: Some(Box::new(MetaSchemaRef::Inline(Box::new(MetaSchema::ANY)))),
+            ..MetaSchema::new("object")
+        }))
+    }
+}
+
+impl ParsePayload for FhirJson {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        let limit = request
+            .data::<BodyLimit>()
+            .map_or(crate::app::DEFAULT_BODY_LIMIT, |l| l.0);
+        let bytes = body
+            .take()?
+            .into_bytes_limit(limit)
+            .await
+            .map_err(|err| match err {
+                poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from_string(
+                    format!("the request body is larger than the limit of {limit} bytes"),
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                ),
+                other => poem::Error::from_string(
+                    format!("the request body could not be read: {other}"),
+                    StatusCode::BAD_REQUEST,
+                ),
+            })?;
+        Ok(Self(bytes.to_vec()))
+    }
+}
+
+impl_apirequest_for_payload!(FhirJson);
+
+impl IntoResponse for FhirJson {
+    fn into_response(self) -> Response {
+        Response::builder().content_type(FHIR_JSON).body(self.0)
+    }
+}

@@ -1,0 +1,278 @@
+//! Configuration: built-in defaults (the embedded SQLite setup), then an optional `cairn.toml`,
+//! then `CAIRN_*` environment variables, each overriding the one before.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where the embedded default keeps its data, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "cairn-data";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people at a terminal.
+    Human,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Everything `cairn serve` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `postgres://…` or `sqlite://…`.
+    pub database_url: String,
+    /// Address to listen on, e.g. `127.0.0.1:8080`.
+    pub listen: String,
+    /// The largest request body, in bytes.
+    pub body_limit: usize,
+    /// The URL clients reach the server at, for `Location` headers.
+    pub public_base_url: Option<String>,
+    pub log_format: LogFormat,
+    /// Serve the API UI at `/docs`.
+    pub docs: bool,
+    /// Largest number of database connections.
+    pub max_connections: u32,
+    /// Seconds in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            database_url: format!("sqlite://./{DEFAULT_DATA_DIR}/cairn.db?mode=rwc"),
+            listen: "127.0.0.1:8080".to_owned(),
+            body_limit: 16 * 1024 * 1024,
+            public_base_url: None,
+            log_format: LogFormat::Human,
+            docs: true,
+            max_connections: 16,
+            shutdown_grace_seconds: 30,
+        }
+    }
+}
+
+/// Why the configuration could not be read. Never includes secrets from it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name} is not valid: {message}")]
+    Env { name: &'static str, message: String },
+}
+
+/// The keys `cairn.toml` may have; all optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    database_url: Option<String>,
+    listen: Option<String>,
+    body_limit: Option<usize>,
+    public_base_url: Option<String>,
+    log_format: Option<LogFormat>,
+    docs: Option<bool>,
+    max_connections: Option<u32>,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+impl Config {
+    /// Defaults ← `file` (or `./cairn.toml` if it exists) ← the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// As [`Config::load`], with the environment given (tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::default();
+        let default_file = Path::new("cairn.toml");
+        let file = file.or_else(|| default_file.exists().then_some(default_file));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            let parsed: FileConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.message().to_owned(),
+            })?;
+            config.apply(parsed);
+        }
+        let parse = |name: &'static str| -> Result<Option<String>, ConfigError> {
+            Ok(env(name).filter(|v| !v.is_empty()))
+        };
+        let number = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            parse(name)?
+                .map(|v| {
+                    v.parse::<u64>().map_err(|e| ConfigError::Env {
+                        name,
+                        message: e.to_string(),
+                    })
+                })
+                .transpose()
+        };
+        let env_config = FileConfig {
+            database_url: parse("CAIRN_DATABASE_URL")?,
+            listen: parse("CAIRN_LISTEN")?,
+            body_limit: number("CAIRN_BODY_LIMIT")?
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            public_base_url: parse("CAIRN_PUBLIC_BASE_URL")?,
+            log_format: parse("CAIRN_LOG_FORMAT")?
+                .map(|v| match v.to_ascii_lowercase().as_str() {
+                    "json" => Ok(LogFormat::Json),
+                    "human" | "text" => Ok(LogFormat::Human),
+                    _ => Err(ConfigError::Env {
+                        name: "CAIRN_LOG_FORMAT",
+                        message: "use json or human".into(),
+                    }),
+                })
+                .transpose()?,
+            docs: parse("CAIRN_DOCS")?
+                .map(|v| match v.as_str() {
+                    "1" | "true" | "on" => Ok(true),
+                    "0" | "false" | "off" => Ok(false),
+                    _ => Err(ConfigError::Env {
+                        name: "CAIRN_DOCS",
+                        message: "use true or false".into(),
+                    }),
+                })
+                .transpose()?,
+            max_connections: number("CAIRN_MAX_CONNECTIONS")?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            shutdown_grace_seconds: number("CAIRN_SHUTDOWN_GRACE_SECONDS")?,
+        };
+        config.apply(env_config);
+        Ok(config)
+    }
+
+    fn apply(&mut self, file: FileConfig) {
+        let FileConfig {
+            database_url,
+            listen,
+            body_limit,
+            public_base_url,
+            log_format,
+            docs,
+            max_connections,
+            shutdown_grace_seconds,
+        } = file;
+        if let Some(v) = database_url {
+            self.database_url = v;
+        }
+        if let Some(v) = listen {
+            self.listen = v;
+        }
+        if let Some(v) = body_limit {
+            self.body_limit = v;
+        }
+        if let Some(v) = public_base_url {
+            self.public_base_url = Some(v);
+        }
+        if let Some(v) = log_format {
+            self.log_format = v;
+        }
+        if let Some(v) = docs {
+            self.docs = v;
+        }
+        if let Some(v) = max_connections {
+            self.max_connections = v;
+        }
+        if let Some(v) = shutdown_grace_seconds {
+            self.shutdown_grace_seconds = v;
+        }
+    }
+
+    /// The directory a `sqlite://` URL's file lives in, so it can be created first.
+    pub(crate) fn sqlite_dir(&self) -> Option<PathBuf> {
+        let path = self
+            .database_url
+            .strip_prefix("sqlite://")
+            .or_else(|| self.database_url.strip_prefix("sqlite:"))?;
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() || path == ":memory:" {
+            return None;
+        }
+        Path::new(path)
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn layers_override_in_order() {
+        let dir = std::env::temp_dir().join(format!("cairn-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cairn.toml");
+        std::fs::write(
+            &file,
+            "listen = \"0.0.0.0:9000\"\nbody_limit = 1024\ndocs = false\n",
+        )
+        .unwrap();
+        let env = |name: &str| match name {
+            "CAIRN_LISTEN" => Some("127.0.0.1:7000".to_owned()),
+            "CAIRN_LOG_FORMAT" => Some("json".to_owned()),
+            _ => None,
+        };
+        let config = Config::load_from(Some(&file), env).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000");
+        assert_eq!(config.body_limit, 1024);
+        assert!(!config.docs);
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.database_url, Config::default().database_url);
+
+        std::fs::write(&file, "listen_on = 1\n").unwrap();
+        assert!(matches!(
+            Config::load_from(Some(&file), |_| None),
+            Err(ConfigError::Parse { .. })
+        ));
+        let bad_env = |name: &str| (name == "CAIRN_BODY_LIMIT").then(|| "lots".to_owned());
+        assert!(matches!(
+            Config::load_from(Some(&dir.join("none.toml")), bad_env),
+            Err(ConfigError::Read { .. })
+        ));
+        assert!(matches!(
+            Config::load_from(None, bad_env),
+            Err(ConfigError::Env {
+                name: "CAIRN_BODY_LIMIT",
+                ..
+            })
+        ));
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn sqlite_dirs() {
+        let with = |url: &str| {
+            Config {
+                database_url: url.to_owned(),
+                ..Config::default()
+            }
+            .sqlite_dir()
+        };
+        assert_eq!(
+            with("sqlite://./cairn-data/cairn.db?mode=rwc"),
+            Some(PathBuf::from("./cairn-data"))
+        );
+        assert_eq!(
+            with("sqlite:///var/lib/cairn/c.db"),
+            Some(PathBuf::from("/var/lib/cairn"))
+        );
+        assert_eq!(with("sqlite::memory:"), None);
+        assert_eq!(with("postgres://x/y"), None);
+    }
+}

@@ -1,0 +1,129 @@
+//! Starting and stopping the server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use api_http::HttpConfig;
+use poem::Server;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use records::{RandomIds, Records, SystemClock};
+use store_sql::{SqlStore, StoreOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+
+/// Opens the configured database (creating the embedded SQLite directory if needed) and
+/// applies pending migrations.
+pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    if let Some(dir) = config.sqlite_dir() {
+        create_private_dir(&dir)
+            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    }
+    let options = StoreOptions {
+        max_connections: config.max_connections,
+        ..StoreOptions::default()
+    };
+    let store = SqlStore::connect(&config.database_url, &options)
+        .await
+        .context("cannot open the database")?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
+    Ok(store)
+}
+
+/// The data directory holds PHI: readable by its owner only.
+fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (useful when the configured port was 0).
+    pub local_addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    store: SqlStore,
+}
+
+impl Running {
+    /// Stops accepting connections, lets in-flight requests finish (up to the grace period),
+    /// then closes the database pool.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(trigger) = self.shutdown.take() {
+            // The receiver is gone only if the server already stopped: nothing left to signal.
+            let _ = trigger.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after [`Running::stop`] or a failure).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let result = self.task.await.context("the server task failed")?;
+        self.store.close().await;
+        result.context("the HTTP server failed")
+    }
+
+    /// Takes the shutdown trigger so a signal handler can own it (`None` if already taken).
+    /// Dropping it unsent does not stop the server.
+    pub fn take_shutdown_trigger(&mut self) -> Option<oneshot::Sender<()>> {
+        self.shutdown.take()
+    }
+}
+
+/// Opens the store, binds the listener and serves until stopped.
+pub async fn start(config: &Config) -> anyhow::Result<Running> {
+    let store = open_store(config).await?;
+    let records = Records::new(
+        Arc::new(store.clone()),
+        Arc::new(SystemClock),
+        Arc::new(RandomIds),
+    );
+    let http = HttpConfig {
+        body_limit: config.body_limit,
+        public_base_url: config.public_base_url.clone(),
+        docs: config.docs,
+    };
+    let app = api_http::app(records, &http);
+    let acceptor = TcpListener::bind(config.listen.clone())
+        .into_acceptor()
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let local_addr = acceptor
+        .local_addr()
+        .iter()
+        .find_map(|addr| addr.as_socket_addr().copied())
+        .context("the listener has no socket address")?;
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let grace = Duration::from_secs(config.shutdown_grace_seconds);
+    let task = tokio::spawn(async move {
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                app,
+                async move {
+                    // Only a sent signal stops the server; a dropped trigger leaves it running.
+                    if stopped.await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                },
+                Some(grace),
+            )
+            .await
+    });
+    tracing::info!(%local_addr, backend = ?store.backend(), "cairn is serving");
+    Ok(Running {
+        local_addr,
+        shutdown: Some(shutdown),
+        task,
+        store,
+    })
+}
