@@ -49,11 +49,8 @@ fn single(code: IssueType, diagnostics: impl Into<String>) -> FhirJson {
 }
 
 impl FhirError {
-    pub(crate) fn unknown_type(name: &str) -> Self {
-        let err = fhir_model::ResourceType::parse(name)
-            .err()
-            .map_or_else(String::new, |e| e.to_string());
-        Self::NotFound(single(IssueType::NotSupported, err))
+    pub(crate) fn unknown_type(err: fhir_model::UnknownResourceType) -> Self {
+        Self::NotFound(single(IssueType::NotSupported, err.to_string()))
     }
 
     pub(crate) fn invalid(issues: &[Issue]) -> Self {

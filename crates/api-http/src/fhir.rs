@@ -69,8 +69,8 @@ impl FhirApi {
         body: FhirJson,
     ) -> Result<CreateResponse, FhirError> {
         let request_id = request_id(request);
-        let resource_type = ResourceType::parse(&resource_type.0)
-            .map_err(|_| FhirError::unknown_type(&resource_type.0))?;
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
         let stored = self
             .records
             .create(resource_type, &body.0)
@@ -102,8 +102,8 @@ impl FhirApi {
         id: Path<String>,
     ) -> Result<ReadResponse, FhirError> {
         let request_id = request_id(request);
-        let resource_type = ResourceType::parse(&resource_type.0)
-            .map_err(|_| FhirError::unknown_type(&resource_type.0))?;
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
         let stored = self
             .records
             .read(resource_type, &id.0)

@@ -107,11 +107,10 @@ impl Config {
             })?;
             config.apply(parsed);
         }
-        let parse = |name: &'static str| -> Result<Option<String>, ConfigError> {
-            Ok(env(name).filter(|v| !v.is_empty()))
-        };
+        // An empty variable counts as unset.
+        let parse = |name: &str| env(name).filter(|v| !v.is_empty());
         let number = |name: &'static str| -> Result<Option<u64>, ConfigError> {
-            parse(name)?
+            parse(name)
                 .map(|v| {
                     v.parse::<u64>().map_err(|e| ConfigError::Env {
                         name,
@@ -121,12 +120,12 @@ impl Config {
                 .transpose()
         };
         let env_config = FileConfig {
-            database_url: parse("CAIRN_DATABASE_URL")?,
-            listen: parse("CAIRN_LISTEN")?,
+            database_url: parse("CAIRN_DATABASE_URL"),
+            listen: parse("CAIRN_LISTEN"),
             body_limit: number("CAIRN_BODY_LIMIT")?
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-            public_base_url: parse("CAIRN_PUBLIC_BASE_URL")?,
-            log_format: parse("CAIRN_LOG_FORMAT")?
+            public_base_url: parse("CAIRN_PUBLIC_BASE_URL"),
+            log_format: parse("CAIRN_LOG_FORMAT")
                 .map(|v| match v.to_ascii_lowercase().as_str() {
                     "json" => Ok(LogFormat::Json),
                     "human" | "text" => Ok(LogFormat::Human),
@@ -136,7 +135,7 @@ impl Config {
                     }),
                 })
                 .transpose()?,
-            docs: parse("CAIRN_DOCS")?
+            docs: parse("CAIRN_DOCS")
                 .map(|v| match v.as_str() {
                     "1" | "true" | "on" => Ok(true),
                     "0" | "false" | "off" => Ok(false),

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
 
 /// Which database a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,14 +100,6 @@ impl SqlStore {
     }
 
     pub(crate) async fn ping_db(&self) -> Result<(), sea_orm::DbErr> {
-        let backend: DbBackend = self.db.get_database_backend();
-        self.db
-            .execute_unprepared(if backend == DbBackend::Postgres {
-                "SELECT 1"
-            } else {
-                "SELECT 1;"
-            })
-            .await
-            .map(|_| ())
+        self.db.execute_unprepared("SELECT 1").await.map(|_| ())
     }
 }
