@@ -40,11 +40,26 @@ macro_rules! fhir_element {
         }
     ) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Default)]
+        #[derive(Clone, PartialEq, Default)]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
             /// Members not modelled here, kept so that a round trip loses nothing.
             pub extra: $crate::element::Extra,
+        }
+
+        // Elements hold PHI (names, dates, identifiers, narrative): Debug names the element and
+        // which members are present, never a value, so a stray `{:?}` in a log leaks nothing.
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                #[allow(unused_imports)]
+                use $crate::element::Absent;
+                let mut present = Vec::new();
+                $( if !self.$field.is_absent() { present.push($json); } )*
+                if !self.extra.is_empty() { present.push("(unmodelled members)"); }
+                f.debug_struct(stringify!($name))
+                    .field("present", &present)
+                    .finish_non_exhaustive()
+            }
         }
 
         impl<'de> serde::Deserialize<'de> for $name {

@@ -9,8 +9,20 @@ use time::{Date as CalendarDate, Month};
 
 macro_rules! string_primitive {
     ($(#[$meta:meta])* $name:ident) => {
+        string_primitive!(@define $(#[$meta])* $name, derive(Debug));
+    };
+    // Values that may be PHI (a birth date, a photo): Debug shows the type and length only.
+    ($(#[$meta:meta])* $name:ident, redacted) => {
+        string_primitive!(@define $(#[$meta])* $name, derive());
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($name), "(<{} bytes redacted>)"), self.0.len())
+            }
+        }
+    };
+    (@define $(#[$meta:meta])* $name:ident, derive($($extra:ident)?)) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+        #[derive($($extra,)? Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(pub String);
 
@@ -49,19 +61,23 @@ string_primitive!(
 );
 string_primitive!(
     /// `date`: `YYYY`, `YYYY-MM` or `YYYY-MM-DD`, a real calendar date.
-    Date
+    Date,
+    redacted
 );
 string_primitive!(
     /// `dateTime`: a date, or a date with time of day and a time zone.
-    DateTime
+    DateTime,
+    redacted
 );
 string_primitive!(
     /// `instant`: a full timestamp with seconds and time zone.
-    Instant
+    Instant,
+    redacted
 );
 string_primitive!(
     /// `base64Binary`.
-    Base64Binary
+    Base64Binary,
+    redacted
 );
 
 /// `decimal`: kept as the exact JSON number, so `1.50` stays `1.50` (FHIR keeps precision).

@@ -24,7 +24,7 @@ pub enum Resource {
 }
 
 /// A resource of a type this crate does not model: the type, id and meta, and the rest as JSON.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct GenericResource {
     pub resource_type: ResourceType,
     pub id: Option<Id>,
@@ -38,6 +38,17 @@ pub struct GenericResource {
 #[error("not a valid FHIR R4 resource ({} issue(s))", issues.len())]
 pub struct ParseError {
     pub issues: Vec<Issue>,
+}
+
+// The rest may hold PHI (an Observation's value, a Condition's note): Debug shows names only.
+impl std::fmt::Debug for GenericResource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GenericResource")
+            .field("resource_type", &self.resource_type)
+            .field("id", &self.id)
+            .field("members", &self.rest.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ParseError {

@@ -194,3 +194,25 @@ fn operation_outcome_from_issues() {
             .is_empty()
     );
 }
+
+#[test]
+fn debug_output_never_shows_values() {
+    let json = br#"{"resourceType":"Patient","id":"p1",
+        "name":[{"family":"Canaryfamily","given":["Canarygiven"]}],
+        "birthDate":"1923-07-19","telecom":[{"system":"phone","value":"555-0199"}],
+        "unknownThing":"Canaryextra"}"#;
+    let patient = Resource::from_json(json).unwrap();
+    let other =
+        Resource::from_json(br#"{"resourceType":"Observation","note":[{"text":"Canarynote"}]}"#)
+            .unwrap();
+    for shown in [
+        format!("{patient:?}"),
+        format!("{patient:#?}"),
+        format!("{other:?}"),
+    ] {
+        for secret in ["Canary", "1923", "555-0199"] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+    }
+    assert!(format!("{patient:?}").contains("birthDate"));
+}

@@ -1,0 +1,188 @@
+//! [`Vault`]: data keys for writing and reading, rotation, retirement and erasure, over the
+//! [`KeyStore`] and [`MasterKeys`] ports.
+
+use std::sync::Arc;
+
+use ring::rand::SystemRandom;
+use time::OffsetDateTime;
+
+use crate::blind::BlindIndex;
+use crate::data_key::{DataKey, KeyId, KeyOwner, KeyRecord, KeyState};
+use crate::error::CryptoError;
+use crate::keyring::{Keyring, random_secret};
+use crate::ports::{KekUsage, KeyStore, MasterKeys};
+
+/// The outcome of a rewrap pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RewrapReport {
+    /// Keys now wrapped by the active master key that were not before.
+    pub rewrapped: u64,
+    /// Keys that changed while being rewrapped (another rotation, or erasure); a later pass
+    /// picks them up if they still need it.
+    pub skipped: u64,
+}
+
+/// Data keys: created on first write for an owner, unwrapped on every use (a few microseconds),
+/// never cached, so an erasure anywhere takes effect on the next read everywhere.
+#[derive(Clone)]
+pub struct Vault {
+    store: Arc<dyn KeyStore>,
+    master: Arc<dyn MasterKeys>,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vault")
+    }
+}
+
+impl Vault {
+    pub fn new(store: Arc<dyn KeyStore>, master: Arc<dyn MasterKeys>) -> Self {
+        Self { store, master }
+    }
+
+    /// The blind-index keys of the current keyring.
+    pub fn blind_index(&self) -> BlindIndex {
+        BlindIndex::new(&self.master.keyring())
+    }
+
+    pub fn keyring(&self) -> Arc<Keyring> {
+        self.master.keyring()
+    }
+
+    /// The owner's data key, created (and stored wrapped) if the owner has none yet. Fails with
+    /// [`CryptoError::Erased`] if the owner was erased: nothing new is written for them.
+    pub async fn key_for_writing(
+        &self,
+        owner: &KeyOwner,
+        now: OffsetDateTime,
+    ) -> Result<DataKey, CryptoError> {
+        if let Some(record) = self.store.find(owner).await.map_err(CryptoError::Store)? {
+            return self.unwrap(record);
+        }
+        let keyring = self.master.keyring();
+        let secret = random_secret(&SystemRandom::new())?;
+        let key_id = KeyId::random()?;
+        let wrapped = keyring.wrap(owner, &key_id, &secret)?;
+        let stored = self
+            .store
+            .insert_if_absent(KeyRecord {
+                owner: owner.clone(),
+                key_id,
+                created: now,
+                state: KeyState::Wrapped(wrapped),
+            })
+            .await
+            .map_err(CryptoError::Store)?;
+        if stored.key_id == key_id {
+            DataKey::from_secret(owner.clone(), key_id, &secret)
+        } else {
+            // Another writer created the owner's key first: use theirs.
+            self.unwrap(stored)
+        }
+    }
+
+    /// The owner's data key for opening what it sealed. [`CryptoError::Erased`] if destroyed.
+    /// `Ok(None)` if the owner never had a key (nothing can have been sealed for them).
+    pub async fn key_for_reading(&self, owner: &KeyOwner) -> Result<Option<DataKey>, CryptoError> {
+        match self.store.find(owner).await.map_err(CryptoError::Store)? {
+            Some(record) => self.unwrap(record).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn unwrap(&self, record: KeyRecord) -> Result<DataKey, CryptoError> {
+        let KeyState::Wrapped(wrapped) = &record.state else {
+            return Err(CryptoError::Erased);
+        };
+        let mut keyring = self.master.keyring();
+        if !keyring.has_version(wrapped.kek_version) {
+            // Another process rotated to a version this one has not loaded yet.
+            keyring = self.master.reload()?;
+        }
+        let secret = keyring.unwrap(&record.owner, &record.key_id, wrapped)?;
+        DataKey::from_secret(record.owner, record.key_id, &secret)
+    }
+
+    /// Rewraps every live data key not wrapped by the active master key, in batches. Touches no
+    /// PHI: only 32-byte keys are unwrapped and wrapped again. Safe to run while the server
+    /// serves; readers keep opening either wrapping until the swap, which is atomic per key.
+    pub async fn rewrap_all(&self, batch: u64) -> Result<RewrapReport, CryptoError> {
+        let keyring = self.master.reload()?;
+        let active = keyring.active_version();
+        let mut report = RewrapReport::default();
+        let mut after: Option<KeyOwner> = None;
+        loop {
+            let records = self
+                .store
+                .wrapped_by_other_than(active, after.as_ref(), batch.max(1))
+                .await
+                .map_err(CryptoError::Store)?;
+            let Some(last) = records.last() else {
+                return Ok(report);
+            };
+            after = Some(last.owner.clone());
+            for record in records {
+                let KeyState::Wrapped(old) = &record.state else {
+                    continue;
+                };
+                let secret = keyring.unwrap(&record.owner, &record.key_id, old)?;
+                let new = keyring.wrap(&record.owner, &record.key_id, &secret)?;
+                let swapped = self
+                    .store
+                    .replace_wrapping(&record.owner, record.key_id, old.kek_version, new)
+                    .await
+                    .map_err(CryptoError::Store)?;
+                if swapped {
+                    report.rewrapped += 1;
+                } else {
+                    report.skipped += 1;
+                }
+            }
+        }
+    }
+
+    /// Live data keys per master-key version.
+    pub async fn usage(&self) -> Result<Vec<KekUsage>, CryptoError> {
+        self.store.usage().await.map_err(CryptoError::Store)
+    }
+
+    /// Proves that master key `version` can be retired: it is not active and wraps no live
+    /// data key. Only then may the keyring drop it ([`Keyring::without`]).
+    pub async fn check_retirable(&self, version: u32) -> Result<(), CryptoError> {
+        let keyring = self.master.reload()?;
+        if !keyring.has_version(version) {
+            return Err(CryptoError::UnknownMasterKey(version));
+        }
+        if keyring.active_version() == version {
+            return Err(CryptoError::NotRetirable {
+                version,
+                reason: "it is the active version; rotate first".into(),
+            });
+        }
+        let in_use = self
+            .usage()
+            .await?
+            .into_iter()
+            .find(|usage| usage.kek_version == version)
+            .map_or(0, |usage| usage.data_keys);
+        if in_use > 0 {
+            return Err(CryptoError::NotRetirable {
+                version,
+                reason: format!("it still wraps {in_use} data key(s); run `cairn keys rotate`"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Destroys the owner's data key (crypto-shredding).
+    pub async fn destroy(&self, owner: &KeyOwner, at: OffsetDateTime) -> Result<(), CryptoError> {
+        self.store
+            .destroy(owner, at)
+            .await
+            .map_err(CryptoError::Store)
+    }
+}
+
+#[cfg(test)]
+mod tests;
