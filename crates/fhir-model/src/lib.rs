@@ -20,6 +20,7 @@ mod primitives;
 mod resource;
 mod resource_type;
 mod resources;
+pub mod search;
 mod validation;
 
 pub use datatypes::*;

@@ -4,9 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use fhir_model::ResourceType;
+use phi_crypto::{
+    BlindToken, KekUsage, KeyId, KeyOwner, KeyRecord, KeyState, KeyStore, WrappedKey,
+};
 use time::macros::datetime;
 
-use crate::ports::{NewVersion, ResourceStore, StoreError};
+use crate::index::{
+    BlindRow, Clause, DateComparator, DateMatch, DateRow, IndexRows, ReferenceMatch, ReferenceRow,
+    SearchQuery, StringRow, TokenMatch, TokenRow,
+};
+use crate::ports::{Erasure, NewVersion, ResourceStore, StoreError};
 
 fn version(resource_type: ResourceType, id: &str, body: &[u8]) -> NewVersion {
     NewVersion {
@@ -14,17 +21,114 @@ fn version(resource_type: ResourceType, id: &str, body: &[u8]) -> NewVersion {
         id: id.to_owned(),
         version: 1,
         last_updated: datetime!(2026-11-22 10:00:00.123456 UTC),
+        key_owner: "system".to_owned(),
         body: body.to_vec(),
+        index: IndexRows::default(),
     }
 }
 
-/// Runs every check of the contract against `store`, which must be empty.
-pub async fn resource_store(store: &dyn ResourceStore) {
+/// Runs every check of the contract against `store`, which must be empty; `keys` is the key
+/// store erasure destroys keys in (the same database for the SQL store).
+pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     store.ping().await.unwrap();
     created_versions_read_back_exactly(store).await;
     creating_twice_conflicts_and_keeps_the_first(store).await;
     missing_resources_are_none(store).await;
     types_and_ids_are_separate_keys(store).await;
+    search_matches_every_clause_kind(store).await;
+    erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
+}
+
+/// The contract of a [`KeyStore`], on an empty store.
+pub async fn key_store(keys: &dyn KeyStore) {
+    let owner = |n: u32| KeyOwner::Patient(format!("k{n:03}"));
+    let wrapped = |v: u32, byte: u8| WrappedKey {
+        kek_version: v,
+        bytes: vec![byte; 61],
+    };
+    let record = |n: u32, v: u32| KeyRecord {
+        owner: owner(n),
+        key_id: KeyId::from_bytes(&[u8::try_from(n % 256).unwrap(); 16]).unwrap(),
+        created: datetime!(2026-11-22 10:00 UTC),
+        state: KeyState::Wrapped(wrapped(v, 1)),
+    };
+    assert!(keys.find(&owner(1)).await.unwrap().is_none());
+    let first = keys.insert_if_absent(record(1, 1)).await.unwrap();
+    assert_eq!(first, record(1, 1));
+    let mut rival = record(1, 1);
+    rival.key_id = KeyId::from_bytes(&[99; 16]).unwrap();
+    assert_eq!(keys.insert_if_absent(rival).await.unwrap(), record(1, 1));
+    for n in 2..=5 {
+        keys.insert_if_absent(record(n, 1)).await.unwrap();
+    }
+    keys.insert_if_absent(record(6, 2)).await.unwrap();
+    assert_eq!(
+        keys.usage().await.unwrap(),
+        vec![
+            KekUsage {
+                kek_version: 1,
+                data_keys: 5
+            },
+            KekUsage {
+                kek_version: 2,
+                data_keys: 1
+            },
+        ]
+    );
+    let page = keys.wrapped_by_other_than(2, None, 3).await.unwrap();
+    assert_eq!(
+        page.iter().map(|r| r.owner.clone()).collect::<Vec<_>>(),
+        [owner(1), owner(2), owner(3)]
+    );
+    let rest = keys
+        .wrapped_by_other_than(2, Some(&owner(3)), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 2);
+    let id1 = record(1, 1).key_id;
+    assert!(
+        keys.replace_wrapping(&owner(1), id1, 1, wrapped(2, 7))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !keys
+            .replace_wrapping(&owner(1), id1, 1, wrapped(2, 8))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        keys.find(&owner(1)).await.unwrap().unwrap().state,
+        KeyState::Wrapped(wrapped(2, 7))
+    );
+    let at = datetime!(2026-11-23 10:00 UTC);
+    keys.destroy(&owner(2), at).await.unwrap();
+    keys.destroy(&owner(42), at).await.unwrap();
+    for n in [2, 42] {
+        assert_eq!(
+            keys.find(&owner(n)).await.unwrap().unwrap().state,
+            KeyState::Destroyed { at }
+        );
+    }
+    assert!(
+        !keys
+            .replace_wrapping(&owner(2), record(2, 1).key_id, 1, wrapped(2, 1))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        keys.usage().await.unwrap(),
+        vec![
+            KekUsage {
+                kek_version: 1,
+                data_keys: 3
+            },
+            KekUsage {
+                kek_version: 2,
+                data_keys: 2
+            },
+        ]
+    );
 }
 
 async fn created_versions_read_back_exactly(store: &dyn ResourceStore) {
@@ -112,4 +216,269 @@ async fn types_and_ids_are_separate_keys(store: &dyn ResourceStore) {
     assert_eq!(body(ResourceType::PATIENT, "same").await, b"patient");
     assert_eq!(body(observation, "same").await, b"observation");
     assert_eq!(body(ResourceType::PATIENT, "Same").await, b"upper");
+}
+
+fn indexed(id: &str, key_owner: &str, index: IndexRows) -> NewVersion {
+    NewVersion {
+        key_owner: key_owner.to_owned(),
+        index,
+        ..version(ResourceType::IMMUNIZATION, id, b"sealed")
+    }
+}
+
+async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
+    let imm = ResourceType::IMMUNIZATION;
+    let rows = |n: u8| IndexRows {
+        blind: vec![BlindRow {
+            param: "x-blind",
+            token: BlindToken([n; 8]),
+        }],
+        tokens: vec![TokenRow {
+            param: "status",
+            system: (n % 2 == 0).then(|| "urn:s".to_owned()),
+            code: format!("code{}", n % 3),
+        }],
+        references: vec![ReferenceRow {
+            param: "patient",
+            target_type: "Patient".into(),
+            target_id: format!("p{}", n % 2),
+        }],
+        dates: vec![DateRow {
+            param: "date",
+            low: datetime!(2021-01-01 0:00 UTC) + time::Duration::days(i64::from(n)),
+            high: datetime!(2021-01-01 0:00 UTC) + time::Duration::days(i64::from(n) + 1),
+        }],
+        strings: vec![StringRow {
+            param: "series",
+            folded: format!("series {n}"),
+        }],
+    };
+    for n in 0..6u8 {
+        store
+            .create(indexed(&format!("s{n}"), "system", rows(n)))
+            .await
+            .unwrap();
+    }
+    let ids = |clauses: Vec<Clause>| async move {
+        let query = SearchQuery {
+            resource_type: imm,
+            clauses,
+            after_id: None,
+            limit: 100,
+        };
+        store
+            .search(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|v| v.id.starts_with('s'))
+            .map(|v| v.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(vec![Clause::Blind {
+            param: "x-blind",
+            any_of: vec![BlindToken([2; 8]), BlindToken([4; 8])]
+        }])
+        .await,
+        ["s2", "s4"]
+    );
+    assert!(
+        ids(vec![Clause::Blind {
+            param: "other",
+            any_of: vec![BlindToken([2; 8])]
+        }])
+        .await
+        .is_empty()
+    );
+    let token = |system: Option<Option<&str>>, code: Option<&str>| Clause::Token {
+        param: "status",
+        any_of: vec![TokenMatch {
+            system: system.map(|s| s.map(str::to_owned)),
+            code: code.map(str::to_owned),
+        }],
+    };
+    assert_eq!(ids(vec![token(None, Some("code0"))]).await, ["s0", "s3"]);
+    assert_eq!(
+        ids(vec![token(Some(Some("urn:s")), Some("code0"))]).await,
+        ["s0"]
+    );
+    assert_eq!(ids(vec![token(Some(None), Some("code0"))]).await, ["s3"]);
+    assert_eq!(
+        ids(vec![token(Some(Some("urn:s")), None)]).await,
+        ["s0", "s2", "s4"]
+    );
+    let reference = |t: Option<&str>, id: &str| Clause::Reference {
+        param: "patient",
+        any_of: vec![ReferenceMatch {
+            target_type: t.map(str::to_owned),
+            target_id: id.into(),
+        }],
+    };
+    assert_eq!(
+        ids(vec![reference(Some("Patient"), "p1")]).await,
+        ["s1", "s3", "s5"]
+    );
+    assert_eq!(ids(vec![reference(None, "p0")]).await, ["s0", "s2", "s4"]);
+    assert!(ids(vec![reference(Some("Group"), "p0")]).await.is_empty());
+    let date = |comparator, low, high| Clause::Date {
+        param: "date",
+        any_of: vec![DateMatch {
+            comparator,
+            low,
+            high,
+        }],
+    };
+    let jan = (
+        datetime!(2021-01-01 0:00 UTC),
+        datetime!(2021-02-01 0:00 UTC),
+    );
+    let jan3 = (
+        datetime!(2021-01-03 0:00 UTC),
+        datetime!(2021-01-04 0:00 UTC),
+    );
+    assert_eq!(
+        ids(vec![date(DateComparator::Eq, jan.0, jan.1)])
+            .await
+            .len(),
+        6
+    );
+    assert_eq!(
+        ids(vec![date(DateComparator::Eq, jan3.0, jan3.1)]).await,
+        ["s2"]
+    );
+    assert_eq!(
+        ids(vec![date(DateComparator::Gt, jan3.0, jan3.1)]).await,
+        ["s3", "s4", "s5"]
+    );
+    assert_eq!(
+        ids(vec![date(DateComparator::Ge, jan3.0, jan3.1)]).await,
+        ["s2", "s3", "s4", "s5"]
+    );
+    assert_eq!(
+        ids(vec![date(DateComparator::Lt, jan3.0, jan3.1)]).await,
+        ["s0", "s1"]
+    );
+    assert_eq!(
+        ids(vec![date(DateComparator::Le, jan3.0, jan3.1)]).await,
+        ["s0", "s1", "s2"]
+    );
+    let series = |prefix: &str| Clause::String {
+        param: "series",
+        any_of: vec![prefix.into()],
+    };
+    assert_eq!(ids(vec![series("series 4")]).await, ["s4"]);
+    assert_eq!(ids(vec![series("seri")]).await.len(), 6);
+    assert!(ids(vec![series("eries")]).await.is_empty());
+    // Clauses AND together; ids restrict too.
+    assert_eq!(
+        ids(vec![reference(None, "p0"), token(None, Some("code1"))]).await,
+        ["s4"]
+    );
+    assert_eq!(
+        ids(vec![Clause::Id(vec![
+            "s1".into(),
+            "s5".into(),
+            "zz".into()
+        ])])
+        .await,
+        ["s1", "s5"]
+    );
+    // Keyset paging in id order.
+    let page = store
+        .search(&SearchQuery {
+            resource_type: imm,
+            clauses: vec![reference(None, "p1")],
+            after_id: Some("s1".into()),
+            limit: 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        page.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        ["s3"]
+    );
+    // Wildcard-looking text is matched literally.
+    assert!(ids(vec![series("%")]).await.is_empty());
+    assert!(ids(vec![series("series _")]).await.is_empty());
+}
+
+async fn erasure_destroys_the_key_and_hides_the_compartment(
+    store: &dyn ResourceStore,
+    keys: &dyn KeyStore,
+) {
+    let owner = KeyOwner::Patient("e1".into());
+    keys.insert_if_absent(KeyRecord {
+        owner: owner.clone(),
+        key_id: KeyId::from_bytes(&[5; 16]).unwrap(),
+        created: datetime!(2026-11-22 10:00 UTC),
+        state: KeyState::Wrapped(WrappedKey {
+            kek_version: 1,
+            bytes: vec![1; 61],
+        }),
+    })
+    .await
+    .unwrap();
+    let rows = IndexRows {
+        blind: vec![BlindRow {
+            param: "x-blind",
+            token: BlindToken([77; 8]),
+        }],
+        ..IndexRows::default()
+    };
+    store
+        .create(indexed("e-imm-1", "Patient/e1", rows.clone()))
+        .await
+        .unwrap();
+    store
+        .create(indexed("e-imm-2", "Patient/e1", rows.clone()))
+        .await
+        .unwrap();
+    store
+        .create(indexed("e-other", "Patient/e2", rows.clone()))
+        .await
+        .unwrap();
+    let blind = || SearchQuery {
+        resource_type: ResourceType::IMMUNIZATION,
+        clauses: vec![Clause::Blind {
+            param: "x-blind",
+            any_of: vec![BlindToken([77; 8])],
+        }],
+        after_id: None,
+        limit: 10,
+    };
+    assert_eq!(store.search(&blind()).await.unwrap().len(), 3);
+    let at = datetime!(2026-11-24 10:00 UTC);
+    let erasure = store.erase("Patient/e1", at).await.unwrap();
+    assert_eq!(
+        erasure,
+        Erasure {
+            resources: 2,
+            versions: 2
+        }
+    );
+    assert_eq!(
+        keys.find(&owner).await.unwrap().unwrap().state,
+        KeyState::Destroyed { at }
+    );
+    let left = store.search(&blind()).await.unwrap();
+    assert_eq!(
+        left.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        ["e-other"]
+    );
+    let gone = store
+        .read_current(ResourceType::IMMUNIZATION, "e-imm-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(gone.deleted, "the sealed versions stay, marked deleted");
+    let late = store.create(indexed("e-imm-3", "Patient/e1", rows)).await;
+    assert!(matches!(late, Err(StoreError::Erased { .. })), "{late:?}");
+    assert!(
+        store
+            .read_current(ResourceType::IMMUNIZATION, "e-imm-3")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

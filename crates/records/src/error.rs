@@ -1,8 +1,10 @@
 //! The core's errors. Each names the resource by type and id, never by content.
 
 use fhir_model::{Issue, ResourceType};
+use phi_crypto::CryptoError;
 
 use crate::ports::StoreError;
+use crate::search::SearchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
@@ -31,14 +33,52 @@ pub enum RecordsError {
         resource_type: ResourceType,
         id: String,
     },
+    /// Every version of the resource was crypto-shredded with its patient's compartment.
+    #[error("{resource_type}/{id} was erased")]
+    Erased {
+        resource_type: ResourceType,
+        id: String,
+    },
+    /// A write for a patient whose compartment was erased.
+    #[error("Patient/{patient} was erased; nothing more can be recorded for them")]
+    CompartmentErased { patient: String },
+    /// A stored version failed to open: it was altered or moved (tampering or corruption).
+    #[error("integrity failure reading {resource_type}/{id} version {version}: {cause}")]
+    Integrity {
+        resource_type: ResourceType,
+        id: String,
+        version: u64,
+        cause: CryptoError,
+    },
+    /// The search request cannot be answered.
+    #[error(transparent)]
+    Search(#[from] SearchError),
+    /// Keys could not be used (keyring, randomness); never about the data's content.
+    #[error(transparent)]
+    Crypto(CryptoError),
     #[error(transparent)]
     Store(StoreError),
+}
+
+impl From<CryptoError> for RecordsError {
+    fn from(err: CryptoError) -> Self {
+        match err {
+            CryptoError::Store(source) => Self::Store(StoreError::Unavailable(source)),
+            other => Self::Crypto(other),
+        }
+    }
 }
 
 impl From<StoreError> for RecordsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::AlreadyExists { resource_type, id } => Self::Conflict { resource_type, id },
+            StoreError::Erased { key_owner } => Self::CompartmentErased {
+                patient: key_owner
+                    .strip_prefix("Patient/")
+                    .unwrap_or(&key_owner)
+                    .to_owned(),
+            },
             other => Self::Store(other),
         }
     }

@@ -1,28 +1,44 @@
 //! In-memory fakes of the ports, for tests of the core and for anyone embedding it.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use fhir_model::ResourceType;
+use phi_crypto::fakes::MemoryKeyStore;
+use phi_crypto::{KeyOwner, KeyState, KeyStore};
 use time::OffsetDateTime;
 
-use crate::ports::{Clock, IdGenerator, NewVersion, ResourceStore, StoreError, StoredVersion};
+use crate::index::{Clause, IndexRows, SearchQuery};
+use crate::ports::{
+    Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoreError, StoredVersion,
+};
 
 type Key = (ResourceType, String);
 
-/// A [`ResourceStore`] in a `BTreeMap`, every version kept.
+#[derive(Debug, Default)]
+struct Entry {
+    versions: Vec<StoredVersion>,
+    index: IndexRows,
+}
+
+/// A [`ResourceStore`] in a `BTreeMap`, every version kept, with its own in-memory key store
+/// (erasure must touch both, as the SQL store does in one transaction).
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    versions: Mutex<BTreeMap<Key, Vec<StoredVersion>>>,
+    entries: Mutex<BTreeMap<Key, Entry>>,
+    keys: Arc<MemoryKeyStore>,
 }
 
 impl MemoryStore {
-    fn lock(
-        &self,
-    ) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Vec<StoredVersion>>>, StoreError> {
-        self.versions.lock().map_err(|_| {
+    /// The key store that erasure destroys keys in; give it to the `Vault`.
+    pub fn keys(&self) -> Arc<MemoryKeyStore> {
+        self.keys.clone()
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Entry>>, StoreError> {
+        self.entries.lock().map_err(|_| {
             StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
         })
     }
@@ -31,24 +47,40 @@ impl MemoryStore {
 #[async_trait]
 impl ResourceStore for MemoryStore {
     async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
-        let mut versions = self.lock()?;
+        if let Some(owner) = KeyOwner::parse(&version.key_owner) {
+            let record = self
+                .keys
+                .find(&owner)
+                .await
+                .map_err(StoreError::Unavailable)?;
+            if matches!(record.map(|r| r.state), Some(KeyState::Destroyed { .. })) {
+                return Err(StoreError::Erased {
+                    key_owner: version.key_owner,
+                });
+            }
+        }
+        let mut entries = self.lock()?;
         let key = (version.resource_type, version.id.clone());
-        if versions.contains_key(&key) {
+        if entries.contains_key(&key) {
             return Err(StoreError::AlreadyExists {
                 resource_type: version.resource_type,
                 id: version.id,
             });
         }
-        versions.insert(
+        entries.insert(
             key,
-            vec![StoredVersion {
-                resource_type: version.resource_type,
-                id: version.id,
-                version: version.version,
-                last_updated: version.last_updated,
-                deleted: false,
-                body: version.body,
-            }],
+            Entry {
+                versions: vec![StoredVersion {
+                    resource_type: version.resource_type,
+                    id: version.id,
+                    version: version.version,
+                    last_updated: version.last_updated,
+                    deleted: false,
+                    key_owner: version.key_owner,
+                    body: version.body,
+                }],
+                index: version.index,
+            },
         );
         Ok(())
     }
@@ -58,14 +90,89 @@ impl ResourceStore for MemoryStore {
         resource_type: ResourceType,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let versions = self.lock()?;
-        Ok(versions
+        let entries = self.lock()?;
+        Ok(entries
             .get(&(resource_type, id.to_owned()))
-            .and_then(|all| all.last().cloned()))
+            .and_then(|entry| entry.versions.last().cloned()))
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        let entries = self.lock()?;
+        Ok(entries
+            .iter()
+            .filter(|((rt, id), _)| {
+                *rt == query.resource_type && query.after_id.as_ref().is_none_or(|after| id > after)
+            })
+            .filter_map(|((_, id), entry)| {
+                let current = entry.versions.last()?;
+                let all = query.clauses.iter().all(|c| matches(c, id, &entry.index));
+                (!current.deleted && all).then(|| current.clone())
+            })
+            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
+            .collect())
+    }
+
+    async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
+        let owner = KeyOwner::parse(key_owner).ok_or_else(|| StoreError::Corrupt {
+            resource_type: "Patient".into(),
+            id: key_owner.into(),
+            what: "not a key owner",
+        })?;
+        self.keys
+            .destroy(&owner, at)
+            .await
+            .map_err(StoreError::Unavailable)?;
+        let mut erasure = Erasure::default();
+        for entry in self.lock()?.values_mut() {
+            if entry
+                .versions
+                .last()
+                .is_some_and(|v| v.key_owner == key_owner)
+            {
+                erasure.resources += 1;
+                erasure.versions += u64::try_from(entry.versions.len()).unwrap_or(0);
+                entry.index = IndexRows::default();
+                if let Some(current) = entry.versions.last_mut() {
+                    current.deleted = true;
+                }
+            }
+        }
+        Ok(erasure)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
+    }
+}
+
+fn matches(clause: &Clause, id: &str, index: &IndexRows) -> bool {
+    match clause {
+        Clause::Id(ids) => ids.iter().any(|wanted| wanted == id),
+        Clause::Blind { param, any_of } => index
+            .blind
+            .iter()
+            .any(|row| row.param == *param && any_of.contains(&row.token)),
+        Clause::Token { param, any_of } => index.tokens.iter().any(|row| {
+            row.param == *param
+                && any_of.iter().any(|m| {
+                    m.system.as_ref().is_none_or(|s| *s == row.system)
+                        && m.code.as_ref().is_none_or(|c| *c == row.code)
+                })
+        }),
+        Clause::Reference { param, any_of } => index.references.iter().any(|row| {
+            row.param == *param
+                && any_of.iter().any(|m| {
+                    m.target_id == row.target_id
+                        && m.target_type.as_ref().is_none_or(|t| *t == row.target_type)
+                })
+        }),
+        Clause::Date { param, any_of } => index
+            .dates
+            .iter()
+            .any(|row| row.param == *param && any_of.iter().any(|m| m.matches(row.low, row.high))),
+        Clause::String { param, any_of } => index.strings.iter().any(|row| {
+            row.param == *param && any_of.iter().any(|p| row.folded.starts_with(p.as_str()))
+        }),
     }
 }
 

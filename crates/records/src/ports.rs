@@ -6,15 +6,21 @@ use async_trait::async_trait;
 use fhir_model::ResourceType;
 use time::OffsetDateTime;
 
-/// One version of a resource, ready to be stored. The body is opaque to the store: today FHIR
-/// JSON, later sealed ciphertext; the store keeps the bytes and never looks inside.
+use crate::index::{IndexRows, SearchQuery};
+
+/// One version of a resource, ready to be stored. The body is sealed ciphertext, opaque to the
+/// store; the index rows hold no plaintext PHI (identifying values are blind tokens).
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewVersion {
     pub resource_type: ResourceType,
     pub id: String,
     pub version: u64,
     pub last_updated: OffsetDateTime,
+    /// Whose data key sealed the body: `Patient/{id}` or `system` (see `phi_crypto::KeyOwner`).
+    pub key_owner: String,
     pub body: Vec<u8>,
+    /// The search index rows of this version; they replace the resource's previous rows.
+    pub index: IndexRows,
 }
 
 /// A version as the store returns it.
@@ -25,7 +31,17 @@ pub struct StoredVersion {
     pub version: u64,
     pub last_updated: OffsetDateTime,
     pub deleted: bool,
+    pub key_owner: String,
     pub body: Vec<u8>,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Erasure {
+    /// Resources in the compartment, now unreadable.
+    pub resources: u64,
+    /// Their versions, all sealed under the destroyed key.
+    pub versions: u64,
 }
 
 // Bodies are PHI: Debug shows their size, never their bytes.
@@ -36,8 +52,9 @@ impl fmt::Debug for NewVersion {
             .field("id", &self.id)
             .field("version", &self.version)
             .field("last_updated", &self.last_updated)
+            .field("key_owner", &self.key_owner)
             .field("body_len", &self.body.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -49,6 +66,7 @@ impl fmt::Debug for StoredVersion {
             .field("version", &self.version)
             .field("last_updated", &self.last_updated)
             .field("deleted", &self.deleted)
+            .field("key_owner", &self.key_owner)
             .field("body_len", &self.body.len())
             .finish()
     }
@@ -66,6 +84,9 @@ pub enum StoreError {
     /// The database could not be reached or failed; the source says why (for logs only).
     #[error("the record store is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The compartment's data key was destroyed: nothing more is written for that patient.
+    #[error("the compartment {key_owner} was erased")]
+    Erased { key_owner: String },
     /// A stored row cannot be understood (a bug or tampering).
     #[error("stored data for {resource_type}/{id} is corrupt: {what}")]
     Corrupt {
@@ -78,8 +99,11 @@ pub enum StoreError {
 /// Where resource versions live. Every version is kept; writes are atomic.
 #[async_trait]
 pub trait ResourceStore: Send + Sync {
-    /// Stores version 1 of a new resource. Fails with [`StoreError::AlreadyExists`] if a resource
-    /// with that type and id exists, and then writes nothing.
+    /// Stores version 1 of a new resource and its index rows, atomically. Fails with
+    /// [`StoreError::AlreadyExists`] if a resource with that type and id exists, and with
+    /// [`StoreError::Erased`] if the version's key owner was erased (checked in the same
+    /// transaction, so a write racing an erasure either lands before it and is erased with the
+    /// rest, or fails); either way it writes nothing.
     async fn create(&self, version: NewVersion) -> Result<(), StoreError>;
 
     /// The newest version of a resource, deleted or not, or `None` if it never existed.
@@ -88,6 +112,15 @@ pub trait ResourceStore: Send + Sync {
         resource_type: ResourceType,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError>;
+
+    /// The current, non-deleted versions of resources matching every clause of `query`, in id
+    /// order after `query.after_id`, at most `query.limit` of them.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError>;
+
+    /// Crypto-shredding of a patient compartment, in one transaction: destroys the data key of
+    /// `key_owner` (leaving a tombstone), deletes the index rows of every resource sealed under
+    /// it, and marks those resources deleted. The sealed versions stay, unreadable.
+    async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

@@ -2,12 +2,16 @@
 
 use std::sync::Arc;
 
+use fhir_model::search::patient_compartment;
 use fhir_model::{Id, Instant, Resource, ResourceType};
+use phi_crypto::{CryptoError, KeyOwner, SealContext, Vault, open, seal};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::RecordsError;
-use crate::ports::{Clock, IdGenerator, NewVersion, ResourceStore};
+use crate::index::index_rows;
+use crate::ports::{Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoredVersion};
+use crate::search::{self, encode_cursor};
 
 /// A resource as stored: its body is the complete FHIR JSON, `meta` included.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,10 +34,19 @@ impl std::fmt::Debug for StoredResource {
     }
 }
 
+/// One page of search results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    pub resources: Vec<StoredResource>,
+    /// The cursor of the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
 /// The FHIR record use cases, over the ports they need.
 #[derive(Clone)]
 pub struct Records {
     store: Arc<dyn ResourceStore>,
+    vault: Vault,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
 }
@@ -47,14 +60,21 @@ impl std::fmt::Debug for Records {
 impl Records {
     pub fn new(
         store: Arc<dyn ResourceStore>,
+        vault: Vault,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
     ) -> Self {
-        Self { store, clock, ids }
+        Self {
+            store,
+            vault,
+            clock,
+            ids,
+        }
     }
 
     /// FHIR `create`: validates, assigns a new id (any id in the body is ignored, as the spec
-    /// says), stamps `meta.versionId` = 1 and `meta.lastUpdated`, and stores version 1.
+    /// says), stamps `meta.versionId` = 1 and `meta.lastUpdated`, seals the body under its
+    /// patient compartment's data key, and stores version 1 with its index rows.
     pub async fn create(
         &self,
         resource_type: ResourceType,
@@ -72,14 +92,32 @@ impl Records {
         let meta = resource.meta_mut();
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
+        let owner = key_owner(&resource);
+        let key = match self.vault.key_for_writing(&owner, now).await {
+            Err(CryptoError::Erased) => {
+                return Err(RecordsError::CompartmentErased {
+                    patient: owner.patient_id().unwrap_or_default().to_owned(),
+                });
+            }
+            other => other?,
+        };
         let body = resource.to_json();
+        let context = SealContext {
+            resource_type: resource_type.as_str(),
+            id: &id,
+            version: 1,
+        };
+        let sealed = seal(&key, context, &body)?;
+        let index = index_rows(&resource, &self.vault.blind_index());
         self.store
             .create(NewVersion {
                 resource_type,
                 id: id.clone(),
                 version: 1,
                 last_updated,
-                body: body.clone(),
+                key_owner: owner.as_str().into_owned(),
+                body: sealed,
+                index,
             })
             .await?;
         Ok(StoredResource {
@@ -109,6 +147,98 @@ impl Records {
             .read_current(resource_type, id)
             .await?
             .ok_or_else(not_found)?;
+        // An erased resource answers "erased" even though its head row is marked deleted.
+        let resource = self.open_version(stored).await?;
+        Ok(resource)
+    }
+
+    /// FHIR `search` on one type: `params` are the URL's (name, value) pairs.
+    pub async fn search(
+        &self,
+        resource_type: ResourceType,
+        params: &[(String, String)],
+    ) -> Result<SearchPage, RecordsError> {
+        let mut query = search::parse(resource_type, params, &self.vault.blind_index())?;
+        let limit = query.limit;
+        // One more than asked says whether a next page exists.
+        query.limit = limit.saturating_add(1);
+        let mut found = self.store.search(&query).await?;
+        let more = u64::try_from(found.len()).unwrap_or(u64::MAX) > limit;
+        found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            found.last().map(|last| encode_cursor(&last.id))
+        } else {
+            None
+        };
+        let mut resources = Vec::with_capacity(found.len());
+        for stored in found {
+            resources.push(self.open_version(stored).await?);
+        }
+        Ok(SearchPage {
+            resources,
+            next_cursor,
+        })
+    }
+
+    /// GDPR erasure of a patient: destroys their compartment's data key (every version of every
+    /// resource sealed under it becomes unreadable, also straight from the database), their
+    /// index rows, and leaves a tombstone. Answers [`RecordsError::Erased`] if already done.
+    pub async fn erase_patient(&self, id: &str) -> Result<Erasure, RecordsError> {
+        let resource_type = ResourceType::PATIENT;
+        let not_found = || RecordsError::NotFound {
+            resource_type,
+            id: id.to_owned(),
+        };
+        if !fhir_model::is_valid_id(id) {
+            return Err(not_found());
+        }
+        self.store
+            .read_current(resource_type, id)
+            .await?
+            .ok_or_else(not_found)?;
+        let owner = KeyOwner::Patient(id.to_owned());
+        if let Err(CryptoError::Erased) = self.vault.key_for_reading(&owner).await {
+            return Err(RecordsError::Erased {
+                resource_type,
+                id: id.to_owned(),
+            });
+        }
+        let erasure = self.store.erase(&owner.as_str(), self.clock.now()).await?;
+        Ok(erasure)
+    }
+
+    /// Opens a stored version: finds its owner's data key and checks the ciphertext belongs to
+    /// exactly this type, id and version.
+    async fn open_version(&self, stored: StoredVersion) -> Result<StoredResource, RecordsError> {
+        let resource_type = stored.resource_type;
+        let owner = KeyOwner::parse(&stored.key_owner).ok_or_else(|| RecordsError::Integrity {
+            resource_type,
+            id: stored.id.clone(),
+            version: stored.version,
+            cause: CryptoError::Integrity {
+                what: "unknown key owner",
+            },
+        })?;
+        let key = match self.vault.key_for_reading(&owner).await {
+            Ok(Some(key)) => key,
+            Err(CryptoError::Erased) => {
+                return Err(RecordsError::Erased {
+                    resource_type,
+                    id: stored.id,
+                });
+            }
+            Ok(None) => {
+                return Err(RecordsError::Integrity {
+                    resource_type,
+                    id: stored.id,
+                    version: stored.version,
+                    cause: CryptoError::Integrity {
+                        what: "the key owner has no data key",
+                    },
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
         if stored.deleted {
             return Err(RecordsError::Deleted {
                 resource_type,
@@ -116,12 +246,26 @@ impl Records {
                 version: stored.version,
             });
         }
+        let context = SealContext {
+            resource_type: resource_type.as_str(),
+            id: &stored.id,
+            version: stored.version,
+        };
+        let body = open(&key, context, &stored.body).map_err(|cause| match cause {
+            CryptoError::Store(_) | CryptoError::UnknownMasterKey(_) => RecordsError::from(cause),
+            cause => RecordsError::Integrity {
+                resource_type,
+                id: stored.id.clone(),
+                version: stored.version,
+                cause,
+            },
+        })?;
         Ok(StoredResource {
             resource_type,
             id: stored.id,
             version: stored.version,
             last_updated: stored.last_updated,
-            body: stored.body,
+            body: body.into_exposed(),
         })
     }
 
@@ -129,6 +273,11 @@ impl Records {
     pub async fn ready(&self) -> Result<(), RecordsError> {
         Ok(self.store.ping().await?)
     }
+}
+
+/// Whose data key seals a resource: its patient's compartment, or the system key.
+fn key_owner(resource: &Resource) -> KeyOwner {
+    patient_compartment(resource).map_or(KeyOwner::System, KeyOwner::Patient)
 }
 
 /// Parses and validates `body` as a resource of `resource_type`.

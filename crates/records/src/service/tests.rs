@@ -7,15 +7,264 @@ use futures_executor::block_on;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
-use crate::fakes::{FixedClock, MemoryStore, SequentialIds};
-use crate::{Records, RecordsError};
+use phi_crypto::{FixedKeyring, Keyring, Vault};
 
-fn records() -> Records {
-    Records::new(
-        Arc::new(MemoryStore::default()),
+use crate::fakes::{FixedClock, MemoryStore, SequentialIds};
+use crate::{Records, RecordsError, ResourceStore};
+
+fn records_with_store() -> (Records, Arc<MemoryStore>) {
+    let store = Arc::new(MemoryStore::default());
+    let keyring = Keyring::generate(datetime!(2026-01-01 0:00 UTC)).unwrap();
+    let vault = Vault::new(store.keys(), Arc::new(FixedKeyring(Arc::new(keyring))));
+    let records = Records::new(
+        store.clone(),
+        vault,
         Arc::new(FixedClock::at(datetime!(2026-11-22 10:00:00.123456789 UTC))),
         Arc::new(SequentialIds::default()),
+    );
+    (records, store)
+}
+
+fn records() -> Records {
+    records_with_store().0
+}
+
+fn params(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn search_ids(records: &Records, rt: ResourceType, pairs: &[(&str, &str)]) -> Vec<String> {
+    block_on(records.search(rt, &params(pairs)))
+        .unwrap()
+        .resources
+        .into_iter()
+        .map(|r| r.id)
+        .collect()
+}
+
+#[test]
+fn bodies_are_stored_sealed_and_index_rows_hold_no_plaintext() {
+    let (records, store) = records_with_store();
+    let body = json!({"resourceType": "Patient", "name": [{"family": "Canaryfam"}],
+        "birthDate": "1931-02-03", "identifier": [{"system": "urn:x", "value": "CANARY-ID"}]});
+    let created =
+        block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+    let raw = block_on(store.read_current(ResourceType::PATIENT, &created.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(raw.key_owner, "Patient/id-1");
+    for secret in ["Canaryfam", "1931", "CANARY-ID"] {
+        assert!(
+            !raw.body
+                .windows(secret.len())
+                .any(|w| w == secret.as_bytes())
+        );
+        assert!(String::from_utf8_lossy(&created.body).contains(secret));
+    }
+}
+
+#[test]
+fn blind_indexed_parameters_find_patients_with_fhir_semantics() {
+    let records = records();
+    for body in [
+        json!({"resourceType": "Patient", "name": [{"family": "Müller", "given": ["Ana"]}],
+            "birthDate": "1970-03-14", "gender": "female",
+            "identifier": [{"system": "urn:mrn", "value": "A1"}],
+            "telecom": [{"system": "phone", "value": "+1 (555) 010-1234"}],
+            "address": [{"postalCode": "02139"}]}),
+        json!({"resourceType": "Patient", "name": [{"family": "Mulroney"}], "birthDate": "1970",
+            "gender": "male", "identifier": [{"value": "A1"}]}),
+    ] {
+        block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+    }
+    let p = ResourceType::PATIENT;
+    assert_eq!(
+        search_ids(&records, p, &[("family", "mul")]),
+        ["id-1", "id-2"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("family", "MUEL")]),
+        Vec::<String>::new()
+    );
+    assert_eq!(search_ids(&records, p, &[("family", "muller")]), ["id-1"]);
+    assert_eq!(
+        search_ids(&records, p, &[("family:exact", "Müller")]),
+        ["id-1"]
+    );
+    assert_eq!(search_ids(&records, p, &[("name", "ana")]), ["id-1"]);
+    assert_eq!(
+        search_ids(&records, p, &[("given", "ana,mulroney")]),
+        ["id-1"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("birthdate", "1970")]),
+        ["id-1", "id-2"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("birthdate", "1970-03")]),
+        ["id-1"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("birthdate", "eq1970-03-14")]),
+        ["id-1"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("identifier", "urn:mrn|A1")]),
+        ["id-1"]
+    );
+    assert_eq!(search_ids(&records, p, &[("identifier", "|A1")]), ["id-2"]);
+    assert_eq!(
+        search_ids(&records, p, &[("identifier", "A1")]),
+        ["id-1", "id-2"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("identifier", "urn:mrn|")]),
+        ["id-1"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("telecom", "+15550101234")]),
+        ["id-1"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("address-postalcode", "021")]),
+        ["id-1"]
+    );
+    assert_eq!(search_ids(&records, p, &[("gender", "male")]), ["id-2"]);
+    assert_eq!(
+        search_ids(&records, p, &[("family", "mul"), ("gender", "female")]),
+        ["id-1"]
+    );
+    for (name, value, says) in [
+        ("family", "mu", "prefixes of 3 or more"),
+        ("birthdate", "gt1970-01-01", "only equality"),
+        (
+            "birthdate",
+            "1970-03-14T10:00:00Z",
+            "year, year-month or full date",
+        ),
+        (
+            "family:contains",
+            "ull",
+            "modifier :contains is not supported",
+        ),
+        ("shoe-size", "42", "no search parameter"),
+        ("_count", "many", "whole number"),
+        ("_cursor", "garbage", "not a cursor"),
+    ] {
+        let err = block_on(records.search(p, &params(&[(name, value)]))).unwrap_err();
+        let RecordsError::Search(err) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(err.param, name);
+        assert!(err.reason.contains(says), "{name}: {}", err.reason);
+        assert!(
+            !err.reason.contains(value) || value.len() < 3,
+            "{}",
+            err.reason
+        );
+    }
+}
+
+#[test]
+fn paging_walks_every_match_once() {
+    let records = records();
+    for n in 0..7 {
+        let body = json!({"resourceType": "Patient", "name": [{"family": format!("Pager{n}")}]});
+        block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut pairs = vec![
+            ("family".to_owned(), "pager".to_owned()),
+            ("_count".to_owned(), "3".to_owned()),
+        ];
+        if let Some(c) = &cursor {
+            pairs.push(("_cursor".to_owned(), c.clone()));
+        }
+        let page = block_on(records.search(ResourceType::PATIENT, &pairs)).unwrap();
+        seen.extend(page.resources.into_iter().map(|r| r.id));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    seen.dedup();
+    assert_eq!(seen.len(), 7);
+}
+
+#[test]
+fn erasing_a_patient_shreds_their_compartment() {
+    let records = records();
+    let patient = block_on(
+        records.create(
+            ResourceType::PATIENT,
+            json!({"resourceType": "Patient", "name": [{"family": "Erasme"}]})
+                .to_string()
+                .as_bytes(),
+        ),
     )
+    .unwrap();
+    let immunization = json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+        "patient": {"reference": format!("Patient/{}", patient.id)},
+        "occurrenceDateTime": "2021-04-01"});
+    let imm = block_on(records.create(
+        ResourceType::IMMUNIZATION,
+        immunization.to_string().as_bytes(),
+    ))
+    .unwrap();
+    let other = block_on(
+        records.create(
+            ResourceType::PATIENT,
+            json!({"resourceType": "Patient", "name": [{"family": "Erasmus"}]})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .unwrap();
+    let erasure = block_on(records.erase_patient(&patient.id)).unwrap();
+    assert_eq!((erasure.resources, erasure.versions), (2, 2));
+    for (rt, id) in [
+        (ResourceType::PATIENT, &patient.id),
+        (ResourceType::IMMUNIZATION, &imm.id),
+    ] {
+        let read = block_on(records.read(rt, id));
+        assert!(matches!(read, Err(RecordsError::Erased { .. })), "{read:?}");
+    }
+    assert_eq!(
+        search_ids(&records, ResourceType::PATIENT, &[("family", "eras")]),
+        [other.id.clone()]
+    );
+    assert!(
+        search_ids(
+            &records,
+            ResourceType::IMMUNIZATION,
+            &[("patient", &patient.id)]
+        )
+        .is_empty()
+    );
+    let late = block_on(records.create(
+        ResourceType::IMMUNIZATION,
+        immunization.to_string().as_bytes(),
+    ));
+    assert!(
+        matches!(late, Err(RecordsError::CompartmentErased { .. })),
+        "{late:?}"
+    );
+    assert!(matches!(
+        block_on(records.erase_patient(&patient.id)),
+        Err(RecordsError::Erased { .. })
+    ));
+    assert!(matches!(
+        block_on(records.erase_patient("nobody")),
+        Err(RecordsError::NotFound { .. })
+    ));
+    assert!(block_on(records.read(ResourceType::PATIENT, &other.id)).is_ok());
 }
 
 #[test]
@@ -78,5 +327,12 @@ fn reading_unknown_or_malformed_ids_is_not_found() {
 
 #[test]
 fn the_memory_store_meets_the_contract() {
-    block_on(crate::contract::resource_store(&MemoryStore::default()));
+    let store = MemoryStore::default();
+    block_on(crate::contract::resource_store(
+        &store,
+        store.keys().as_ref(),
+    ));
+    block_on(crate::contract::key_store(
+        &phi_crypto::fakes::MemoryKeyStore::default(),
+    ));
 }

@@ -1,0 +1,216 @@
+//! Search index rows (what the store keeps per resource) and search queries (what the core asks
+//! the store). Both carry only blind tokens for identifying values, and plain values for the
+//! parameters classified as non-identifying in `fhir_model::search`.
+
+use std::collections::BTreeSet;
+
+use fhir_model::ResourceType;
+use fhir_model::search::{IndexValue, Protection, SearchParam, search_params};
+use phi_crypto::{BlindIndex, BlindToken, Phi, fold, normalize_telecom};
+use time::OffsetDateTime;
+
+/// The index rows of one resource version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexRows {
+    pub blind: Vec<BlindRow>,
+    pub tokens: Vec<TokenRow>,
+    pub references: Vec<ReferenceRow>,
+    pub dates: Vec<DateRow>,
+    pub strings: Vec<StringRow>,
+}
+
+/// A keyed-hash token of an identifying value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlindRow {
+    pub param: &'static str,
+    pub token: BlindToken,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    pub param: &'static str,
+    pub system: Option<String>,
+    pub code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceRow {
+    pub param: &'static str,
+    pub target_type: String,
+    pub target_id: String,
+}
+
+/// A date of service as the half-open instant range it covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateRow {
+    pub param: &'static str,
+    pub low: OffsetDateTime,
+    pub high: OffsetDateTime,
+}
+
+/// A non-identifying string, folded (lower case, no accents) for starts-with search.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringRow {
+    pub param: &'static str,
+    pub folded: String,
+}
+
+/// The index rows of `resource`, per its type's search parameters and their classification.
+pub fn index_rows(resource: &fhir_model::Resource, blind: &BlindIndex) -> IndexRows {
+    let mut rows = IndexRows::default();
+    for param in search_params(resource.resource_type()) {
+        let values = param.values(resource);
+        if values.is_empty() {
+            continue;
+        }
+        match param.protection {
+            Protection::Blind => {
+                let key = blind.key(&param.purpose());
+                let mut tokens = BTreeSet::new();
+                for value in values {
+                    tokens.extend(match value {
+                        IndexValue::Text(text) => key.string_terms(&Phi::new(text)),
+                        IndexValue::Token { system, code } => {
+                            let code = blind_token_value(param, &code);
+                            key.token_terms(system.as_deref(), &Phi::new(code))
+                        }
+                        IndexValue::Date { text, .. } => key.date_terms(&Phi::new(text)),
+                        // References are ids, never classified blind; nothing to hash.
+                        IndexValue::Reference { .. } => BTreeSet::new(),
+                    });
+                }
+                rows.blind.extend(tokens.into_iter().map(|token| BlindRow {
+                    param: param.code,
+                    token,
+                }));
+            }
+            Protection::Plain => {
+                for value in values {
+                    plain_row(param, value, &mut rows);
+                }
+            }
+        }
+    }
+    rows
+}
+
+fn plain_row(param: &'static SearchParam, value: IndexValue, rows: &mut IndexRows) {
+    match value {
+        IndexValue::Text(text) => rows.strings.push(StringRow {
+            param: param.code,
+            folded: fold(&text),
+        }),
+        IndexValue::Token { system, code } => rows.tokens.push(TokenRow {
+            param: param.code,
+            system,
+            code,
+        }),
+        IndexValue::Date { low, high, .. } => rows.dates.push(DateRow {
+            param: param.code,
+            low,
+            high,
+        }),
+        IndexValue::Reference { target_type, id } => rows.references.push(ReferenceRow {
+            param: param.code,
+            target_type,
+            target_id: id,
+        }),
+    }
+}
+
+/// Token values of blind parameters are normalized the same way when indexed and queried.
+pub(crate) fn blind_token_value(param: &SearchParam, value: &str) -> String {
+    if param.code == "telecom" {
+        normalize_telecom(value)
+    } else {
+        value.trim().to_owned()
+    }
+}
+
+/// A search the store answers: resources of one type matching every clause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub resource_type: ResourceType,
+    /// Every clause must hold (FHIR: repeated parameters are AND).
+    pub clauses: Vec<Clause>,
+    /// Only ids after this one (keyset paging).
+    pub after_id: Option<String>,
+    pub limit: u64,
+}
+
+/// One parameter of a search; each lists alternatives, any of which may match (FHIR: `a,b`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Clause {
+    Id(Vec<String>),
+    Blind {
+        param: &'static str,
+        any_of: Vec<BlindToken>,
+    },
+    Token {
+        param: &'static str,
+        any_of: Vec<TokenMatch>,
+    },
+    Reference {
+        param: &'static str,
+        any_of: Vec<ReferenceMatch>,
+    },
+    Date {
+        param: &'static str,
+        any_of: Vec<DateMatch>,
+    },
+    /// Starts-with on folded text.
+    String {
+        param: &'static str,
+        any_of: Vec<String>,
+    },
+}
+
+/// `system|code`, `|code` (no system), `code` (any system), `system|` (any code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenMatch {
+    /// `None`: any system; `Some(None)`: no system; `Some(Some(s))`: that system.
+    pub system: Option<Option<String>>,
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceMatch {
+    /// `None` when the query gave a bare id.
+    pub target_type: Option<String>,
+    pub target_id: String,
+}
+
+/// A comparison of the stored range against the query's range `[low, high)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateMatch {
+    pub comparator: DateComparator,
+    pub low: OffsetDateTime,
+    pub high: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DateComparator {
+    /// The stored range lies within the query's.
+    Eq,
+    /// The stored range reaches past the query's end.
+    Gt,
+    /// The stored range reaches past the query's start.
+    Ge,
+    /// The stored range starts before the query's start.
+    Lt,
+    /// The stored range starts before the query's end.
+    Le,
+}
+
+impl DateMatch {
+    /// Whether a stored range `[low, high)` matches.
+    pub fn matches(&self, low: OffsetDateTime, high: OffsetDateTime) -> bool {
+        match self.comparator {
+            DateComparator::Eq => low >= self.low && high <= self.high,
+            DateComparator::Gt => high > self.high,
+            DateComparator::Ge => high > self.low,
+            DateComparator::Lt => low < self.low,
+            DateComparator::Le => low < self.high,
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Turning FHIR search parameters (`name=smi&birthdate=1970`) into a [`SearchQuery`].
+//!
+//! Errors name the parameter and the rule, never the value (values are often PHI).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use fhir_model::ResourceType;
+use fhir_model::search::{ParamKind, Protection, SearchParam, date_range, search_param};
+use phi_crypto::{BlindIndex, BlindQueryError, fold};
+
+use crate::index::{
+    Clause, DateComparator, DateMatch, ReferenceMatch, SearchQuery, TokenMatch, blind_token_value,
+};
+
+pub const DEFAULT_COUNT: u64 = 20;
+pub const MAX_COUNT: u64 = 1000;
+
+/// Why a search request cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("search parameter {param}: {reason}")]
+pub struct SearchError {
+    pub param: String,
+    pub reason: String,
+}
+
+fn error(param: &str, reason: impl Into<String>) -> SearchError {
+    SearchError {
+        param: param.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Parses `params` (name, value pairs as they came in the URL) for `resource_type`.
+pub fn parse(
+    resource_type: ResourceType,
+    params: &[(String, String)],
+    blind: &BlindIndex,
+) -> Result<SearchQuery, SearchError> {
+    let mut query = SearchQuery {
+        resource_type,
+        clauses: Vec::new(),
+        after_id: None,
+        limit: DEFAULT_COUNT,
+    };
+    for (name, value) in params {
+        let (code, modifier) = match name.split_once(':') {
+            Some((code, modifier)) => (code, Some(modifier)),
+            None => (name.as_str(), None),
+        };
+        match code {
+            "_count" => {
+                no_modifier(name, modifier)?;
+                query.limit = value
+                    .parse::<u64>()
+                    .map_err(|_| error(name, "must be a whole number"))?
+                    .min(MAX_COUNT);
+            }
+            "_cursor" => {
+                no_modifier(name, modifier)?;
+                query.after_id = Some(
+                    decode_cursor(value)
+                        .ok_or_else(|| error(name, "is not a cursor this server issued"))?,
+                );
+            }
+            "_id" => {
+                no_modifier(name, modifier)?;
+                query.clauses.push(Clause::Id(alternatives(value)));
+            }
+            _ => {
+                let param = search_param(resource_type, code).ok_or_else(|| {
+                    error(
+                        name,
+                        format!("{resource_type} has no search parameter of that name"),
+                    )
+                })?;
+                query
+                    .clauses
+                    .push(clause(param, name, modifier, value, blind)?);
+            }
+        }
+    }
+    Ok(query)
+}
+
+fn no_modifier(name: &str, modifier: Option<&str>) -> Result<(), SearchError> {
+    match modifier {
+        None => Ok(()),
+        Some(_) => Err(error(name, "takes no modifier")),
+    }
+}
+
+/// Splits `a,b` into alternatives; `\,` is a literal comma.
+fn alternatives(value: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let (Some(next), Some(last)) = (chars.next(), out.last_mut()) {
+                    last.push(next);
+                }
+            }
+            ',' => out.push(String::new()),
+            other => {
+                if let Some(last) = out.last_mut() {
+                    last.push(other);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn clause(
+    param: &'static SearchParam,
+    name: &str,
+    modifier: Option<&str>,
+    value: &str,
+    blind: &BlindIndex,
+) -> Result<Clause, SearchError> {
+    let values = alternatives(value);
+    if values.iter().any(String::is_empty) {
+        return Err(error(name, "has an empty value"));
+    }
+    match (param.protection, param.kind) {
+        (Protection::Blind, kind) => {
+            let key = blind.key(&param.purpose());
+            let blind_err = |err: BlindQueryError| {
+                error(
+                    name,
+                    format!(
+                        "{err} ({} is PHI and indexed only as keyed hashes)",
+                        param.code
+                    ),
+                )
+            };
+            let any_of = values
+                .iter()
+                .map(|v| match (kind, modifier) {
+                    (ParamKind::String, None) => key.string_query(v).map_err(blind_err),
+                    (ParamKind::String, Some("exact")) => Ok(key.exact_query(v)),
+                    (ParamKind::Token, None) => {
+                        let (system, code) = split_token(v);
+                        let code = code.map(|c| blind_token_value(param, &c));
+                        Ok(key.token_query(
+                            system.as_ref().map(|s| s.as_deref().unwrap_or("")),
+                            code.as_deref(),
+                        ))
+                    }
+                    (ParamKind::Date, None) => {
+                        let v = v.strip_prefix("eq").unwrap_or(v);
+                        if v.starts_with(|c: char| c.is_ascii_alphabetic()) {
+                            return Err(error(
+                                name,
+                                format!(
+                                    "{} is PHI, stored only as year, year-month and day buckets; \
+                                     only equality (YYYY, YYYY-MM, YYYY-MM-DD) can be searched, \
+                                     not ranges such as gt or lt",
+                                    param.code
+                                ),
+                            ));
+                        }
+                        key.date_query(v).map_err(blind_err)
+                    }
+                    (_, Some(other)) => Err(unsupported_modifier(name, param, other)),
+                    (ParamKind::Reference, None) => {
+                        Err(error(name, "blind references are not supported"))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Clause::Blind {
+                param: param.code,
+                any_of,
+            })
+        }
+        (Protection::Plain, ParamKind::Token) => {
+            if let Some(other) = modifier {
+                return Err(unsupported_modifier(name, param, other));
+            }
+            let any_of = values
+                .iter()
+                .map(|v| {
+                    let (system, code) = split_token(v);
+                    TokenMatch { system, code }
+                })
+                .collect();
+            Ok(Clause::Token {
+                param: param.code,
+                any_of,
+            })
+        }
+        (Protection::Plain, ParamKind::Reference) => {
+            if let Some(other) = modifier {
+                return Err(unsupported_modifier(name, param, other));
+            }
+            let any_of = values
+                .iter()
+                .map(|v| match v.split_once('/') {
+                    Some((t, id)) if !id.contains('/') => Ok(ReferenceMatch {
+                        target_type: Some(t.to_owned()),
+                        target_id: id.to_owned(),
+                    }),
+                    None => Ok(ReferenceMatch {
+                        target_type: None,
+                        target_id: v.clone(),
+                    }),
+                    Some(_) => Err(error(name, "must be an id or Type/id")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Clause::Reference {
+                param: param.code,
+                any_of,
+            })
+        }
+        (Protection::Plain, ParamKind::Date) => {
+            if let Some(other) = modifier {
+                return Err(unsupported_modifier(name, param, other));
+            }
+            let any_of = values
+                .iter()
+                .map(|v| date_match(name, v))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Clause::Date {
+                param: param.code,
+                any_of,
+            })
+        }
+        (Protection::Plain, ParamKind::String) => {
+            if let Some(other) = modifier {
+                return Err(unsupported_modifier(name, param, other));
+            }
+            Ok(Clause::String {
+                param: param.code,
+                any_of: values.iter().map(|v| fold(v)).collect(),
+            })
+        }
+    }
+}
+
+fn unsupported_modifier(name: &str, param: &SearchParam, modifier: &str) -> SearchError {
+    error(
+        name,
+        format!(
+            "the modifier :{modifier} is not supported for {} ({} parameter)",
+            param.code,
+            param.kind.code()
+        ),
+    )
+}
+
+/// `system|code` → (Some(Some(system)), Some(code)); `|code` → (Some(None), …); `code` → (None,
+/// …); `system|` → (…, None).
+fn split_token(value: &str) -> (Option<Option<String>>, Option<String>) {
+    match value.split_once('|') {
+        Some((system, code)) => (
+            Some((!system.is_empty()).then(|| system.to_owned())),
+            (!code.is_empty()).then(|| code.to_owned()),
+        ),
+        None => (None, Some(value.to_owned())),
+    }
+}
+
+fn date_match(name: &str, value: &str) -> Result<DateMatch, SearchError> {
+    let (comparator, date) = match value.get(..2) {
+        Some("eq") => (DateComparator::Eq, &value[2..]),
+        Some("gt") => (DateComparator::Gt, &value[2..]),
+        Some("ge") => (DateComparator::Ge, &value[2..]),
+        Some("lt") => (DateComparator::Lt, &value[2..]),
+        Some("le") => (DateComparator::Le, &value[2..]),
+        Some(prefix) if prefix.chars().all(|c| c.is_ascii_lowercase()) => {
+            return Err(error(
+                name,
+                format!("the prefix {prefix} is not supported (use eq, gt, ge, lt or le)"),
+            ));
+        }
+        _ => (DateComparator::Eq, value),
+    };
+    let (low, high) = date_range(date).ok_or_else(|| {
+        error(
+            name,
+            "is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or a full dateTime with zone)",
+        )
+    })?;
+    Ok(DateMatch {
+        comparator,
+        low,
+        high,
+    })
+}
+
+/// The opaque cursor of the page after `id`.
+pub fn encode_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let id = text.strip_prefix("after:")?;
+    fhir_model::is_valid_id(id).then(|| id.to_owned())
+}
