@@ -466,12 +466,14 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
         left.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
         ["e-other"]
     );
-    let gone = store
+    let sealed = store
         .read_current(ResourceType::IMMUNIZATION, "e-imm-1")
         .await
-        .unwrap()
         .unwrap();
-    assert!(gone.deleted, "the sealed versions stay, marked deleted");
+    assert!(
+        sealed.is_some(),
+        "the sealed versions stay; the destroyed key guards them"
+    );
     let late = store.create(indexed("e-imm-3", "Patient/e1", rows)).await;
     assert!(matches!(late, Err(StoreError::Erased { .. })), "{late:?}");
     assert!(

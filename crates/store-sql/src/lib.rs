@@ -6,7 +6,9 @@
 
 mod connect;
 mod entity;
+mod keys;
 mod resources;
+mod tables;
 
 #[cfg(feature = "testing")]
 pub mod testing;

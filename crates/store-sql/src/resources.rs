@@ -2,26 +2,40 @@
 
 use async_trait::async_trait;
 use fhir_model::ResourceType;
-use records::{NewVersion, ResourceStore, StoreError, StoredVersion};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, SqlErr,
-    TransactionTrait,
+use records::index::{Clause, IndexRows, SearchQuery};
+use records::{Erasure, NewVersion, ResourceStore, StoreError, StoredVersion};
+use sea_orm::sea_query::{
+    Cond, Expr, ExprTrait, InsertStatement, LikeExpr, Order, Query, SelectStatement,
 };
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+};
+use time::OffsetDateTime;
 
 use crate::connect::SqlStore;
 use crate::entity::{Body, resource, resource_version};
+use crate::keys::{destroy_key, key_is_destroyed};
+use crate::tables::{
+    INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SEARCH_BLIND, SEARCH_DATE, SEARCH_REFERENCE,
+    SEARCH_STRING, SEARCH_TOKEN, col, name,
+};
 
 #[async_trait]
 impl ResourceStore for SqlStore {
     #[tracing::instrument(skip_all, fields(resource_type = %version.resource_type, id = %version.id))]
     async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
+        // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
+        // at once instead of failing to upgrade a read transaction later.
         let txn = self.db.begin().await.map_err(unavailable)?;
+        let key_owner = version.key_owner.clone();
         let head = resource::ActiveModel {
             resource_type: Set(version.resource_type.as_str().to_owned()),
             id: Set(version.id.clone()),
             version: Set(to_db_version(version.version)),
             last_updated: Set(version.last_updated),
             deleted: Set(false),
+            key_owner: Set(version.key_owner.clone()),
         };
         // The primary key on (type, id) decides races: the loser's insert fails, and its
         // transaction rolls back with nothing written.
@@ -39,16 +53,29 @@ impl ResourceStore for SqlStore {
         }
         let row = resource_version::ActiveModel {
             resource_type: Set(version.resource_type.as_str().to_owned()),
-            id: Set(version.id),
+            id: Set(version.id.clone()),
             version: Set(to_db_version(version.version)),
             last_updated: Set(version.last_updated),
             deleted: Set(false),
+            key_owner: Set(version.key_owner),
             body: Set(Body(version.body)),
         };
         resource_version::Entity::insert(row)
             .exec_without_returning(&txn)
             .await
             .map_err(unavailable)?;
+        write_index(&txn, version.resource_type, &version.id, &version.index)
+            .await
+            .map_err(unavailable)?;
+        // Shares the key row's lock with other writers and excludes an erasure until commit: a
+        // create either commits before an erasure (and is erased with the rest) or sees it and
+        // rolls back.
+        if key_is_destroyed(&txn, &key_owner, true)
+            .await
+            .map_err(unavailable)?
+        {
+            return Err(StoreError::Erased { key_owner });
+        }
         txn.commit().await.map_err(unavailable)
     }
 
@@ -65,27 +92,300 @@ impl ResourceStore for SqlStore {
             .one(&self.db)
             .await
             .map_err(unavailable)?;
-        row.map(|row| {
-            let version = u64::try_from(row.version).map_err(|_| StoreError::Corrupt {
-                resource_type: row.resource_type.clone(),
-                id: row.id.clone(),
-                what: "negative version number",
-            })?;
-            Ok(StoredVersion {
-                resource_type,
-                id: row.id,
-                version,
-                last_updated: row.last_updated,
-                deleted: row.deleted,
-                body: row.body.0,
-            })
-        })
-        .transpose()
+        // After an erasure the version rows keep their sealed bodies; the destroyed key is what
+        // makes them unreadable, so this returns them like any other.
+        row.map(|row| to_stored(resource_type, row)).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type, clauses = query.clauses.len()))]
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError> {
+        let statement = search_statement(query);
+        let rows = resource_version::Entity::find()
+            .from_raw_sql(self.db.get_database_backend().build(&statement))
+            .all(&self.db)
+            .await
+            .map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| to_stored(query.resource_type, row))
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        destroy_key(&txn, key_owner, at)
+            .await
+            .map_err(unavailable)?;
+        let resources = resource::Entity::find()
+            .filter(resource::Column::KeyOwner.eq(key_owner))
+            .all(&txn)
+            .await
+            .map_err(unavailable)?;
+        let mut erasure = Erasure::default();
+        for head in &resources {
+            erasure.resources += 1;
+            erasure.versions += u64::try_from(head.version).unwrap_or(0);
+        }
+        let in_compartment = Query::select()
+            .columns([name("resource_type"), name("id")])
+            .from(name(RESOURCE))
+            .and_where(Expr::col(name("key_owner")).eq(key_owner))
+            .to_owned();
+        for table in INDEX_TABLES {
+            let delete = Query::delete()
+                .from_table(name(table))
+                .and_where(
+                    Expr::tuple([Expr::col(name("resource_type")), Expr::col(name("id"))])
+                        .in_subquery(in_compartment.clone()),
+                )
+                .to_owned();
+            txn.execute(&delete).await.map_err(unavailable)?;
+        }
+        let hide = Query::update()
+            .table(name(RESOURCE))
+            .value(name("deleted"), true)
+            .and_where(Expr::col(name("key_owner")).eq(key_owner))
+            .to_owned();
+        txn.execute(&hide).await.map_err(unavailable)?;
+        txn.commit().await.map_err(unavailable)?;
+        Ok(erasure)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.ping_db().await.map_err(unavailable)
     }
+}
+
+fn to_stored(
+    resource_type: ResourceType,
+    row: resource_version::Model,
+) -> Result<StoredVersion, StoreError> {
+    let version = u64::try_from(row.version).map_err(|_| StoreError::Corrupt {
+        resource_type: row.resource_type.clone(),
+        id: row.id.clone(),
+        what: "negative version number",
+    })?;
+    Ok(StoredVersion {
+        resource_type,
+        id: row.id,
+        version,
+        last_updated: row.last_updated,
+        deleted: row.deleted,
+        key_owner: row.key_owner,
+        body: row.body.0,
+    })
+}
+
+/// Inserts a version's index rows, one statement per table that has any.
+async fn write_index(
+    txn: &DatabaseTransaction,
+    resource_type: ResourceType,
+    id: &str,
+    index: &IndexRows,
+) -> Result<(), DbErr> {
+    let rt = resource_type.as_str();
+    let mut statements: Vec<InsertStatement> = Vec::new();
+    let mut insert = |table: &str, columns: &[&str], rows: Vec<Vec<sea_orm::Value>>| {
+        if rows.is_empty() {
+            return Ok::<(), DbErr>(());
+        }
+        let mut statement = Query::insert();
+        statement.into_table(name(table)).columns(
+            ["resource_type", "id", "param"]
+                .iter()
+                .chain(columns)
+                .map(|c| name(c)),
+        );
+        for row in rows {
+            statement
+                .values(
+                    [rt.into(), id.into()]
+                        .into_iter()
+                        .chain(row)
+                        .map(Expr::val)
+                        .collect::<Vec<_>>(),
+                )
+                .map_err(|e| DbErr::Custom(e.to_string()))?;
+        }
+        statements.push(statement.to_owned());
+        Ok(())
+    };
+    insert(
+        SEARCH_BLIND,
+        &["token"],
+        index
+            .blind
+            .iter()
+            .map(|r| vec![r.param.into(), r.token.0.to_vec().into()])
+            .collect(),
+    )?;
+    insert(
+        SEARCH_TOKEN,
+        &["system", "code"],
+        index
+            .tokens
+            .iter()
+            .map(|r| {
+                vec![
+                    r.param.into(),
+                    r.system.clone().into(),
+                    r.code.clone().into(),
+                ]
+            })
+            .collect(),
+    )?;
+    insert(
+        SEARCH_REFERENCE,
+        &["target_type", "target_id"],
+        index
+            .references
+            .iter()
+            .map(|r| {
+                vec![
+                    r.param.into(),
+                    r.target_type.clone().into(),
+                    r.target_id.clone().into(),
+                ]
+            })
+            .collect(),
+    )?;
+    insert(
+        SEARCH_DATE,
+        &["low", "high"],
+        index
+            .dates
+            .iter()
+            .map(|r| vec![r.param.into(), r.low.into(), r.high.into()])
+            .collect(),
+    )?;
+    insert(
+        SEARCH_STRING,
+        &["value"],
+        index
+            .strings
+            .iter()
+            .map(|r| vec![r.param.into(), r.folded.clone().into()])
+            .collect(),
+    )?;
+    for statement in statements {
+        txn.execute(&statement).await?;
+    }
+    Ok(())
+}
+
+/// `SELECT v.* FROM resource r JOIN resource_version v ON (current version) WHERE <clauses>
+/// ORDER BY r.id LIMIT n`, every clause an `EXISTS` over its index table.
+fn search_statement(query: &SearchQuery) -> SelectStatement {
+    let mut select = Query::select();
+    select
+        .column((name("v"), sea_orm::sea_query::Asterisk))
+        .from_as(name(RESOURCE), name("r"))
+        .inner_join(
+            sea_orm::sea_query::TableRef::Table(
+                name(RESOURCE_VERSION).into(),
+                Some(name("v").into()),
+            ),
+            Cond::all()
+                .add(col("v", "resource_type").equals((name("r"), name("resource_type"))))
+                .add(col("v", "id").equals((name("r"), name("id"))))
+                .add(col("v", "version").equals((name("r"), name("version")))),
+        )
+        .and_where(col("r", "resource_type").eq(query.resource_type.as_str()))
+        .and_where(col("r", "deleted").eq(false))
+        .order_by((name("r"), name("id")), Order::Asc)
+        .limit(query.limit);
+    if let Some(after) = &query.after_id {
+        select.and_where(col("r", "id").gt(after.as_str()));
+    }
+    for clause in &query.clauses {
+        select.and_where(clause_condition(clause));
+    }
+    select.to_owned()
+}
+
+/// `EXISTS (SELECT 1 FROM <table> i WHERE i is r's row for param AND (alternatives))`.
+fn exists_in(table: &str, param: &str, alternatives: Cond) -> Expr {
+    let mut sub = Query::select();
+    sub.expr(Expr::val(1))
+        .from_as(name(table), name("i"))
+        .and_where(col("i", "resource_type").equals((name("r"), name("resource_type"))))
+        .and_where(col("i", "id").equals((name("r"), name("id"))))
+        .and_where(col("i", "param").eq(param))
+        .cond_where(alternatives);
+    Expr::exists(sub.to_owned())
+}
+
+fn clause_condition(clause: &Clause) -> Expr {
+    match clause {
+        Clause::Id(ids) => col("r", "id").is_in(ids.iter().map(String::as_str)),
+        Clause::Blind { param, any_of } => exists_in(
+            SEARCH_BLIND,
+            param,
+            Cond::all().add(col("i", "token").is_in(any_of.iter().map(|t| t.0.to_vec()))),
+        ),
+        Clause::Token { param, any_of } => {
+            let mut any = Cond::any();
+            for m in any_of {
+                let mut all = Cond::all();
+                match &m.system {
+                    None => {}
+                    Some(None) => all = all.add(col("i", "system").is_null()),
+                    Some(Some(system)) => all = all.add(col("i", "system").eq(system.as_str())),
+                }
+                if let Some(code) = &m.code {
+                    all = all.add(col("i", "code").eq(code.as_str()));
+                }
+                any = any.add(all);
+            }
+            exists_in(SEARCH_TOKEN, param, any)
+        }
+        Clause::Reference { param, any_of } => {
+            let mut any = Cond::any();
+            for m in any_of {
+                let mut all = Cond::all().add(col("i", "target_id").eq(m.target_id.as_str()));
+                if let Some(t) = &m.target_type {
+                    all = all.add(col("i", "target_type").eq(t.as_str()));
+                }
+                any = any.add(all);
+            }
+            exists_in(SEARCH_REFERENCE, param, any)
+        }
+        Clause::Date { param, any_of } => {
+            use records::index::DateComparator as C;
+            let mut any = Cond::any();
+            for m in any_of {
+                let (low, high) = (col("i", "low"), col("i", "high"));
+                any = any.add(match m.comparator {
+                    C::Eq => Cond::all().add(low.gte(m.low)).add(high.lte(m.high)),
+                    C::Gt => Cond::all().add(high.gt(m.high)),
+                    C::Ge => Cond::all().add(high.gt(m.low)),
+                    C::Lt => Cond::all().add(low.lt(m.low)),
+                    C::Le => Cond::all().add(low.lt(m.high)),
+                });
+            }
+            exists_in(SEARCH_DATE, param, any)
+        }
+        Clause::String { param, any_of } => {
+            let mut any = Cond::any();
+            for prefix in any_of {
+                let pattern = format!("{}%", escape_like(prefix));
+                any = any.add(col("i", "value").like(LikeExpr::new(pattern).escape('\\')));
+            }
+            exists_in(SEARCH_STRING, param, any)
+        }
+    }
+}
+
+/// Escapes LIKE's wildcards so user text matches literally.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn unavailable(err: DbErr) -> StoreError {

@@ -14,8 +14,44 @@ use time::macros::datetime;
 async fn meets_the_resource_store_contract() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
-        records::contract::resource_store(&store).await;
+        records::contract::resource_store(&store, &store).await;
         eprintln!("contract holds on {}", db.backend_name());
+    }
+}
+
+#[tokio::test]
+async fn meets_the_key_store_contract() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        records::contract::key_store(&store).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_writers_share_one_data_key() {
+    use phi_crypto::{FixedKeyring, KeyOwner, Keyring, Vault};
+    for db in TestDatabase::all().await {
+        let store = Arc::new(db.store().await);
+        let keyring = Arc::new(Keyring::generate(datetime!(2026-11-22 10:00 UTC)).unwrap());
+        let vault = Vault::new(store.clone(), Arc::new(FixedKeyring(keyring)));
+        let owner = KeyOwner::Patient("shared".into());
+        let tasks = (0..16).map(|_| {
+            let (vault, owner) = (vault.clone(), owner.clone());
+            tokio::spawn(async move {
+                vault
+                    .key_for_writing(&owner, datetime!(2026-11-22 10:00 UTC))
+                    .await
+                    .unwrap()
+                    .id()
+            })
+        });
+        let ids: Vec<_> = futures::future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert!(ids.iter().all(|id| *id == ids[0]), "{}", db.backend_name());
+        assert_eq!(db.row_count("data_key").await, 1);
     }
 }
 
@@ -41,7 +77,9 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
                         id: "contended".into(),
                         version: 1,
                         last_updated: datetime!(2026-11-22 10:00 UTC),
+                        key_owner: "system".into(),
                         body: vec![n],
+                        index: records::index::IndexRows::default(),
                     })
                     .await
             })

@@ -12,6 +12,7 @@ pub struct Model {
     pub version: i64,
     pub last_updated: TimeDateTimeWithTimeZone,
     pub deleted: bool,
+    pub key_owner: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -15,6 +15,7 @@ pub struct Model {
     pub version: i64,
     pub last_updated: TimeDateTimeWithTimeZone,
     pub deleted: bool,
+    pub key_owner: String,
     pub body: Body,
 }
 

@@ -1,0 +1,31 @@
+//! Table and column names for statements built with sea-query (the index and key tables have
+//! no entities: they are written in bulk and read through joins).
+
+use sea_orm::sea_query::{Alias, Expr};
+
+pub(crate) const RESOURCE: &str = "resource";
+pub(crate) const RESOURCE_VERSION: &str = "resource_version";
+pub(crate) const DATA_KEY: &str = "data_key";
+pub(crate) const SEARCH_BLIND: &str = "search_blind";
+pub(crate) const SEARCH_TOKEN: &str = "search_token";
+pub(crate) const SEARCH_REFERENCE: &str = "search_reference";
+pub(crate) const SEARCH_DATE: &str = "search_date";
+pub(crate) const SEARCH_STRING: &str = "search_string";
+
+/// Every index table, for clearing a resource's rows.
+pub(crate) const INDEX_TABLES: [&str; 5] = [
+    SEARCH_BLIND,
+    SEARCH_TOKEN,
+    SEARCH_REFERENCE,
+    SEARCH_DATE,
+    SEARCH_STRING,
+];
+
+pub(crate) fn name(name: &str) -> Alias {
+    Alias::new(name)
+}
+
+/// `table.column` as an expression.
+pub(crate) fn col(table: &str, column: &str) -> Expr {
+    Expr::col((name(table), name(column)))
+}
