@@ -12,25 +12,35 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub db: TestDatabase,
+    /// The configuration the server runs with (its keyring is in a temporary directory).
+    pub config: Config,
     running: Option<Running>,
+    _keys: tempfile::TempDir,
 }
 
 impl TestApp {
     /// Starts the server on `db` with `adjust` applied to the default configuration.
     pub async fn start_with(db: TestDatabase, adjust: impl FnOnce(&mut Config)) -> Self {
+        let keys = tempfile::tempdir().expect("keyring directory");
         let mut config = Config {
             database_url: db.url().to_owned(),
             listen: "127.0.0.1:0".to_owned(),
+            keyring: keys.path().join("keyring.json"),
             ..Config::default()
         };
         adjust(&mut config);
+        if config.master_key.is_none() && !config.keyring.exists() {
+            cairn::keys::init(&config).expect("keyring created");
+        }
         let running = cairn::start(&config).await.expect("server starts");
         let base = format!("http://{}", running.local_addr);
         Self {
             base,
             client: reqwest::Client::new(),
             db,
+            config,
             running: Some(running),
+            _keys: keys,
         }
     }
 

@@ -53,14 +53,22 @@ fn service(records: Records) -> OpenApiService<(FhirApi, HealthApi), ()> {
     )
 }
 
-/// The OpenAPI document, as served at `/openapi.json`.
-pub fn openapi_json() -> String {
+/// The OpenAPI document, as served at `/openapi.json` (built over in-memory fakes: the document
+/// depends on the routes, not on the data). Fails only if the system RNG does.
+pub fn openapi_json() -> Result<String, phi_crypto::CryptoError> {
+    let store = Arc::new(records::fakes::MemoryStore::default());
+    let keyring = phi_crypto::Keyring::generate(time::OffsetDateTime::UNIX_EPOCH)?;
+    let vault = phi_crypto::Vault::new(
+        store.keys(),
+        Arc::new(phi_crypto::FixedKeyring(Arc::new(keyring))),
+    );
     let records = Records::new(
-        Arc::new(records::fakes::MemoryStore::default()),
+        store,
+        vault,
         Arc::new(records::SystemClock),
         Arc::new(records::RandomIds),
     );
-    service(records).spec()
+    Ok(service(records).spec())
 }
 
 /// The whole HTTP application over `records`.

@@ -78,6 +78,48 @@ impl FhirError {
             RecordsError::Conflict { .. } => {
                 Self::Conflict(single(IssueType::Duplicate, err.to_string()))
             }
+            RecordsError::Erased { .. } => Self::Gone(single(IssueType::Deleted, err.to_string())),
+            RecordsError::CompartmentErased { .. } => {
+                Self::Conflict(single(IssueType::Conflict, err.to_string()))
+            }
+            RecordsError::Search(search) => {
+                let mut outcome = OperationOutcome::single(
+                    IssueSeverity::Error,
+                    IssueType::Invalid,
+                    search.to_string(),
+                );
+                if let Some(issue) = outcome.issue.first_mut() {
+                    issue.expression = vec![search.param.clone()];
+                }
+                Self::BadRequest(outcome_json(outcome))
+            }
+            RecordsError::Integrity {
+                resource_type,
+                id,
+                version,
+                cause,
+            } => {
+                // Ids and the kind of failure only: the cause never carries plaintext.
+                tracing::error!(
+                    request_id = %request_id.0, %resource_type, %id, version, %cause,
+                    "integrity failure: stored data did not authenticate"
+                );
+                Self::Internal(single(
+                    IssueType::Exception,
+                    format!(
+                        "integrity failure: the stored data of {resource_type}/{id} version \
+                         {version} did not pass its integrity check and was not returned \
+                         (correlation id {})",
+                        request_id.0
+                    ),
+                ))
+            }
+            RecordsError::Crypto(cause) => {
+                tracing::error!(request_id = %request_id.0, error = %cause, "key failure");
+                Self::Internal(outcome_json(OperationOutcome::internal_error(
+                    &request_id.0,
+                )))
+            }
             RecordsError::Store(StoreError::Unavailable(source)) => {
                 tracing::error!(request_id = %request_id.0, error = %source, "record store unavailable");
                 Self::Unavailable(single(
@@ -89,7 +131,9 @@ impl FhirError {
                 ))
             }
             RecordsError::Store(
-                err @ (StoreError::Corrupt { .. } | StoreError::AlreadyExists { .. }),
+                err @ (StoreError::Corrupt { .. }
+                | StoreError::AlreadyExists { .. }
+                | StoreError::Erased { .. }),
             ) => {
                 tracing::error!(request_id = %request_id.0, error = %err, "record store failure");
                 Self::Internal(outcome_json(OperationOutcome::internal_error(

@@ -18,6 +18,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// `CAIRN_MASTER_KEY`: a base64 master key given by the environment (a secret manager, a KMS
+/// agent). Debug never shows it; it is read from the environment only, never from `cairn.toml`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MasterKeySecret(pub String);
+
+impl std::fmt::Debug for MasterKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKeySecret(<redacted>)")
+    }
+}
+
 /// Everything `cairn serve` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -36,6 +47,10 @@ pub struct Config {
     pub max_connections: u32,
     /// Seconds in-flight requests get to finish after a shutdown signal.
     pub shutdown_grace_seconds: u64,
+    /// The keyring file (master keys and the blind-index key). Never inside the database.
+    pub keyring: PathBuf,
+    /// A master key from the environment, used instead of the keyring file when set.
+    pub master_key: Option<MasterKeySecret>,
 }
 
 impl Default for Config {
@@ -49,6 +64,8 @@ impl Default for Config {
             docs: true,
             max_connections: 16,
             shutdown_grace_seconds: 30,
+            keyring: Path::new(DEFAULT_DATA_DIR).join("keyring.json"),
+            master_key: None,
         }
     }
 }
@@ -80,6 +97,7 @@ struct FileConfig {
     docs: Option<bool>,
     max_connections: Option<u32>,
     shutdown_grace_seconds: Option<u64>,
+    keyring: Option<PathBuf>,
 }
 
 impl Config {
@@ -148,8 +166,10 @@ impl Config {
             max_connections: number("CAIRN_MAX_CONNECTIONS")?
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             shutdown_grace_seconds: number("CAIRN_SHUTDOWN_GRACE_SECONDS")?,
+            keyring: parse("CAIRN_KEYRING").map(PathBuf::from),
         };
         config.apply(env_config);
+        config.master_key = parse("CAIRN_MASTER_KEY").map(MasterKeySecret);
         Ok(config)
     }
 
@@ -163,7 +183,11 @@ impl Config {
             docs,
             max_connections,
             shutdown_grace_seconds,
+            keyring,
         } = file;
+        if let Some(v) = keyring {
+            self.keyring = v;
+        }
         if let Some(v) = database_url {
             self.database_url = v;
         }
@@ -188,6 +212,11 @@ impl Config {
         if let Some(v) = shutdown_grace_seconds {
             self.shutdown_grace_seconds = v;
         }
+    }
+
+    /// Whether the database is SQLite (the embedded default).
+    pub fn is_sqlite(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
     }
 
     /// The directory a `sqlite://` URL's file lives in, so it can be created first.
@@ -225,6 +254,7 @@ mod tests {
         let env = |name: &str| match name {
             "CAIRN_LISTEN" => Some("127.0.0.1:7000".to_owned()),
             "CAIRN_LOG_FORMAT" => Some("json".to_owned()),
+            "CAIRN_MASTER_KEY" => Some("c2VjcmV0".to_owned()),
             _ => None,
         };
         let config = Config::load_from(Some(&file), env).unwrap();
@@ -233,6 +263,8 @@ mod tests {
         assert!(!config.docs);
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.database_url, Config::default().database_url);
+        assert!(!format!("{config:?}").contains("c2VjcmV0"));
+        assert_eq!(config.master_key, Some(MasterKeySecret("c2VjcmV0".into())));
 
         std::fs::write(&file, "listen_on = 1\n").unwrap();
         assert!(matches!(

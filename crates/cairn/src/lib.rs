@@ -3,7 +3,8 @@
 //! start the server through the same [`start`], so what they test is what ships.
 
 mod config;
+pub mod keys;
 mod server;
 
-pub use config::{Config, ConfigError, LogFormat};
+pub use config::{Config, ConfigError, LogFormat, MasterKeySecret};
 pub use server::{Running, open_store, start};

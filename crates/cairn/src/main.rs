@@ -1,5 +1,6 @@
 //! `cairn`: the Cairn FHIR server and its administration commands.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,6 +25,24 @@ enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Master keys: create, inspect, rotate, retire.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create the keyring file with a fresh random master key (refuses to overwrite).
+    Init,
+    /// Master-key versions, their age, and how many data keys each wraps.
+    Status,
+    /// Add a new master-key version and rewrap every data key under it, online.
+    Rotate,
+    /// Remove master-key version V from the keyring; refused while any data key uses it.
+    Retire {
+        /// The version to retire.
+        version: u32,
+    },
 }
 
 #[tokio::main]
@@ -33,6 +52,7 @@ async fn main() -> anyhow::Result<()> {
     init_tracing(config.log_format);
     match cli.command {
         Command::Serve => serve(&config).await,
+        Command::Keys(command) => keys(&config, command).await,
         Command::Migrate => {
             let store = cairn::open_store(&config).await?;
             tracing::info!(backend = ?store.backend(), "migrations applied");
@@ -40,6 +60,56 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        KeysCommand::Init => {
+            cairn::keys::init(config)?;
+            writeln!(
+                out,
+                "created {}; back it up now, apart from the database",
+                config.keyring.display()
+            )?;
+        }
+        KeysCommand::Status => {
+            let now = time::OffsetDateTime::now_utc();
+            writeln!(
+                out,
+                "{:>7}  {:<6}  {:>9}  {:>10}  created",
+                "version", "state", "data keys", "age (days)"
+            )?;
+            for v in cairn::keys::status(config).await? {
+                let state = if v.active { "active" } else { "old" };
+                let (age, created) = match v.created {
+                    Some(at) => ((now - at).whole_days().to_string(), records::instant(at)),
+                    None if v.data_keys > 0 && !v.active => {
+                        ("?".to_owned(), "MISSING FROM KEYRING".to_owned())
+                    }
+                    None => ("?".to_owned(), "from CAIRN_MASTER_KEY".to_owned()),
+                };
+                writeln!(
+                    out,
+                    "{:>7}  {state:<6}  {:>9}  {age:>10}  {created}",
+                    v.version, v.data_keys
+                )?;
+            }
+        }
+        KeysCommand::Rotate => {
+            let (version, report) = cairn::keys::rotate(config).await?;
+            writeln!(
+                out,
+                "master key version {version} is active; {} data key(s) rewrapped ({} changed meanwhile)",
+                report.rewrapped, report.skipped
+            )?;
+        }
+        KeysCommand::Retire { version } => {
+            cairn::keys::retire(config, version).await?;
+            writeln!(out, "master key version {version} retired")?;
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {

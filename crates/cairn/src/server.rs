@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api_http::HttpConfig;
+use phi_crypto::Vault;
 use poem::Server;
 use poem::listener::{Acceptor, Listener, TcpListener};
 use records::{RandomIds, Records, SystemClock};
@@ -37,7 +38,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
 }
 
 /// The data directory holds PHI: readable by its owner only.
-fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -83,8 +84,13 @@ impl Running {
 /// Opens the store, binds the listener and serves until stopped.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
+    // The embedded default creates its keyring on first start; a production (Postgres)
+    // deployment must be given one, so a missing key is never silently replaced.
+    let master = crate::keys::master_keys(config, config.is_sqlite())?;
+    let vault = Vault::new(Arc::new(store.clone()), master);
     let records = Records::new(
         Arc::new(store.clone()),
+        vault,
         Arc::new(SystemClock),
         Arc::new(RandomIds),
     );
