@@ -5,3 +5,5 @@
 mod errors;
 mod fhir_crud;
 mod operations;
+mod phi;
+mod rotation;

@@ -114,6 +114,108 @@ impl TestDatabase {
         true
     }
 
+    /// Everything the database has written to disk, for scanning for plaintext: the SQLite
+    /// file with its WAL and shared-memory files, or a `pg_dump` of the PostgreSQL database.
+    pub async fn raw_contents(&self) -> Vec<u8> {
+        match &self.kind {
+            Kind::Sqlite { _dir: dir } => {
+                let mut all = Vec::new();
+                for entry in std::fs::read_dir(dir.path()).expect("list the database directory") {
+                    let path = entry.expect("directory entry").path();
+                    all.extend(std::fs::read(&path).expect("read a database file"));
+                }
+                assert!(all.len() > 4096, "the SQLite files are there");
+                all
+            }
+            Kind::Postgres { .. } => {
+                let output = std::process::Command::new("pg_dump")
+                    .arg("--dbname")
+                    .arg(&self.url)
+                    .output()
+                    .expect("pg_dump runs (PostgreSQL client tools are installed)");
+                assert!(
+                    output.status.success(),
+                    "pg_dump failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                output.stdout
+            }
+        }
+    }
+
+    /// Runs one SQL statement with `$1`-style parameters (rewritten to `?` for SQLite).
+    pub async fn execute(&self, sql: &str, values: Vec<sea_orm::Value>) -> u64 {
+        let db = Database::connect(&self.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        let result = db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                self.placeholders(sql),
+                values,
+            ))
+            .await
+            .expect("statement runs");
+        db.close().await.ok();
+        result.rows_affected()
+    }
+
+    /// The stored (sealed) body of one resource version.
+    pub async fn sealed_body(&self, resource_type: &str, id: &str, version: i64) -> Vec<u8> {
+        let db = Database::connect(&self.url).await.expect("connect");
+        let sql = self.placeholders(
+            "SELECT body FROM resource_version WHERE resource_type = $1 AND id = $2 AND version = $3",
+        );
+        let row = db
+            .query_one_raw(Statement::from_sql_and_values(
+                db.get_database_backend(),
+                sql,
+                [resource_type.into(), id.into(), version.into()],
+            ))
+            .await
+            .expect("query")
+            .expect("the version exists");
+        db.close().await.ok();
+        row.try_get::<Vec<u8>>("", "body").expect("bytes")
+    }
+
+    /// Overwrites the stored body of one resource version (tampering, in tests).
+    pub async fn set_sealed_body(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: i64,
+        body: Vec<u8>,
+    ) {
+        let changed = self
+            .execute(
+                "UPDATE resource_version SET body = $1 WHERE resource_type = $2 AND id = $3 AND version = $4",
+                vec![body.into(), resource_type.into(), id.into(), version.into()],
+            )
+            .await;
+        assert_eq!(changed, 1);
+    }
+
+    fn placeholders(&self, sql: &str) -> String {
+        match self.kind {
+            Kind::Postgres { .. } => sql.to_owned(),
+            Kind::Sqlite { .. } => {
+                let mut out = String::with_capacity(sql.len());
+                let mut chars = sql.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+                        while chars.peek().is_some_and(char::is_ascii_digit) {
+                            chars.next();
+                        }
+                        out.push('?');
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            }
+        }
+    }
+
     /// A migrated store on this database.
     pub async fn store(&self) -> SqlStore {
         let store = SqlStore::connect(&self.url, &StoreOptions::default())
