@@ -217,10 +217,10 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Blind,
         "Patient.birthDate",
         "A birth date is a HIPAA identifier; kept as year, year-month and day buckets only.",
-        |r, out| if let Resource::Patient(p) = r {
-            if let Some(date) = &p.birth_date {
-                push_date(&date.0, out)
-            }
+        |r, out| if let Resource::Patient(p) = r
+            && let Some(date) = &p.birth_date
+        {
+            push_date(&date.0, out)
         }
     ),
     param!(
@@ -264,13 +264,13 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Patient.gender",
         "Four possible values: identifies no one, and filtering by it is common.",
-        |r, out| if let Resource::Patient(p) = r {
-            if let Some(g) = &p.gender {
-                out.push(IndexValue::Token {
-                    system: Some("http://hl7.org/fhir/administrative-gender".into()),
-                    code: g.0.clone(),
-                });
-            }
+        |r, out| if let Resource::Patient(p) = r
+            && let Some(g) = &p.gender
+        {
+            out.push(IndexValue::Token {
+                system: Some("http://hl7.org/fhir/administrative-gender".into()),
+                code: g.0.clone(),
+            });
         }
     ),
     param!(
@@ -280,13 +280,13 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Patient.active",
         "A record-management flag, not about the person.",
-        |r, out| if let Resource::Patient(p) = r {
-            if let Some(active) = p.active {
-                out.push(IndexValue::Token {
-                    system: None,
-                    code: active.to_string(),
-                });
-            }
+        |r, out| if let Resource::Patient(p) = r
+            && let Some(active) = p.active
+        {
+            out.push(IndexValue::Token {
+                system: None,
+                code: active.to_string(),
+            });
         }
     ),
     param!(
@@ -340,10 +340,10 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Immunization.occurrence",
         "A date of service, which HIPAA's safe harbour counts as an identifier only together with the patient; kept plain so ranges (gt, lt) work. Accepted leakage: dates of doses per opaque patient id.",
-        |r, out| if let Resource::Immunization(i) = r {
-            if let Some(when) = &i.occurrence_date_time {
-                push_date(&when.0, out)
-            }
+        |r, out| if let Resource::Immunization(i) = r
+            && let Some(when) = &i.occurrence_date_time
+        {
+            push_date(&when.0, out)
         }
     ),
     param!(
@@ -353,13 +353,13 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Immunization.status",
         "completed, entered-in-error or not-done.",
-        |r, out| if let Resource::Immunization(i) = r {
-            if let Some(s) = &i.status {
-                out.push(IndexValue::Token {
-                    system: Some("http://hl7.org/fhir/event-status".into()),
-                    code: s.0.clone(),
-                });
-            }
+        |r, out| if let Resource::Immunization(i) = r
+            && let Some(s) = &i.status
+        {
+            out.push(IndexValue::Token {
+                system: Some("http://hl7.org/fhir/event-status".into()),
+                code: s.0.clone(),
+            });
         }
     ),
     param!(
@@ -380,13 +380,13 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Immunization.lotNumber",
         "A manufacturer's batch number, shared by thousands of doses; recalls search by it.",
-        |r, out| if let Resource::Immunization(i) = r {
-            if let Some(lot) = &i.lot_number {
-                out.push(IndexValue::Token {
-                    system: None,
-                    code: lot.clone(),
-                })
-            }
+        |r, out| if let Resource::Immunization(i) = r
+            && let Some(lot) = &i.lot_number
+        {
+            out.push(IndexValue::Token {
+                system: None,
+                code: lot.clone(),
+            })
         }
     ),
     param!(

@@ -235,7 +235,7 @@ async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
         }],
         tokens: vec![TokenRow {
             param: "status",
-            system: (n % 2 == 0).then(|| "urn:s".to_owned()),
+            system: n.is_multiple_of(2).then(|| "urn:s".to_owned()),
             code: format!("code{}", n % 3),
         }],
         references: vec![ReferenceRow {

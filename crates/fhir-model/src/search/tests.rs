@@ -148,3 +148,27 @@ fn date_ranges_cover_their_precision() {
     assert_eq!(date_range("2021-02-29"), None);
     assert_eq!(date_range("nonsense"), None);
 }
+
+#[test]
+fn the_classification_document_matches_the_table() {
+    let doc = include_str!("../../../../docs/security/phi-classification.md");
+    for param in SEARCH_PARAMETERS {
+        let protection = match param.protection {
+            Protection::Plain => "plain",
+            Protection::Blind => "blind",
+        };
+        let row = format!(
+            "| {} | `{}` | {} | **{protection}** | `{}` |",
+            param.resource_type,
+            param.code,
+            param.kind.code(),
+            param.expression
+        );
+        assert!(doc.contains(&row), "docs/security/phi-classification.md lacks: {row}");
+    }
+    let rows = doc
+        .lines()
+        .filter(|l| l.starts_with("| Patient |") || l.starts_with("| Immunization |"))
+        .count();
+    assert_eq!(rows, SEARCH_PARAMETERS.len(), "the document lists parameters the code does not");
+}

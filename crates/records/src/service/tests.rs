@@ -238,7 +238,7 @@ fn erasing_a_patient_shreds_their_compartment() {
     }
     assert_eq!(
         search_ids(&records, ResourceType::PATIENT, &[("family", "eras")]),
-        [other.id.clone()]
+        vec![other.id.clone()]
     );
     assert!(
         search_ids(
