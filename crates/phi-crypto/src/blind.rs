@@ -90,15 +90,17 @@ impl BlindKey {
         let mut terms = BTreeSet::new();
         terms.insert(self.token("exact", &value.expose().nfc().collect::<String>()));
         let folded = fold(value.expose());
+        // The first word's prefixes are also the whole value's: collect first, hash each once.
+        let mut prefixes = BTreeSet::new();
         for word in std::iter::once(folded.as_str()).chain(folded.split(' ')) {
             let chars: Vec<char> = word.chars().take(MAX_PREFIX_CHARS).collect();
             // A word shorter than the minimum is still findable whole (as part of a longer
             // prefix of the value, or by :exact).
             for end in MIN_PREFIX_CHARS..=chars.len() {
-                let prefix: String = chars[..end].iter().collect();
-                terms.insert(self.token("prefix", &prefix));
+                prefixes.insert(chars[..end].iter().collect::<String>());
             }
         }
+        terms.extend(prefixes.iter().map(|prefix| self.token("prefix", prefix)));
         terms
     }
 
