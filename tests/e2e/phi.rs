@@ -378,3 +378,33 @@ async fn erasing_a_patient_shreds_every_version_of_their_compartment() {
         app.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_first_writes_for_one_patient_share_one_data_key() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        // No Patient yet: each Immunization's create races to create the compartment's key.
+        let patient = "not-yet-registered";
+        let creates = (0..16).map(|n| {
+            let body = canary_immunization(patient, n);
+            let app = &app;
+            async move { app.post("/fhir/Immunization", &body).await.status().as_u16() }
+        });
+        let statuses = futures::future::join_all(creates).await;
+        assert!(statuses.iter().all(|s| *s == 201), "{backend}: {statuses:?}");
+        assert_eq!(
+            app.db
+                .execute(
+                    "UPDATE data_key SET owner = owner WHERE owner = $1",
+                    vec![format!("Patient/{patient}").into()],
+                )
+                .await,
+            1,
+            "{backend}: one key for the compartment"
+        );
+        let found = app.get(&format!("/fhir/Immunization?patient={patient}&_count=100")).await;
+        let bundle = fhir_json(found).await;
+        assert_eq!(ids(&bundle).len(), 16, "{backend}: every dose reads back");
+        app.stop().await;
+    }
+}

@@ -133,7 +133,8 @@ impl FhirError {
             RecordsError::Store(
                 err @ (StoreError::Corrupt { .. }
                 | StoreError::AlreadyExists { .. }
-                | StoreError::Erased { .. }),
+                | StoreError::Erased { .. }
+                | StoreError::KeyChanged { .. }),
             ) => {
                 tracing::error!(request_id = %request_id.0, error = %err, "record store failure");
                 Self::Internal(outcome_json(OperationOutcome::internal_error(

@@ -82,6 +82,34 @@ impl Vault {
         }
     }
 
+    /// The owner's data key for a write that stores the key itself in the same transaction as
+    /// the data: the owner's existing key with `None`, or a fresh key with the wrapped record
+    /// to insert (if absent) alongside the data. The caller's store must then confirm that the
+    /// owner's stored key is this one before committing (another writer may have won the race),
+    /// so nothing is ever sealed under a key that is not stored. Saves a commit per new owner.
+    pub async fn prepare_key(
+        &self,
+        owner: &KeyOwner,
+        now: OffsetDateTime,
+    ) -> Result<(DataKey, Option<KeyRecord>), CryptoError> {
+        if let Some(record) = self.store.find(owner).await.map_err(CryptoError::Store)? {
+            return Ok((self.unwrap(record)?, None));
+        }
+        let secret = random_secret(&SystemRandom::new())?;
+        let key_id = KeyId::random()?;
+        let wrapped = self.master.keyring().wrap(owner, &key_id, &secret)?;
+        let record = KeyRecord {
+            owner: owner.clone(),
+            key_id,
+            created: now,
+            state: KeyState::Wrapped(wrapped),
+        };
+        Ok((
+            DataKey::from_secret(owner.clone(), key_id, &secret)?,
+            Some(record),
+        ))
+    }
+
     /// The owner's data key for opening what it sealed. [`CryptoError::Erased`] if destroyed.
     /// `Ok(None)` if the owner never had a key (nothing can have been sealed for them).
     pub async fn key_for_reading(&self, owner: &KeyOwner) -> Result<Option<DataKey>, CryptoError> {

@@ -41,9 +41,15 @@ fn create(c: &mut Criterion) {
         Arc::new(SystemClock),
         Arc::new(SequentialIds::default()),
     );
-    c.bench_function("records: create Patient (1 KiB, new compartment, in memory)", |b| {
-        b.iter(|| block_on(records.create(ResourceType::PATIENT, black_box(PATIENT.as_bytes()))).unwrap())
-    });
+    c.bench_function(
+        "records: create Patient (1 KiB, new compartment, in memory)",
+        |b| {
+            b.iter(|| {
+                block_on(records.create(ResourceType::PATIENT, black_box(PATIENT.as_bytes())))
+                    .unwrap()
+            })
+        },
+    );
     let created = block_on(records.create(ResourceType::PATIENT, PATIENT.as_bytes())).unwrap();
     c.bench_function("records: read Patient (find key, unwrap, open)", |b| {
         b.iter(|| block_on(records.read(ResourceType::PATIENT, black_box(&created.id))).unwrap())

@@ -15,13 +15,42 @@ use crate::index::{
 };
 use crate::ports::{Erasure, NewVersion, ResourceStore, StoreError};
 
+/// The contract's data key for an owner: a fixed id per owner, wrapped bytes that are never
+/// opened (the store does not look inside).
+fn key_of(key_owner: &str) -> KeyRecord {
+    let byte = key_owner
+        .bytes()
+        .fold(7u8, |acc, b| acc.wrapping_mul(31).wrapping_add(b));
+    KeyRecord {
+        owner: KeyOwner::parse(key_owner).unwrap(),
+        key_id: KeyId::from_bytes(&[byte; 16]).unwrap(),
+        created: datetime!(2026-11-22 10:00 UTC),
+        state: KeyState::Wrapped(WrappedKey {
+            kek_version: 1,
+            bytes: vec![1; 61],
+        }),
+    }
+}
+
 fn version(resource_type: ResourceType, id: &str, body: &[u8]) -> NewVersion {
+    owned_version(resource_type, id, body, "system")
+}
+
+fn owned_version(
+    resource_type: ResourceType,
+    id: &str,
+    body: &[u8],
+    key_owner: &str,
+) -> NewVersion {
+    let key = key_of(key_owner);
     NewVersion {
         resource_type,
         id: id.to_owned(),
         version: 1,
         last_updated: datetime!(2026-11-22 10:00:00.123456 UTC),
-        key_owner: "system".to_owned(),
+        key_owner: key_owner.to_owned(),
+        key_id: key.key_id,
+        new_key: Some(key),
         body: body.to_vec(),
         index: IndexRows::default(),
     }
@@ -36,6 +65,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     missing_resources_are_none(store).await;
     types_and_ids_are_separate_keys(store).await;
     search_matches_every_clause_kind(store).await;
+    a_new_owners_key_is_stored_with_the_data_and_a_rival_key_is_refused(store, keys).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -220,10 +250,66 @@ async fn types_and_ids_are_separate_keys(store: &dyn ResourceStore) {
 
 fn indexed(id: &str, key_owner: &str, index: IndexRows) -> NewVersion {
     NewVersion {
-        key_owner: key_owner.to_owned(),
         index,
-        ..version(ResourceType::IMMUNIZATION, id, b"sealed")
+        ..owned_version(ResourceType::IMMUNIZATION, id, b"sealed", key_owner)
     }
+}
+
+async fn a_new_owners_key_is_stored_with_the_data_and_a_rival_key_is_refused(
+    store: &dyn ResourceStore,
+    keys: &dyn KeyStore,
+) {
+    let owner = KeyOwner::Patient("k-new".into());
+    store
+        .create(owned_version(
+            ResourceType::PATIENT,
+            "k-new",
+            b"sealed",
+            "Patient/k-new",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        keys.find(&owner).await.unwrap(),
+        Some(key_of("Patient/k-new"))
+    );
+    // A writer that sealed under a different fresh key for the same owner loses, writing nothing.
+    let mut rival = owned_version(
+        ResourceType::IMMUNIZATION,
+        "k-rival",
+        b"sealed",
+        "Patient/k-new",
+    );
+    let other_id = KeyId::from_bytes(&[0xEE; 16]).unwrap();
+    rival.key_id = other_id;
+    if let Some(key) = rival.new_key.as_mut() {
+        key.key_id = other_id;
+    }
+    let refused = store.create(rival).await;
+    assert!(
+        matches!(refused, Err(StoreError::KeyChanged { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        store
+            .read_current(ResourceType::IMMUNIZATION, "k-rival")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        keys.find(&owner).await.unwrap(),
+        Some(key_of("Patient/k-new"))
+    );
+    // Writing under the stored key, with no new key, works.
+    let mut follower = owned_version(
+        ResourceType::IMMUNIZATION,
+        "k-follow",
+        b"sealed",
+        "Patient/k-new",
+    );
+    follower.new_key = None;
+    store.create(follower).await.unwrap();
 }
 
 async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
@@ -408,17 +494,7 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
     keys: &dyn KeyStore,
 ) {
     let owner = KeyOwner::Patient("e1".into());
-    keys.insert_if_absent(KeyRecord {
-        owner: owner.clone(),
-        key_id: KeyId::from_bytes(&[5; 16]).unwrap(),
-        created: datetime!(2026-11-22 10:00 UTC),
-        state: KeyState::Wrapped(WrappedKey {
-            kek_version: 1,
-            bytes: vec![1; 61],
-        }),
-    })
-    .await
-    .unwrap();
+    keys.insert_if_absent(key_of("Patient/e1")).await.unwrap();
     let rows = IndexRows {
         blind: vec![BlindRow {
             param: "x-blind",

@@ -47,14 +47,35 @@ impl MemoryStore {
 #[async_trait]
 impl ResourceStore for MemoryStore {
     async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
-        if let Some(owner) = KeyOwner::parse(&version.key_owner) {
-            let record = self
-                .keys
-                .find(&owner)
-                .await
-                .map_err(StoreError::Unavailable)?;
-            if matches!(record.map(|r| r.state), Some(KeyState::Destroyed { .. })) {
+        let unavailable = StoreError::Unavailable;
+        let owner = KeyOwner::parse(&version.key_owner).ok_or_else(|| StoreError::Corrupt {
+            resource_type: version.resource_type.as_str().to_owned(),
+            id: version.id.clone(),
+            what: "not a key owner",
+        })?;
+        // Checked before anything is written, as the SQL store checks before committing. (The
+        // fake is not atomic across its two maps; it is for tests of the core, not for races.)
+        let stored = match self.keys.find(&owner).await.map_err(unavailable)? {
+            Some(record) => Some(record),
+            None => match &version.new_key {
+                Some(new_key) => Some(
+                    self.keys
+                        .insert_if_absent(new_key.clone())
+                        .await
+                        .map_err(unavailable)?,
+                ),
+                None => None,
+            },
+        };
+        match stored {
+            Some(record) if matches!(record.state, KeyState::Destroyed { .. }) => {
                 return Err(StoreError::Erased {
+                    key_owner: version.key_owner,
+                });
+            }
+            Some(record) if record.key_id == version.key_id => {}
+            _ => {
+                return Err(StoreError::KeyChanged {
                     key_owner: version.key_owner,
                 });
             }

@@ -6,6 +6,8 @@ use async_trait::async_trait;
 use fhir_model::ResourceType;
 use time::OffsetDateTime;
 
+use phi_crypto::{KeyId, KeyRecord};
+
 use crate::index::{IndexRows, SearchQuery};
 
 /// One version of a resource, ready to be stored. The body is sealed ciphertext, opaque to the
@@ -18,6 +20,12 @@ pub struct NewVersion {
     pub last_updated: OffsetDateTime,
     /// Whose data key sealed the body: `Patient/{id}` or `system` (see `phi_crypto::KeyOwner`).
     pub key_owner: String,
+    /// The id of the data key that sealed the body; the store commits only if it is the
+    /// owner's stored key.
+    pub key_id: KeyId,
+    /// A new owner's wrapped data key, to insert (if the owner has none) in the same
+    /// transaction.
+    pub new_key: Option<KeyRecord>,
     pub body: Vec<u8>,
     /// The search index rows of this version; they replace the resource's previous rows.
     pub index: IndexRows,
@@ -87,6 +95,10 @@ pub enum StoreError {
     /// The compartment's data key was destroyed: nothing more is written for that patient.
     #[error("the compartment {key_owner} was erased")]
     Erased { key_owner: String },
+    /// The body was sealed under a key that is not the owner's stored key (another writer
+    /// created the owner's key first); nothing was written, seal again and retry.
+    #[error("the data key of {key_owner} changed while writing")]
+    KeyChanged { key_owner: String },
     /// A stored row cannot be understood (a bug or tampering).
     #[error("stored data for {resource_type}/{id} is corrupt: {what}")]
     Corrupt {
@@ -99,11 +111,13 @@ pub enum StoreError {
 /// Where resource versions live. Every version is kept; writes are atomic.
 #[async_trait]
 pub trait ResourceStore: Send + Sync {
-    /// Stores version 1 of a new resource and its index rows, atomically. Fails with
-    /// [`StoreError::AlreadyExists`] if a resource with that type and id exists, and with
-    /// [`StoreError::Erased`] if the version's key owner was erased (checked in the same
-    /// transaction, so a write racing an erasure either lands before it and is erased with the
-    /// rest, or fails); either way it writes nothing.
+    /// Stores version 1 of a new resource, its index rows and (if given and the owner has none)
+    /// its owner's new data key, atomically. Fails, writing nothing, with
+    /// [`StoreError::AlreadyExists`] if a resource with that type and id exists; with
+    /// [`StoreError::Erased`] if the key owner was erased; with [`StoreError::KeyChanged`] if
+    /// the owner's stored key is not `key_id`. The key checks happen in the same transaction
+    /// under a shared lock on the key row, so a write racing an erasure either lands before it
+    /// (and is erased with the rest) or fails.
     async fn create(&self, version: NewVersion) -> Result<(), StoreError>;
 
     /// The newest version of a resource, deleted or not, or `None` if it never existed.

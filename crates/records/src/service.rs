@@ -10,7 +10,9 @@ use time::format_description::well_known::Rfc3339;
 
 use crate::error::RecordsError;
 use crate::index::index_rows;
-use crate::ports::{Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoredVersion};
+use crate::ports::{
+    Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoreError, StoredVersion,
+};
 use crate::search::{self, encode_cursor};
 
 /// A resource as stored: its body is the complete FHIR JSON, `meta` included.
@@ -93,33 +95,39 @@ impl Records {
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
         let owner = key_owner(&resource);
-        let key = match self.vault.key_for_writing(&owner, now).await {
-            Err(CryptoError::Erased) => {
-                return Err(RecordsError::CompartmentErased {
-                    patient: owner.patient_id().unwrap_or_default().to_owned(),
-                });
-            }
-            other => other?,
-        };
         let body = resource.to_json();
+        let index = index_rows(&resource, &self.vault.blind_index());
         let context = SealContext {
             resource_type: resource_type.as_str(),
             id: &id,
             version: 1,
         };
-        let sealed = seal(&key, context, &body)?;
-        let index = index_rows(&resource, &self.vault.blind_index());
-        self.store
-            .create(NewVersion {
+        // A new owner's key is stored in the create's own transaction. If another writer
+        // stored a different key for the owner first, the store refuses and the second attempt
+        // finds and uses that key.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (key, new_key) = match self.vault.prepare_key(&owner, now).await {
+                Err(CryptoError::Erased) => return Err(compartment_erased(&owner)),
+                other => other?,
+            };
+            let version = NewVersion {
                 resource_type,
                 id: id.clone(),
                 version: 1,
                 last_updated,
                 key_owner: owner.as_str().into_owned(),
-                body: sealed,
-                index,
-            })
-            .await?;
+                key_id: key.id(),
+                new_key,
+                body: seal(&key, context, &body)?,
+                index: index.clone(),
+            };
+            match self.store.create(version).await {
+                Err(StoreError::KeyChanged { .. }) if attempts < 3 => continue,
+                other => break other?,
+            }
+        }
         Ok(StoredResource {
             resource_type,
             id,
@@ -272,6 +280,12 @@ impl Records {
     /// Whether the system can serve requests (the store answers).
     pub async fn ready(&self) -> Result<(), RecordsError> {
         Ok(self.store.ping().await?)
+    }
+}
+
+fn compartment_erased(owner: &KeyOwner) -> RecordsError {
+    RecordsError::CompartmentErased {
+        patient: owner.patient_id().unwrap_or_default().to_owned(),
     }
 }
 

@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use phi_crypto::{
     KekUsage, KeyId, KeyOwner, KeyRecord, KeyState, KeyStore, StoreFailure, WrappedKey,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, Func, OnConflict, Order, Query, SelectStatement};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, Func, InsertStatement, OnConflict, Order, Query, SelectStatement,
+};
 use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use time::OffsetDateTime;
 
@@ -62,28 +64,64 @@ fn db_version(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
 }
 
-/// Whether `owner`'s key was destroyed. With `lock`, the row is locked in share mode until the
-/// transaction ends (PostgreSQL; SQLite's single writer serializes anyway).
-pub(crate) async fn key_is_destroyed(
+/// What the store holds for a key owner, as a create checks it before committing.
+pub(crate) enum StoredKey {
+    Missing,
+    Destroyed,
+    Live(KeyId),
+}
+
+/// The owner's stored key id, or that it was destroyed. With `lock`, the row is locked in share
+/// mode until the transaction ends (PostgreSQL; SQLite's single writer serializes anyway).
+pub(crate) async fn stored_key(
     db: &impl ConnectionTrait,
     owner: &str,
     lock: bool,
-) -> Result<bool, DbErr> {
+) -> Result<StoredKey, DbErr> {
     let mut statement = Query::select();
     statement
-        .column(name("destroyed_at"))
+        .columns([name("key_id"), name("destroyed_at")])
         .from(name(DATA_KEY))
         .and_where(Expr::col(name("owner")).eq(owner));
     if lock {
         statement.lock_shared();
     }
-    let row = db.query_one(&statement).await?;
-    Ok(match row {
-        Some(row) => row
-            .try_get::<Option<OffsetDateTime>>("", "destroyed_at")?
-            .is_some(),
-        None => false,
-    })
+    let Some(row) = db.query_one(&statement).await? else {
+        return Ok(StoredKey::Missing);
+    };
+    if row
+        .try_get::<Option<OffsetDateTime>>("", "destroyed_at")?
+        .is_some()
+    {
+        return Ok(StoredKey::Destroyed);
+    }
+    let key_id: Vec<u8> = row.try_get("", "key_id")?;
+    KeyId::from_bytes(&key_id)
+        .map(StoredKey::Live)
+        .ok_or_else(|| DbErr::Custom("data_key.key_id has the wrong length".into()))
+}
+
+/// `INSERT … ON CONFLICT (owner) DO NOTHING` of a key record: the primary key on owner decides
+/// a race, and the loser reads the winner's key.
+pub(crate) fn insert_if_absent_statement(record: &KeyRecord) -> Result<InsertStatement, DbErr> {
+    let (kek_version, wrapped, destroyed) = match &record.state {
+        KeyState::Wrapped(w) => (Some(db_version(w.kek_version)), Some(w.bytes.clone()), None),
+        KeyState::Destroyed { at } => (None, None, Some(*at)),
+    };
+    Ok(Query::insert()
+        .into_table(name(DATA_KEY))
+        .columns(COLUMNS.map(name))
+        .values([
+            record.owner.as_str().as_ref().into(),
+            record.key_id.as_bytes().to_vec().into(),
+            kek_version.into(),
+            wrapped.into(),
+            record.created.into(),
+            destroyed.into(),
+        ])
+        .map_err(|e| DbErr::Custom(e.to_string()))?
+        .on_conflict(OnConflict::column(name("owner")).do_nothing().to_owned())
+        .to_owned())
 }
 
 /// Destroys `owner`'s key, or records a tombstone if it never had one.
@@ -132,25 +170,7 @@ impl KeyStore for SqlStore {
     }
 
     async fn insert_if_absent(&self, record: KeyRecord) -> Result<KeyRecord, StoreFailure> {
-        let (kek_version, wrapped, destroyed) = match &record.state {
-            KeyState::Wrapped(w) => (Some(db_version(w.kek_version)), Some(w.bytes.clone()), None),
-            KeyState::Destroyed { at } => (None, None, Some(*at)),
-        };
-        let insert = Query::insert()
-            .into_table(name(DATA_KEY))
-            .columns(COLUMNS.map(name))
-            .values([
-                record.owner.as_str().as_ref().into(),
-                record.key_id.as_bytes().to_vec().into(),
-                kek_version.into(),
-                wrapped.into(),
-                record.created.into(),
-                destroyed.into(),
-            ])
-            .map_err(|e| failure(DbErr::Custom(e.to_string())))?
-            // The primary key on owner decides a race; the loser reads the winner's key below.
-            .on_conflict(OnConflict::column(name("owner")).do_nothing().to_owned())
-            .to_owned();
+        let insert = insert_if_absent_statement(&record).map_err(failure)?;
         self.db.execute(&insert).await.map_err(failure)?;
         self.find(&record.owner)
             .await?

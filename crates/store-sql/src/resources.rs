@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use crate::connect::SqlStore;
 use crate::entity::{Body, resource, resource_version};
-use crate::keys::{destroy_key, key_is_destroyed};
+use crate::keys::{StoredKey, destroy_key, insert_if_absent_statement, stored_key};
 use crate::tables::{
     INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SEARCH_BLIND, SEARCH_DATE, SEARCH_REFERENCE,
     SEARCH_STRING, SEARCH_TOKEN, col, name,
@@ -67,16 +67,21 @@ impl ResourceStore for SqlStore {
         write_index(&txn, version.resource_type, &version.id, &version.index)
             .await
             .map_err(unavailable)?;
+        if let Some(new_key) = &version.new_key {
+            let insert = insert_if_absent_statement(new_key).map_err(unavailable)?;
+            txn.execute(&insert).await.map_err(unavailable)?;
+        }
         // Shares the key row's lock with other writers and excludes an erasure until commit: a
         // create either commits before an erasure (and is erased with the rest) or sees it and
-        // rolls back.
-        if key_is_destroyed(&txn, &key_owner, true)
+        // rolls back. The body must be sealed under the key that is stored, never another.
+        match stored_key(&txn, &key_owner, true)
             .await
             .map_err(unavailable)?
         {
-            return Err(StoreError::Erased { key_owner });
+            StoredKey::Live(id) if id == version.key_id => txn.commit().await.map_err(unavailable),
+            StoredKey::Destroyed => Err(StoreError::Erased { key_owner }),
+            StoredKey::Live(_) | StoredKey::Missing => Err(StoreError::KeyChanged { key_owner }),
         }
-        txn.commit().await.map_err(unavailable)
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id))]

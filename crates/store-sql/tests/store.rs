@@ -78,6 +78,8 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
                         version: 1,
                         last_updated: datetime!(2026-11-22 10:00 UTC),
                         key_owner: "system".into(),
+                        key_id: system_key().key_id,
+                        new_key: Some(system_key()),
                         body: vec![n],
                         index: records::index::IndexRows::default(),
                     })
@@ -117,4 +119,16 @@ async fn unreachable_databases_fail_cleanly() {
     assert!(matches!(err, ConnectError::Connect(..)), "{err:?}");
     let err = SqlStore::connect("mysql://x", &options).await.unwrap_err();
     assert!(matches!(err, ConnectError::UnsupportedUrl));
+}
+
+fn system_key() -> phi_crypto::KeyRecord {
+    phi_crypto::KeyRecord {
+        owner: phi_crypto::KeyOwner::System,
+        key_id: phi_crypto::KeyId::from_bytes(&[3; 16]).unwrap(),
+        created: datetime!(2026-11-22 10:00 UTC),
+        state: phi_crypto::KeyState::Wrapped(phi_crypto::WrappedKey {
+            kek_version: 1,
+            bytes: vec![0; 61],
+        }),
+    }
 }

@@ -164,11 +164,18 @@ fn the_classification_document_matches_the_table() {
             param.kind.code(),
             param.expression
         );
-        assert!(doc.contains(&row), "docs/security/phi-classification.md lacks: {row}");
+        assert!(
+            doc.contains(&row),
+            "docs/security/phi-classification.md lacks: {row}"
+        );
     }
     let rows = doc
         .lines()
         .filter(|l| l.starts_with("| Patient |") || l.starts_with("| Immunization |"))
         .count();
-    assert_eq!(rows, SEARCH_PARAMETERS.len(), "the document lists parameters the code does not");
+    assert_eq!(
+        rows,
+        SEARCH_PARAMETERS.len(),
+        "the document lists parameters the code does not"
+    );
 }
