@@ -388,10 +388,18 @@ async fn concurrent_first_writes_for_one_patient_share_one_data_key() {
         let creates = (0..16).map(|n| {
             let body = canary_immunization(patient, n);
             let app = &app;
-            async move { app.post("/fhir/Immunization", &body).await.status().as_u16() }
+            async move {
+                app.post("/fhir/Immunization", &body)
+                    .await
+                    .status()
+                    .as_u16()
+            }
         });
         let statuses = futures::future::join_all(creates).await;
-        assert!(statuses.iter().all(|s| *s == 201), "{backend}: {statuses:?}");
+        assert!(
+            statuses.iter().all(|s| *s == 201),
+            "{backend}: {statuses:?}"
+        );
         assert_eq!(
             app.db
                 .execute(
@@ -402,7 +410,9 @@ async fn concurrent_first_writes_for_one_patient_share_one_data_key() {
             1,
             "{backend}: one key for the compartment"
         );
-        let found = app.get(&format!("/fhir/Immunization?patient={patient}&_count=100")).await;
+        let found = app
+            .get(&format!("/fhir/Immunization?patient={patient}&_count=100"))
+            .await;
         let bundle = fhir_json(found).await;
         assert_eq!(ids(&bundle).len(), 16, "{backend}: every dose reads back");
         app.stop().await;

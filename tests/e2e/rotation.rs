@@ -148,3 +148,23 @@ async fn a_production_database_without_a_keyring_does_not_start() {
     assert!(format!("{err:#}").contains("cairn keys init"), "{err:#}");
     assert!(!config.keyring.exists(), "no key is invented for Postgres");
 }
+
+#[tokio::test]
+async fn a_lost_keyring_is_not_silently_replaced() {
+    let mut app = TestApp::start(TestDatabase::sqlite()).await;
+    let body = json!({"resourceType": "Patient", "name": [{"family": "Kept"}]});
+    assert_eq!(app.post("/fhir/Patient", &body).await.status(), 201);
+    app.take_running().stop().await.unwrap();
+    // The same database, restarted with its keyring file gone.
+    let mut config = app.config.clone();
+    config.keyring = config.keyring.with_file_name("gone.json");
+    let err = cairn::start(&config).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("restore the keyring"),
+        "{err:#}"
+    );
+    assert!(
+        !config.keyring.exists(),
+        "no replacement keyring was written"
+    );
+}

@@ -152,6 +152,33 @@ pub fn master_keys(
     Ok(Arc::new(KeyringFile::open(&config.keyring)?))
 }
 
+/// The master keys `cairn serve` uses. A missing keyring file is created only for the embedded
+/// SQLite default, and only while the database holds no data key: a fresh key for a database
+/// already encrypted under a lost one would make every record unreadable and mix two keyrings.
+pub async fn server_master_keys(
+    config: &Config,
+    store: &store_sql::SqlStore,
+) -> anyhow::Result<Arc<dyn MasterKeys>> {
+    let may_create = config.is_sqlite() && config.master_key.is_none() && !config.keyring.exists();
+    if may_create {
+        let in_use: u64 = phi_crypto::KeyStore::usage(store)
+            .await
+            .map_err(|err| anyhow::anyhow!(err))
+            .context("cannot count data keys")?
+            .iter()
+            .map(|usage| usage.data_keys)
+            .sum();
+        if in_use > 0 {
+            bail!(
+                "the keyring file {} is missing but the database holds {in_use} data key(s) \
+                 wrapped by it; restore the keyring from its backup (a new one cannot read them)",
+                config.keyring.display()
+            );
+        }
+    }
+    master_keys(config, may_create)
+}
+
 /// `cairn keys init`: creates the keyring file; refuses to overwrite one.
 pub fn init(config: &Config) -> anyhow::Result<()> {
     if config.keyring.exists() {

@@ -86,7 +86,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = open_store(config).await?;
     // The embedded default creates its keyring on first start; a production (Postgres)
     // deployment must be given one, so a missing key is never silently replaced.
-    let master = crate::keys::master_keys(config, config.is_sqlite())?;
+    let master = crate::keys::server_master_keys(config, &store).await?;
     let vault = Vault::new(Arc::new(store.clone()), master);
     let records = Records::new(
         Arc::new(store.clone()),
