@@ -57,25 +57,17 @@ impl Vault {
         owner: &KeyOwner,
         now: OffsetDateTime,
     ) -> Result<DataKey, CryptoError> {
-        if let Some(record) = self.store.find(owner).await.map_err(CryptoError::Store)? {
-            return self.unwrap(record);
-        }
-        let keyring = self.master.keyring();
-        let secret = random_secret(&SystemRandom::new())?;
-        let key_id = KeyId::random()?;
-        let wrapped = keyring.wrap(owner, &key_id, &secret)?;
+        let (key, new_record) = self.prepare_key(owner, now).await?;
+        let Some(record) = new_record else {
+            return Ok(key);
+        };
         let stored = self
             .store
-            .insert_if_absent(KeyRecord {
-                owner: owner.clone(),
-                key_id,
-                created: now,
-                state: KeyState::Wrapped(wrapped),
-            })
+            .insert_if_absent(record)
             .await
             .map_err(CryptoError::Store)?;
-        if stored.key_id == key_id {
-            DataKey::from_secret(owner.clone(), key_id, &secret)
+        if stored.key_id == key.id() {
+            Ok(key)
         } else {
             // Another writer created the owner's key first: use theirs.
             self.unwrap(stored)

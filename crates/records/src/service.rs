@@ -155,7 +155,7 @@ impl Records {
             .read_current(resource_type, id)
             .await?
             .ok_or_else(not_found)?;
-        // An erased resource answers "erased" even though its head row is marked deleted.
+        // The key is checked before the deleted flag: an erased resource answers 410 "erased".
         let resource = self.open_version(stored).await?;
         Ok(resource)
     }
