@@ -53,6 +53,7 @@ fn owned_version(
         new_key: Some(key),
         body: body.to_vec(),
         index: IndexRows::default(),
+        deleted: false,
     }
 }
 
@@ -66,6 +67,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     types_and_ids_are_separate_keys(store).await;
     search_matches_every_clause_kind(store).await;
     a_new_owners_key_is_stored_with_the_data_and_a_rival_key_is_refused(store, keys).await;
+    updates_move_versions_and_keep_history(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -559,4 +561,115 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
             .unwrap()
             .is_none()
     );
+}
+
+async fn updates_move_versions_and_keep_history(store: &dyn ResourceStore) {
+    let p = ResourceType::PATIENT;
+    let at = |minute: i64| datetime!(2026-11-22 10:00:00 UTC) + time::Duration::minutes(minute);
+    let rows = |n: u8| IndexRows {
+        blind: vec![BlindRow {
+            param: "h-blind",
+            token: BlindToken([n; 8]),
+        }],
+        ..IndexRows::default()
+    };
+    let next = |version: u64, body: &[u8], index: IndexRows, deleted: bool| NewVersion {
+        version,
+        last_updated: at(i64::try_from(version).unwrap()),
+        index,
+        deleted,
+        ..owned_version(p, "h1", body, "system")
+    };
+    let find = |n: u8| async move {
+        store
+            .search(&SearchQuery {
+                resource_type: p,
+                clauses: vec![Clause::Blind {
+                    param: "h-blind",
+                    any_of: vec![BlindToken([n; 8])],
+                }],
+                after_id: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.id, v.version))
+            .collect::<Vec<_>>()
+    };
+    store.create(next(1, b"one", rows(1), false)).await.unwrap();
+    store
+        .update(next(2, b"two", rows(2), false), 1)
+        .await
+        .unwrap();
+    // A second writer that also read version 1 loses, writing nothing.
+    let stale = store.update(next(2, b"stale", rows(9), false), 1).await;
+    assert!(
+        matches!(stale, Err(StoreError::VersionConflict { .. })),
+        "{stale:?}"
+    );
+    assert!(find(9).await.is_empty());
+    assert!(
+        find(1).await.is_empty(),
+        "the old version's index rows are gone"
+    );
+    assert_eq!(find(2).await, [("h1".to_owned(), 2)]);
+    let current = store.read_current(p, "h1").await.unwrap().unwrap();
+    assert_eq!(
+        (current.version, current.body.as_slice()),
+        (2, b"two".as_slice())
+    );
+    let first = store.read_version(p, "h1", 1).await.unwrap().unwrap();
+    assert_eq!(first.body, b"one");
+    assert!(store.read_version(p, "h1", 7).await.unwrap().is_none());
+    // A deletion marker: no body, no index rows; the history keeps everything.
+    store
+        .update(next(3, b"", IndexRows::default(), true), 2)
+        .await
+        .unwrap();
+    assert!(find(2).await.is_empty());
+    let deleted = store.read_current(p, "h1").await.unwrap().unwrap();
+    assert!(deleted.deleted && deleted.body.is_empty());
+    let history = store.history(p, "h1", None, 10).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|v| (v.version, v.deleted))
+            .collect::<Vec<_>>(),
+        [(3, true), (2, false), (1, false)]
+    );
+    let recent = store.history(p, "h1", Some(at(2)), 10).await.unwrap();
+    assert_eq!(recent.iter().map(|v| v.version).collect::<Vec<_>>(), [3, 2]);
+    assert_eq!(store.history(p, "h1", None, 1).await.unwrap().len(), 1);
+    assert!(
+        store
+            .history(p, "nobody", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Updating after a delete brings it back.
+    store
+        .update(next(4, b"four", rows(4), false), 3)
+        .await
+        .unwrap();
+    assert_eq!(find(4).await, [("h1".to_owned(), 4)]);
+    let missing = store
+        .update(next(2, b"x", rows(5), false).with_id("never"), 1)
+        .await;
+    assert!(
+        matches!(missing, Err(StoreError::VersionConflict { .. })),
+        "{missing:?}"
+    );
+}
+
+trait WithId {
+    fn with_id(self, id: &str) -> Self;
+}
+
+impl WithId for NewVersion {
+    fn with_id(mut self, id: &str) -> Self {
+        self.id = id.to_owned();
+        self
+    }
 }

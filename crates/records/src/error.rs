@@ -33,6 +33,26 @@ pub enum RecordsError {
         resource_type: ResourceType,
         id: String,
     },
+    /// The id in the URL is not a FHIR id.
+    #[error("{id:?} is not a valid id (1-64 of A-Z a-z 0-9 - .)")]
+    BadId { id: String },
+    /// An update's body has no id, or another id than the URL.
+    #[error("the resource's id must be present and equal the id in the URL ({id})")]
+    IdMismatch { id: String },
+    /// `If-Match` named another version than the current one.
+    #[error("{resource_type}/{id}: If-Match expected version {expected}, but the current version is {}", current.map_or_else(|| "none".to_owned(), |v| v.to_string()))]
+    VersionMismatch {
+        resource_type: ResourceType,
+        id: String,
+        expected: u64,
+        current: Option<u64>,
+    },
+    /// A concurrent write changed the resource and retrying did not settle it.
+    #[error("{resource_type}/{id} is being changed concurrently; retry")]
+    VersionConflict {
+        resource_type: ResourceType,
+        id: String,
+    },
     /// Every version of the resource was crypto-shredded with its patient's compartment.
     #[error("{resource_type}/{id} was erased")]
     Erased {
@@ -73,6 +93,9 @@ impl From<StoreError> for RecordsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::AlreadyExists { resource_type, id } => Self::Conflict { resource_type, id },
+            StoreError::VersionConflict { resource_type, id } => {
+                Self::VersionConflict { resource_type, id }
+            }
             StoreError::Erased { key_owner } => Self::CompartmentErased {
                 patient: key_owner
                     .strip_prefix("Patient/")

@@ -37,16 +37,47 @@ impl MemoryStore {
         self.keys.clone()
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Entry>>, StoreError> {
-        self.entries.lock().map_err(|_| {
-            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
-        })
+    /// Create (`expected` = None) or update (the current version must be `expected`).
+    async fn write(&self, version: NewVersion, expected: Option<u64>) -> Result<(), StoreError> {
+        if !version.deleted {
+            self.check_key(&version).await?;
+        }
+        let mut entries = self.lock()?;
+        let key = (version.resource_type, version.id.clone());
+        let current = entries
+            .get(&key)
+            .and_then(|entry| entry.versions.last().map(|v| v.version));
+        match (expected, current) {
+            (None, Some(_)) => {
+                return Err(StoreError::AlreadyExists {
+                    resource_type: version.resource_type,
+                    id: version.id,
+                });
+            }
+            (Some(expected), current) if current != Some(expected) => {
+                return Err(StoreError::VersionConflict {
+                    resource_type: version.resource_type,
+                    id: version.id,
+                });
+            }
+            _ => {}
+        }
+        let entry = entries.entry(key).or_default();
+        entry.versions.push(StoredVersion {
+            resource_type: version.resource_type,
+            id: version.id,
+            version: version.version,
+            last_updated: version.last_updated,
+            deleted: version.deleted,
+            key_owner: version.key_owner,
+            body: version.body,
+        });
+        entry.index = version.index;
+        Ok(())
     }
-}
 
-#[async_trait]
-impl ResourceStore for MemoryStore {
-    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
+    /// The body must be sealed under the owner's stored (or newly given) live key.
+    async fn check_key(&self, version: &NewVersion) -> Result<(), StoreError> {
         let unavailable = StoreError::Unavailable;
         let owner = KeyOwner::parse(&version.key_owner).ok_or_else(|| StoreError::Corrupt {
             resource_type: version.resource_type.as_str().to_owned(),
@@ -69,41 +100,73 @@ impl ResourceStore for MemoryStore {
         };
         match stored {
             Some(record) if matches!(record.state, KeyState::Destroyed { .. }) => {
-                return Err(StoreError::Erased {
-                    key_owner: version.key_owner,
-                });
+                Err(StoreError::Erased {
+                    key_owner: version.key_owner.clone(),
+                })
             }
-            Some(record) if record.key_id == version.key_id => {}
-            _ => {
-                return Err(StoreError::KeyChanged {
-                    key_owner: version.key_owner,
-                });
-            }
+            Some(record) if record.key_id == version.key_id => Ok(()),
+            _ => Err(StoreError::KeyChanged {
+                key_owner: version.key_owner.clone(),
+            }),
         }
-        let mut entries = self.lock()?;
-        let key = (version.resource_type, version.id.clone());
-        if entries.contains_key(&key) {
-            return Err(StoreError::AlreadyExists {
-                resource_type: version.resource_type,
-                id: version.id,
-            });
-        }
-        entries.insert(
-            key,
-            Entry {
-                versions: vec![StoredVersion {
-                    resource_type: version.resource_type,
-                    id: version.id,
-                    version: version.version,
-                    last_updated: version.last_updated,
-                    deleted: false,
-                    key_owner: version.key_owner,
-                    body: version.body,
-                }],
-                index: version.index,
-            },
-        );
-        Ok(())
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Entry>>, StoreError> {
+        self.entries.lock().map_err(|_| {
+            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+        })
+    }
+}
+
+#[async_trait]
+impl ResourceStore for MemoryStore {
+    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
+        self.write(version, None).await
+    }
+
+    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
+        self.write(version, Some(expected)).await
+    }
+
+    async fn read_version(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let entries = self.lock()?;
+        Ok(entries
+            .get(&(resource_type, id.to_owned()))
+            .and_then(|entry| {
+                entry
+                    .versions
+                    .iter()
+                    .find(|v| v.version == version)
+                    .cloned()
+            }))
+    }
+
+    async fn history(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        since: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let entries = self.lock()?;
+        Ok(entries
+            .get(&(resource_type, id.to_owned()))
+            .map(|entry| {
+                entry
+                    .versions
+                    .iter()
+                    .rev()
+                    .filter(|v| since.is_none_or(|since| v.last_updated >= since))
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     async fn read_current(

@@ -18,4 +18,4 @@ pub use ports::{
     Clock, Erasure, IdGenerator, NewVersion, RandomIds, ResourceStore, StoreError, StoredVersion,
     SystemClock,
 };
-pub use service::{Records, SearchPage, StoredResource, instant};
+pub use service::{HistoryEntry, Records, SearchPage, StoredResource, instant};

@@ -29,6 +29,8 @@ pub struct NewVersion {
     pub body: Vec<u8>,
     /// The search index rows of this version; they replace the resource's previous rows.
     pub index: IndexRows,
+    /// A deletion marker: no body (empty), no index rows, and no key check.
+    pub deleted: bool,
 }
 
 /// A version as the store returns it.
@@ -95,6 +97,13 @@ pub enum StoreError {
     /// The compartment's data key was destroyed: nothing more is written for that patient.
     #[error("the compartment {key_owner} was erased")]
     Erased { key_owner: String },
+    /// The resource's current version is not the one the write expected (a concurrent write
+    /// won); nothing was written.
+    #[error("{resource_type}/{id} changed meanwhile")]
+    VersionConflict {
+        resource_type: ResourceType,
+        id: String,
+    },
     /// The body was sealed under a key that is not the owner's stored key (another writer
     /// created the owner's key first); nothing was written, seal again and retry.
     #[error("the data key of {key_owner} changed while writing")]
@@ -119,6 +128,30 @@ pub trait ResourceStore: Send + Sync {
     /// under a shared lock on the key row, so a write racing an erasure either lands before it
     /// (and is erased with the rest) or fails.
     async fn create(&self, version: NewVersion) -> Result<(), StoreError>;
+
+    /// Stores a later version of an existing resource, replacing its index rows, atomically and
+    /// only if the resource's current version is `expected`: otherwise
+    /// [`StoreError::VersionConflict`] and nothing is written. Key checks as for `create` unless
+    /// the version is a deletion marker.
+    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError>;
+
+    /// One version of a resource, or `None` if it never existed.
+    async fn read_version(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredVersion>, StoreError>;
+
+    /// A resource's versions, newest first, at most `limit`, only those updated at or after
+    /// `since` if given.
+    async fn history(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        since: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError>;
 
     /// The newest version of a resource, deleted or not, or `None` if it never existed.
     async fn read_current(

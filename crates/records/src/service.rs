@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use fhir_model::search::patient_compartment;
 use fhir_model::{Id, Instant, Resource, ResourceType};
-use phi_crypto::{CryptoError, KeyOwner, SealContext, Vault, open, seal};
+use phi_crypto::{CryptoError, KeyId, KeyOwner, SealContext, Vault, open, seal};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::RecordsError;
-use crate::index::index_rows;
+use crate::index::{IndexRows, index_rows};
 use crate::ports::{
     Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoreError, StoredVersion,
 };
@@ -33,6 +33,27 @@ impl std::fmt::Debug for StoredResource {
             .field("version", &self.version)
             .field("body_len", &self.body.len())
             .finish()
+    }
+}
+
+/// One version in a resource's history; a deletion has no body.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub resource_type: ResourceType,
+    pub id: String,
+    pub version: u64,
+    pub last_updated: OffsetDateTime,
+    pub body: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for HistoryEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HistoryEntry")
+            .field("resource_type", &self.resource_type)
+            .field("id", &self.id)
+            .field("version", &self.version)
+            .field("deleted", &self.body.is_none())
+            .finish_non_exhaustive()
     }
 }
 
@@ -84,50 +105,14 @@ impl Records {
     ) -> Result<StoredResource, RecordsError> {
         let mut resource = parse_for(resource_type, body)?;
         let id = self.ids.new_id();
-        // Stored timestamps have microsecond precision (Postgres); cut here so the body and the
-        // row agree exactly.
-        let now = self.clock.now();
-        let last_updated = now
-            .replace_nanosecond(now.microsecond() * 1_000)
-            .unwrap_or(now);
+        let last_updated = self.now();
         resource.set_id(Some(Id::from(id.as_str())));
         let meta = resource.meta_mut();
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
-        let owner = key_owner(&resource);
-        let body = resource.to_json();
-        let index = index_rows(&resource, &self.vault.blind_index());
-        let context = SealContext {
-            resource_type: resource_type.as_str(),
-            id: &id,
-            version: 1,
-        };
-        // A new owner's key is stored in the create's own transaction. If another writer
-        // stored a different key for the owner first, the store refuses and the second attempt
-        // finds and uses that key.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let (key, new_key) = match self.vault.prepare_key(&owner, now).await {
-                Err(CryptoError::Erased) => return Err(compartment_erased(&owner)),
-                other => other?,
-            };
-            let version = NewVersion {
-                resource_type,
-                id: id.clone(),
-                version: 1,
-                last_updated,
-                key_owner: owner.as_str().into_owned(),
-                key_id: key.id(),
-                new_key,
-                body: seal(&key, context, &body)?,
-                index: index.clone(),
-            };
-            match self.store.create(version).await {
-                Err(StoreError::KeyChanged { .. }) if attempts < 3 => continue,
-                other => break other?,
-            }
-        }
+        let body = self
+            .store_version(&resource, resource_type, &id, 1, last_updated, None)
+            .await?;
         Ok(StoredResource {
             resource_type,
             id,
@@ -135,6 +120,281 @@ impl Records {
             last_updated,
             body,
         })
+    }
+
+    /// FHIR `update`: stores `body` as the next version of `resource_type/id`, or as version 1
+    /// if there is none (update as create, with the client's id). With `if_match`, only if the
+    /// current version is that one ([`RecordsError::VersionMismatch`] otherwise). Without it,
+    /// a concurrent update is retried on the newer version, so no write is lost. Returns the
+    /// stored resource and whether it was created.
+    pub async fn update(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        body: &[u8],
+        if_match: Option<u64>,
+    ) -> Result<(StoredResource, bool), RecordsError> {
+        if !fhir_model::is_valid_id(id) {
+            return Err(RecordsError::BadId { id: id.to_owned() });
+        }
+        let mut resource = parse_for(resource_type, body)?;
+        if resource.id().map(|i| i.as_str()) != Some(id) {
+            return Err(RecordsError::IdMismatch { id: id.to_owned() });
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self.store.read_current(resource_type, id).await?;
+            let current_version = current.as_ref().map(|c| c.version);
+            if let Some(wanted) = if_match
+                && current_version != Some(wanted)
+            {
+                return Err(RecordsError::VersionMismatch {
+                    resource_type,
+                    id: id.to_owned(),
+                    expected: wanted,
+                    current: current_version,
+                });
+            }
+            let version = current_version.map_or(1, |v| v + 1);
+            let last_updated = self.now();
+            let meta = resource.meta_mut();
+            meta.version_id = Some(Id::from(version.to_string()));
+            meta.last_updated = Some(Instant::from(instant(last_updated)));
+            let written = self
+                .store_version(
+                    &resource,
+                    resource_type,
+                    id,
+                    version,
+                    last_updated,
+                    current_version,
+                )
+                .await;
+            match written {
+                Ok(body) => {
+                    let stored = StoredResource {
+                        resource_type,
+                        id: id.to_owned(),
+                        version,
+                        last_updated,
+                        body,
+                    };
+                    return Ok((stored, current_version.is_none()));
+                }
+                // Another writer got there first: with If-Match the client's precondition no
+                // longer holds; without it, try again on top of the newer version.
+                Err(RecordsError::Conflict { .. } | RecordsError::VersionConflict { .. })
+                    if if_match.is_none() && attempts < 5 => {}
+                Err(RecordsError::Conflict { .. } | RecordsError::VersionConflict { .. })
+                    if if_match.is_some() =>
+                {
+                    return Err(RecordsError::VersionMismatch {
+                        resource_type,
+                        id: id.to_owned(),
+                        expected: if_match.unwrap_or_default(),
+                        current: None,
+                    });
+                }
+                Err(other) => return Err(other),
+            }
+        }
+    }
+
+    /// FHIR `delete`: a new version that marks the resource deleted (reads then answer 410;
+    /// history keeps every version). Deleting a deleted resource changes nothing. Returns the
+    /// deletion's version, or `None` if it was already deleted.
+    pub async fn delete(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Option<u64>, RecordsError> {
+        let not_found = || RecordsError::NotFound {
+            resource_type,
+            id: id.to_owned(),
+        };
+        if !fhir_model::is_valid_id(id) {
+            return Err(not_found());
+        }
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let current = self
+                .store
+                .read_current(resource_type, id)
+                .await?
+                .ok_or_else(not_found)?;
+            if let Some(wanted) = if_match
+                && current.version != wanted
+            {
+                return Err(RecordsError::VersionMismatch {
+                    resource_type,
+                    id: id.to_owned(),
+                    expected: wanted,
+                    current: Some(current.version),
+                });
+            }
+            if current.deleted {
+                return Ok(None);
+            }
+            let version = current.version + 1;
+            let marker = NewVersion {
+                resource_type,
+                id: id.to_owned(),
+                version,
+                last_updated: self.now(),
+                key_owner: current.key_owner,
+                // Unused: a deletion marker has no body to seal.
+                key_id: KeyId::from_bytes(&[0; KeyId::LEN]).ok_or(RecordsError::Crypto(
+                    CryptoError::Integrity {
+                        what: "key id length",
+                    },
+                ))?,
+                new_key: None,
+                body: Vec::new(),
+                index: IndexRows::default(),
+                deleted: true,
+            };
+            match self.store.update(marker, current.version).await {
+                Ok(()) => return Ok(Some(version)),
+                Err(StoreError::VersionConflict { .. }) if if_match.is_none() && attempts < 5 => {}
+                Err(StoreError::VersionConflict { .. }) if if_match.is_some() => {
+                    return Err(RecordsError::VersionMismatch {
+                        resource_type,
+                        id: id.to_owned(),
+                        expected: if_match.unwrap_or_default(),
+                        current: None,
+                    });
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// FHIR `vread`: one version. A deletion marker answers [`RecordsError::Deleted`].
+    pub async fn vread(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: &str,
+    ) -> Result<StoredResource, RecordsError> {
+        let not_found = || RecordsError::NotFound {
+            resource_type,
+            id: id.to_owned(),
+        };
+        let version: u64 = version.parse().map_err(|_| not_found())?;
+        if !fhir_model::is_valid_id(id) {
+            return Err(not_found());
+        }
+        let stored = self
+            .store
+            .read_version(resource_type, id, version)
+            .await?
+            .ok_or_else(not_found)?;
+        self.open_version(stored).await
+    }
+
+    /// FHIR instance `history`: versions newest first, at most `count`, since `since`.
+    pub async fn history(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        since: Option<OffsetDateTime>,
+        count: u64,
+    ) -> Result<Vec<HistoryEntry>, RecordsError> {
+        let not_found = || RecordsError::NotFound {
+            resource_type,
+            id: id.to_owned(),
+        };
+        if !fhir_model::is_valid_id(id)
+            || self.store.read_current(resource_type, id).await?.is_none()
+        {
+            return Err(not_found());
+        }
+        let versions = self
+            .store
+            .history(resource_type, id, since, count.min(search::MAX_COUNT))
+            .await?;
+        let mut entries = Vec::with_capacity(versions.len());
+        for stored in versions {
+            let (version, last_updated) = (stored.version, stored.last_updated);
+            let body = if stored.deleted {
+                None
+            } else {
+                Some(self.open_version(stored).await?.body)
+            };
+            entries.push(HistoryEntry {
+                resource_type,
+                id: id.to_owned(),
+                version,
+                last_updated,
+                body,
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Now, cut to microseconds: stored timestamps have that precision (Postgres), so the body
+    /// and the row agree exactly.
+    fn now(&self) -> OffsetDateTime {
+        let now = self.clock.now();
+        now.replace_nanosecond(now.microsecond() * 1_000)
+            .unwrap_or(now)
+    }
+
+    /// Seals a stamped resource under its compartment's key and stores it as `version`
+    /// (`expected` = the version it replaces, or `None` to create). A new compartment's key is
+    /// stored in the same transaction; if another writer stored a different key for the owner
+    /// first, the store refuses and the next attempt uses that key. Returns the plaintext body.
+    async fn store_version(
+        &self,
+        resource: &Resource,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+        last_updated: OffsetDateTime,
+        expected: Option<u64>,
+    ) -> Result<Vec<u8>, RecordsError> {
+        let owner = key_owner(resource);
+        let body = resource.to_json();
+        let index = index_rows(resource, &self.vault.blind_index());
+        let context = SealContext {
+            resource_type: resource_type.as_str(),
+            id,
+            version,
+        };
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (key, new_key) = match self.vault.prepare_key(&owner, last_updated).await {
+                Err(CryptoError::Erased) => return Err(compartment_erased(&owner)),
+                other => other?,
+            };
+            let new_version = NewVersion {
+                resource_type,
+                id: id.to_owned(),
+                version,
+                last_updated,
+                key_owner: owner.as_str().into_owned(),
+                key_id: key.id(),
+                new_key,
+                body: seal(&key, context, &body)?,
+                index: index.clone(),
+                deleted: false,
+            };
+            let written = match expected {
+                None => self.store.create(new_version).await,
+                Some(expected) => self.store.update(new_version, expected).await,
+            };
+            match written {
+                Err(StoreError::KeyChanged { .. }) if attempts < 3 => {}
+                other => {
+                    other?;
+                    return Ok(body);
+                }
+            }
+        }
     }
 
     /// FHIR `read`: the current version.

@@ -9,7 +9,7 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, SqlErr, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use time::OffsetDateTime;
 
@@ -25,63 +25,52 @@ use crate::tables::{
 impl ResourceStore for SqlStore {
     #[tracing::instrument(skip_all, fields(resource_type = %version.resource_type, id = %version.id))]
     async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
-        // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
-        // at once instead of failing to upgrade a read transaction later.
-        let txn = self.db.begin().await.map_err(unavailable)?;
-        let key_owner = version.key_owner.clone();
-        let head = resource::ActiveModel {
-            resource_type: Set(version.resource_type.as_str().to_owned()),
-            id: Set(version.id.clone()),
-            version: Set(to_db_version(version.version)),
-            last_updated: Set(version.last_updated),
-            deleted: Set(false),
-            key_owner: Set(version.key_owner.clone()),
-        };
-        // The primary key on (type, id) decides races: the loser's insert fails, and its
-        // transaction rolls back with nothing written.
-        if let Err(err) = resource::Entity::insert(head)
-            .exec_without_returning(&txn)
-            .await
-        {
-            return Err(match err.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => StoreError::AlreadyExists {
-                    resource_type: version.resource_type,
-                    id: version.id,
-                },
-                _ => unavailable(err),
-            });
+        self.write(version, None).await
+    }
+
+    #[tracing::instrument(skip_all, fields(resource_type = %version.resource_type, id = %version.id, version = version.version))]
+    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
+        self.write(version, Some(expected)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id, version))]
+    async fn read_version(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let row = resource_version::Entity::find_by_id((
+            resource_type.as_str().to_owned(),
+            id.to_owned(),
+            to_db_version(version),
+        ))
+        .one(&self.db)
+        .await
+        .map_err(unavailable)?;
+        row.map(|row| to_stored(resource_type, row)).transpose()
+    }
+
+    #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id))]
+    async fn history(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        since: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let mut query = resource_version::Entity::find()
+            .filter(resource_version::Column::ResourceType.eq(resource_type.as_str()))
+            .filter(resource_version::Column::Id.eq(id))
+            .order_by_desc(resource_version::Column::Version)
+            .limit(limit);
+        if let Some(since) = since {
+            query = query.filter(resource_version::Column::LastUpdated.gte(since));
         }
-        let row = resource_version::ActiveModel {
-            resource_type: Set(version.resource_type.as_str().to_owned()),
-            id: Set(version.id.clone()),
-            version: Set(to_db_version(version.version)),
-            last_updated: Set(version.last_updated),
-            deleted: Set(false),
-            key_owner: Set(version.key_owner),
-            body: Set(Body(version.body)),
-        };
-        resource_version::Entity::insert(row)
-            .exec_without_returning(&txn)
-            .await
-            .map_err(unavailable)?;
-        write_index(&txn, version.resource_type, &version.id, &version.index)
-            .await
-            .map_err(unavailable)?;
-        if let Some(new_key) = &version.new_key {
-            let insert = insert_if_absent_statement(new_key).map_err(unavailable)?;
-            txn.execute(&insert).await.map_err(unavailable)?;
-        }
-        // Shares the key row's lock with other writers and excludes an erasure until commit: a
-        // create either commits before an erasure (and is erased with the rest) or sees it and
-        // rolls back. The body must be sealed under the key that is stored, never another.
-        match stored_key(&txn, &key_owner, true)
-            .await
-            .map_err(unavailable)?
-        {
-            StoredKey::Live(id) if id == version.key_id => txn.commit().await.map_err(unavailable),
-            StoredKey::Destroyed => Err(StoreError::Erased { key_owner }),
-            StoredKey::Live(_) | StoredKey::Missing => Err(StoreError::KeyChanged { key_owner }),
-        }
+        let rows = query.all(&self.db).await.map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| to_stored(resource_type, row))
+            .collect()
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id))]
@@ -158,6 +147,107 @@ impl ResourceStore for SqlStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.ping_db().await.map_err(unavailable)
+    }
+}
+
+impl SqlStore {
+    /// Create (`expected` = None: the head row's primary key refuses a duplicate) or update
+    /// (the head row moves from `expected` to the new version, or nothing is written), in one
+    /// transaction with the version row, the index rows and the key checks.
+    async fn write(&self, version: NewVersion, expected: Option<u64>) -> Result<(), StoreError> {
+        // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
+        // at once instead of failing to upgrade a read transaction later.
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        let (resource_type, id) = (version.resource_type, version.id.clone());
+        match expected {
+            None => {
+                let head = resource::ActiveModel {
+                    resource_type: Set(resource_type.as_str().to_owned()),
+                    id: Set(id.clone()),
+                    version: Set(to_db_version(version.version)),
+                    last_updated: Set(version.last_updated),
+                    deleted: Set(version.deleted),
+                    key_owner: Set(version.key_owner.clone()),
+                };
+                // The primary key on (type, id) decides races: the loser's insert fails, and
+                // its transaction rolls back with nothing written.
+                if let Err(err) = resource::Entity::insert(head)
+                    .exec_without_returning(&txn)
+                    .await
+                {
+                    return Err(match err.sql_err() {
+                        Some(SqlErr::UniqueConstraintViolation(_)) => {
+                            StoreError::AlreadyExists { resource_type, id }
+                        }
+                        _ => unavailable(err),
+                    });
+                }
+            }
+            Some(expected) => {
+                // Compare-and-set on the head row: exactly one of two racing updates of the same
+                // version moves it.
+                let moved = Query::update()
+                    .table(name(RESOURCE))
+                    .value(name("version"), to_db_version(version.version))
+                    .value(name("last_updated"), version.last_updated)
+                    .value(name("deleted"), version.deleted)
+                    .value(name("key_owner"), version.key_owner.as_str())
+                    .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
+                    .and_where(Expr::col(name("id")).eq(id.as_str()))
+                    .and_where(Expr::col(name("version")).eq(to_db_version(expected)))
+                    .to_owned();
+                let result = txn.execute(&moved).await.map_err(unavailable)?;
+                if result.rows_affected() != 1 {
+                    return Err(StoreError::VersionConflict { resource_type, id });
+                }
+                for table in INDEX_TABLES {
+                    let clear = Query::delete()
+                        .from_table(name(table))
+                        .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
+                        .and_where(Expr::col(name("id")).eq(id.as_str()))
+                        .to_owned();
+                    txn.execute(&clear).await.map_err(unavailable)?;
+                }
+            }
+        }
+        let key_owner = version.key_owner.clone();
+        let row = resource_version::ActiveModel {
+            resource_type: Set(resource_type.as_str().to_owned()),
+            id: Set(id.clone()),
+            version: Set(to_db_version(version.version)),
+            last_updated: Set(version.last_updated),
+            deleted: Set(version.deleted),
+            key_owner: Set(version.key_owner),
+            body: Set(Body(version.body)),
+        };
+        resource_version::Entity::insert(row)
+            .exec_without_returning(&txn)
+            .await
+            .map_err(unavailable)?;
+        write_index(&txn, resource_type, &id, &version.index)
+            .await
+            .map_err(unavailable)?;
+        if version.deleted {
+            // A deletion marker has no body: no key is involved.
+            return txn.commit().await.map_err(unavailable);
+        }
+        if let Some(new_key) = &version.new_key {
+            let insert = insert_if_absent_statement(new_key).map_err(unavailable)?;
+            txn.execute(&insert).await.map_err(unavailable)?;
+        }
+        // Shares the key row's lock with other writers and excludes an erasure until commit: a
+        // write either commits before an erasure (and is erased with the rest) or sees it and
+        // rolls back. The body must be sealed under the key that is stored, never another.
+        match stored_key(&txn, &key_owner, true)
+            .await
+            .map_err(unavailable)?
+        {
+            StoredKey::Live(key) if key == version.key_id => {
+                txn.commit().await.map_err(unavailable)
+            }
+            StoredKey::Destroyed => Err(StoreError::Erased { key_owner }),
+            StoredKey::Live(_) | StoredKey::Missing => Err(StoreError::KeyChanged { key_owner }),
+        }
     }
 }
 

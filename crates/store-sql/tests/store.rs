@@ -82,6 +82,7 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
                         new_key: Some(system_key()),
                         body: vec![n],
                         index: records::index::IndexRows::default(),
+                        deleted: false,
                     })
                     .await
             })

@@ -336,3 +336,107 @@ fn the_memory_store_meets_the_contract() {
         &phi_crypto::fakes::MemoryKeyStore::default(),
     ));
 }
+
+fn patient_body(id: &str, family: &str) -> Vec<u8> {
+    json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]})
+        .to_string()
+        .into_bytes()
+}
+
+#[test]
+fn update_versions_vread_and_history() {
+    let records = records();
+    let p = ResourceType::PATIENT;
+    // Update as create, with the client's id.
+    let (v1, created) =
+        block_on(records.update(p, "pat-1", &patient_body("pat-1", "First"), None)).unwrap();
+    assert!(created);
+    assert_eq!(v1.version, 1);
+    let (v2, created) =
+        block_on(records.update(p, "pat-1", &patient_body("pat-1", "Second"), Some(1))).unwrap();
+    assert!(!created);
+    assert_eq!(v2.version, 2);
+    let stored: Value = serde_json::from_slice(&v2.body).unwrap();
+    assert_eq!(stored["meta"]["versionId"], "2");
+    // A stale If-Match is refused and changes nothing.
+    let stale = block_on(records.update(p, "pat-1", &patient_body("pat-1", "Stale"), Some(1)));
+    assert!(
+        matches!(
+            stale,
+            Err(RecordsError::VersionMismatch {
+                expected: 1,
+                current: Some(2),
+                ..
+            })
+        ),
+        "{stale:?}"
+    );
+    assert_eq!(search_ids(&records, p, &[("family", "second")]), ["pat-1"]);
+    assert!(search_ids(&records, p, &[("family", "first")]).is_empty());
+    assert!(search_ids(&records, p, &[("family", "stale")]).is_empty());
+    let old: Value =
+        serde_json::from_slice(&block_on(records.vread(p, "pat-1", "1")).unwrap().body).unwrap();
+    assert_eq!(old["name"][0]["family"], "First");
+    for bad in ["3", "x", "-1"] {
+        assert!(matches!(
+            block_on(records.vread(p, "pat-1", bad)),
+            Err(RecordsError::NotFound { .. })
+        ));
+    }
+    // Body and URL ids must agree.
+    for (url_id, body) in [
+        ("pat-1", patient_body("other", "X")),
+        ("pat-1", br#"{"resourceType":"Patient"}"#.to_vec()),
+    ] {
+        assert!(matches!(
+            block_on(records.update(p, url_id, &body, None)),
+            Err(RecordsError::IdMismatch { .. })
+        ));
+    }
+    assert!(matches!(
+        block_on(records.update(p, "bad id!", &patient_body("bad id!", "X"), None)),
+        Err(RecordsError::BadId { .. })
+    ));
+    // Delete: a new version; reads answer Deleted, vread of the marker too; history keeps all.
+    assert_eq!(
+        block_on(records.delete(p, "pat-1", Some(2))).unwrap(),
+        Some(3)
+    );
+    assert_eq!(block_on(records.delete(p, "pat-1", None)).unwrap(), None);
+    assert!(matches!(
+        block_on(records.read(p, "pat-1")),
+        Err(RecordsError::Deleted { version: 3, .. })
+    ));
+    assert!(matches!(
+        block_on(records.vread(p, "pat-1", "3")),
+        Err(RecordsError::Deleted { .. })
+    ));
+    assert!(search_ids(&records, p, &[("family", "second")]).is_empty());
+    let history = block_on(records.history(p, "pat-1", None, 10)).unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|h| (h.version, h.body.is_some()))
+            .collect::<Vec<_>>(),
+        [(3, false), (2, true), (1, true)]
+    );
+    assert_eq!(
+        block_on(records.history(p, "pat-1", None, 2))
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(matches!(
+        block_on(records.history(p, "nobody", None, 10)),
+        Err(RecordsError::NotFound { .. })
+    ));
+    assert!(matches!(
+        block_on(records.delete(p, "nobody", None)),
+        Err(RecordsError::NotFound { .. })
+    ));
+    // Updating after a delete brings it back as version 4.
+    let (v4, created) =
+        block_on(records.update(p, "pat-1", &patient_body("pat-1", "Back"), None)).unwrap();
+    assert_eq!((v4.version, created), (4, false));
+    assert_eq!(search_ids(&records, p, &[("family", "back")]), ["pat-1"]);
+}
