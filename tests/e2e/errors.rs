@@ -155,15 +155,15 @@ async fn unknown_routes_and_methods_are_operation_outcomes() {
     let app = TestApp::start(TestDatabase::sqlite()).await;
     let body = outcome(app.get("/nowhere").await, 404).await;
     assert_eq!(body["issue"][0]["code"], "not-found");
-    outcome(app.get("/fhir/Patient/a/b/c/d").await, 404).await;
+    outcome(app.get("/fhir/Patient/a/b/c/d/e").await, 404).await;
 
     let response = app
         .client
-        .delete(app.url("/fhir/Patient/1"))
+        .patch(app.url("/fhir/Patient/1"))
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["allow"], "GET");
+    assert_eq!(response.headers()["allow"], "DELETE, GET, PUT");
     outcome(response, 405).await;
     let response = app
         .client

@@ -7,3 +7,4 @@ mod fhir_crud;
 mod operations;
 mod phi;
 mod rotation;
+mod versions;

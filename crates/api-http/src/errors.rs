@@ -22,6 +22,9 @@ pub enum FhirError {
     /// The resource was deleted.
     #[oai(status = 410)]
     Gone(FhirJson),
+    /// `If-Match` named another version than the current one.
+    #[oai(status = 412)]
+    PreconditionFailed(FhirJson),
     /// The request body is larger than the server accepts.
     #[oai(status = 413)]
     PayloadTooLarge(FhirJson),
@@ -79,6 +82,15 @@ impl FhirError {
                 Self::Conflict(single(IssueType::Duplicate, err.to_string()))
             }
             RecordsError::Erased { .. } => Self::Gone(single(IssueType::Deleted, err.to_string())),
+            RecordsError::BadId { .. } | RecordsError::IdMismatch { .. } => {
+                Self::BadRequest(single(IssueType::Invalid, err.to_string()))
+            }
+            RecordsError::VersionMismatch { .. } => {
+                Self::PreconditionFailed(single(IssueType::Conflict, err.to_string()))
+            }
+            RecordsError::VersionConflict { .. } => {
+                Self::Conflict(single(IssueType::Conflict, err.to_string()))
+            }
             RecordsError::CompartmentErased { .. } => {
                 Self::Conflict(single(IssueType::Conflict, err.to_string()))
             }
@@ -134,7 +146,8 @@ impl FhirError {
                 err @ (StoreError::Corrupt { .. }
                 | StoreError::AlreadyExists { .. }
                 | StoreError::Erased { .. }
-                | StoreError::KeyChanged { .. }),
+                | StoreError::KeyChanged { .. }
+                | StoreError::VersionConflict { .. }),
             ) => {
                 tracing::error!(request_id = %request_id.0, error = %err, "record store failure");
                 Self::Internal(outcome_json(OperationOutcome::internal_error(

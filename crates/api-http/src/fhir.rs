@@ -2,7 +2,7 @@
 
 use fhir_model::ResourceType;
 use poem::Request;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
 use records::{Records, StoredResource};
 use time::OffsetDateTime;
@@ -52,6 +52,48 @@ enum ReadResponse {
 }
 
 #[derive(Debug, ApiResponse)]
+enum UpdateResponse {
+    /// Updated: the body is the new version.
+    #[oai(status = 200)]
+    Updated(
+        FhirJson,
+        /// The new version: `[base]/fhir/[type]/[id]/_history/[vid]`.
+        #[oai(header = "Content-Location")]
+        String,
+        /// The version, as a weak ETag: `W/"2"`.
+        #[oai(header = "ETag")]
+        String,
+        #[oai(header = "Last-Modified")] String,
+    ),
+    /// Created with the client's id (update as create).
+    #[oai(status = 201)]
+    Created(
+        FhirJson,
+        /// The new version: `[base]/fhir/[type]/[id]/_history/1`.
+        #[oai(header = "Location")]
+        String,
+        /// The version, as a weak ETag: `W/"1"`.
+        #[oai(header = "ETag")]
+        String,
+        #[oai(header = "Last-Modified")] String,
+    ),
+}
+
+#[derive(Debug, ApiResponse)]
+enum DeleteResponse {
+    /// Deleted (or already deleted): reads now answer 410 Gone; the history keeps every version.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+#[derive(Debug, ApiResponse)]
+enum HistoryResponse {
+    /// A `history` Bundle, newest version first.
+    #[oai(status = 200)]
+    Ok(FhirJson),
+}
+
+#[derive(Debug, ApiResponse)]
 enum SearchResponse {
     /// A `searchset` Bundle of the matches, with `self` and (if more) `next` links.
     #[oai(status = 200)]
@@ -91,13 +133,7 @@ impl FhirApi {
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, "created");
-        let location = format!(
-            "{}/fhir/{}/{}/_history/{}",
-            base_url(request),
-            stored.resource_type,
-            stored.id,
-            stored.version
-        );
+        let location = version_url(&base_url(request), &stored);
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
         Ok(CreateResponse::Created(
             FhirJson(stored.body),
@@ -125,6 +161,131 @@ impl FhirApi {
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
         Ok(ReadResponse::Ok(FhirJson(stored.body), etag, last_modified))
+    }
+
+    /// update: store a new version of a resource (or create it with this id).
+    ///
+    /// The body's `id` must equal the URL's. With `If-Match: W/"n"` the update happens only if
+    /// the current version is n (412 otherwise); without it, concurrent updates are applied one
+    /// after the other, none lost.
+    #[oai(path = "/fhir/:resource_type/:id", method = "put")]
+    async fn update(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        id: Path<String>,
+        /// `W/"n"`: update only if the current version is n.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: FhirJson,
+    ) -> Result<UpdateResponse, FhirError> {
+        let request_id = request_id(request);
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
+        let (stored, created) = self
+            .records
+            .update(resource_type, &id.0, &body.0, if_match)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, created, "updated");
+        let location = version_url(&base_url(request), &stored);
+        let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
+        Ok(if created {
+            UpdateResponse::Created(FhirJson(stored.body), location, etag, last_modified)
+        } else {
+            UpdateResponse::Updated(FhirJson(stored.body), location, etag, last_modified)
+        })
+    }
+
+    /// delete: mark a resource deleted.
+    ///
+    /// Reads then answer 410 Gone; vread and history keep every version. Deleting a deleted
+    /// resource changes nothing. `If-Match: W/"n"` deletes only version n.
+    #[oai(path = "/fhir/:resource_type/:id", method = "delete")]
+    async fn delete(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        id: Path<String>,
+        /// `W/"n"`: delete only if the current version is n.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+    ) -> Result<DeleteResponse, FhirError> {
+        let request_id = request_id(request);
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
+        let version = self
+            .records
+            .delete(resource_type, &id.0, if_match)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        tracing::info!(%resource_type, id = %id.0, ?version, "deleted");
+        Ok(DeleteResponse::Deleted)
+    }
+
+    /// vread: one version of a resource.
+    #[oai(path = "/fhir/:resource_type/:id/_history/:version", method = "get")]
+    async fn vread(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        id: Path<String>,
+        version: Path<String>,
+    ) -> Result<ReadResponse, FhirError> {
+        let request_id = request_id(request);
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let stored = self
+            .records
+            .vread(resource_type, &id.0, &version.0)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
+        Ok(ReadResponse::Ok(FhirJson(stored.body), etag, last_modified))
+    }
+
+    /// history: every version of a resource, newest first.
+    ///
+    /// `_count` (default 20, at most 1000) limits the versions; `_since` (an instant) keeps
+    /// those updated at or after it.
+    #[oai(path = "/fhir/:resource_type/:id/_history", method = "get")]
+    async fn history(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        id: Path<String>,
+        #[oai(name = "_count")] count: Query<Option<String>>,
+        #[oai(name = "_since")] since: Query<Option<String>>,
+    ) -> Result<HistoryResponse, FhirError> {
+        let request_id = request_id(request);
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let count = match count.0.as_deref() {
+            None => records::search::DEFAULT_COUNT,
+            Some(text) => text
+                .parse::<u64>()
+                .map_err(|_| bad_parameter("_count", "must be a whole number"))?,
+        };
+        let since = since
+            .0
+            .as_deref()
+            .map(|text| {
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+                    |_| bad_parameter("_since", "must be an instant such as 2026-11-22T10:00:00Z"),
+                )
+            })
+            .transpose()?;
+        let entries = self
+            .records
+            .history(resource_type, &id.0, since, count)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        Ok(HistoryResponse::Ok(FhirJson(history_bundle(
+            &base_url(request),
+            &entries,
+        ))))
     }
 
     /// search: resources of a type matching every parameter.
@@ -215,6 +376,73 @@ impl FhirApi {
         );
         Ok(EraseResponse::Ok(crate::errors::outcome_json(outcome)))
     }
+}
+
+/// A `history` Bundle: each entry with its resource (none for a deletion), the request that
+/// made it and the response it got.
+fn history_bundle(base: &str, entries: &[records::HistoryEntry]) -> Vec<u8> {
+    use serde_json::{Value, json};
+    let items: Vec<Value> = entries
+        .iter()
+        .map(|entry| {
+            let path = format!("{}/{}", entry.resource_type, entry.id);
+            let (method, url, status) = match (&entry.body, entry.version) {
+                (None, _) => ("DELETE", path.clone(), "204"),
+                (Some(_), 1) => ("POST", entry.resource_type.to_string(), "201"),
+                (Some(_), _) => ("PUT", path.clone(), "200"),
+            };
+            let mut item = json!({
+                "fullUrl": format!("{base}/fhir/{path}"),
+                "request": {"method": method, "url": url},
+                "response": {
+                    "status": status,
+                    "etag": format!("W/\"{}\"", entry.version),
+                    "lastModified": records::instant(entry.last_updated),
+                },
+            });
+            if let Some(body) = &entry.body {
+                item["resource"] = serde_json::from_slice(body).unwrap_or(Value::Null);
+            }
+            item
+        })
+        .collect();
+    let mut bundle = json!({"resourceType": "Bundle", "type": "history"});
+    if !items.is_empty() {
+        bundle["entry"] = Value::Array(items);
+    }
+    serde_json::to_vec(&bundle).unwrap_or_default()
+}
+
+/// `W/"3"`, `"3"` or `3` → 3.
+fn parse_etag(text: &str) -> Result<u64, FhirError> {
+    let trimmed = text.trim();
+    let inner = trimmed.strip_prefix("W/").unwrap_or(trimmed);
+    let inner = inner
+        .strip_prefix('"')
+        .and_then(|i| i.strip_suffix('"'))
+        .unwrap_or(inner);
+    inner
+        .parse()
+        .map_err(|_| bad_parameter("If-Match", "must be a version ETag such as W/\"3\""))
+}
+
+fn bad_parameter(name: &str, rule: &str) -> FhirError {
+    let mut outcome = fhir_model::OperationOutcome::single(
+        fhir_model::IssueSeverity::Error,
+        fhir_model::IssueType::Invalid,
+        format!("{name} {rule}"),
+    );
+    if let Some(issue) = outcome.issue.first_mut() {
+        issue.expression = vec![name.to_owned()];
+    }
+    FhirError::BadRequest(crate::errors::outcome_json(outcome))
+}
+
+fn version_url(base: &str, stored: &StoredResource) -> String {
+    format!(
+        "{base}/fhir/{}/{}/_history/{}",
+        stored.resource_type, stored.id, stored.version
+    )
 }
 
 /// A `searchset` Bundle. The `self` link repeats the parameters the server used; `next`

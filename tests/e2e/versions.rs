@@ -1,0 +1,221 @@
+//! update, delete, vread and instance history over HTTP, on SQLite and PostgreSQL.
+
+use serde_json::{Value, json};
+use tests::{TestApp, fhir_json};
+
+fn patient(id: &str, family: &str) -> Value {
+    json!({"resourceType": "Patient", "id": id, "name": [{"family": family}]})
+}
+
+async fn put(app: &TestApp, path: &str, body: &Value, if_match: Option<&str>) -> reqwest::Response {
+    let mut request = app
+        .client
+        .put(app.url(path))
+        .header("content-type", "application/fhir+json")
+        .body(body.to_string());
+    if let Some(etag) = if_match {
+        request = request.header("if-match", etag);
+    }
+    request.send().await.unwrap()
+}
+
+async fn delete(app: &TestApp, path: &str) -> reqwest::Response {
+    app.client.delete(app.url(path)).send().await.unwrap()
+}
+
+async fn diagnostics(response: reqwest::Response, status: u16) -> String {
+    assert_eq!(response.status(), status);
+    let outcome = fhir_json(response).await;
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    outcome["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn update_delete_vread_and_history_behave_as_fhir_says() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let created = fhir_json(
+            app.post("/fhir/Patient", &patient("ignored", "First"))
+                .await,
+        )
+        .await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let path = format!("/fhir/Patient/{id}");
+
+        let response = put(&app, &path, &patient(&id, "Second"), Some("W/\"1\"")).await;
+        assert_eq!(response.status(), 200, "{backend}");
+        assert_eq!(response.headers()["etag"], "W/\"2\"");
+        assert!(
+            response.headers()["content-location"]
+                .to_str()
+                .unwrap()
+                .ends_with(&format!("{path}/_history/2"))
+        );
+        assert!(response.headers().contains_key("last-modified"));
+        let updated = fhir_json(response).await;
+        assert_eq!(updated["meta"]["versionId"], "2");
+        assert_eq!(
+            fhir_json(app.get(&path).await).await["name"][0]["family"],
+            "Second"
+        );
+
+        // A stale If-Match: 412, nothing written.
+        let stale = put(&app, &path, &patient(&id, "Stale"), Some("W/\"1\"")).await;
+        let text = diagnostics(stale, 412).await;
+        assert!(
+            text.contains("expected version 1") && text.contains("current version is 2"),
+            "{text}"
+        );
+        assert!(!text.contains("Stale"));
+        assert_eq!(
+            diagnostics(
+                put(&app, &path, &patient(&id, "X"), Some("soon")).await,
+                400
+            )
+            .await,
+            "If-Match must be a version ETag such as W/\"3\""
+        );
+        let mismatch = put(&app, &path, &patient("someone-else", "X"), None).await;
+        assert!(
+            diagnostics(mismatch, 400)
+                .await
+                .contains("must be present and equal the id in the URL")
+        );
+
+        // vread.
+        let v1 = app.get(&format!("{path}/_history/1")).await;
+        assert_eq!(v1.status(), 200);
+        assert_eq!(v1.headers()["etag"], "W/\"1\"");
+        assert_eq!(fhir_json(v1).await["name"][0]["family"], "First");
+        assert_eq!(app.get(&format!("{path}/_history/9")).await.status(), 404);
+        assert_eq!(app.get(&format!("{path}/_history/abc")).await.status(), 404);
+
+        // Update as create, with the client's id.
+        let response = put(
+            &app,
+            "/fhir/Patient/client-chosen-1",
+            &patient("client-chosen-1", "Chosen"),
+            None,
+        )
+        .await;
+        assert_eq!(response.status(), 201, "{backend}");
+        assert!(
+            response.headers()["location"]
+                .to_str()
+                .unwrap()
+                .ends_with("/fhir/Patient/client-chosen-1/_history/1")
+        );
+
+        // Delete: 204; read 410; vread of the deletion 410; older versions still readable.
+        assert_eq!(delete(&app, &path).await.status(), 204);
+        assert_eq!(app.get(&path).await.status(), 410);
+        assert_eq!(app.get(&format!("{path}/_history/3")).await.status(), 410);
+        assert_eq!(app.get(&format!("{path}/_history/2")).await.status(), 200);
+        assert_eq!(
+            delete(&app, &path).await.status(),
+            204,
+            "deleting again is harmless"
+        );
+        assert_eq!(
+            delete(&app, "/fhir/Patient/never-existed").await.status(),
+            404
+        );
+        let found = fhir_json(app.get("/fhir/Patient?family=second").await).await;
+        assert!(
+            found.get("entry").is_none(),
+            "{backend}: a deleted patient is not found"
+        );
+
+        // History: newest first, the deletion without a resource.
+        let history = fhir_json(app.get(&format!("{path}/_history")).await).await;
+        assert_eq!(history["type"], "history");
+        let entries = history["entry"].as_array().unwrap();
+        let methods: Vec<_> = entries
+            .iter()
+            .map(|e| e["request"]["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(methods, ["DELETE", "PUT", "POST"], "{backend}");
+        assert!(entries[0].get("resource").is_none());
+        assert_eq!(entries[1]["resource"]["name"][0]["family"], "Second");
+        assert_eq!(entries[1]["response"]["etag"], "W/\"2\"");
+        let one = fhir_json(app.get(&format!("{path}/_history?_count=1")).await).await;
+        assert_eq!(one["entry"].as_array().unwrap().len(), 1);
+        let since = entries[1]["response"]["lastModified"].as_str().unwrap();
+        let recent = fhir_json(app.get(&format!("{path}/_history?_since={since}")).await).await;
+        assert_eq!(recent["entry"].as_array().unwrap().len(), 2, "{backend}");
+        assert_eq!(
+            app.get(&format!("{path}/_history?_since=yesterday"))
+                .await
+                .status(),
+            400
+        );
+        assert_eq!(app.get("/fhir/Patient/nobody/_history").await.status(), 404);
+
+        // Updating after a delete brings the resource back as the next version.
+        let back = put(&app, &path, &patient(&id, "Back"), None).await;
+        assert_eq!(back.status(), 200);
+        assert_eq!(back.headers()["etag"], "W/\"4\"");
+        assert_eq!(app.get(&path).await.status(), 200);
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_updates_lose_nothing_and_if_match_admits_one() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let id = "contended-patient";
+        let path = format!("/fhir/Patient/{id}");
+        assert_eq!(
+            put(&app, &path, &patient(id, "Start"), None).await.status(),
+            201
+        );
+
+        // Without If-Match every update lands, one version each.
+        let updates = (0..8).map(|n| {
+            let (app, path) = (&app, path.clone());
+            async move {
+                put(app, &path, &patient(id, &format!("Blind{n}")), None)
+                    .await
+                    .status()
+                    .as_u16()
+            }
+        });
+        let statuses = futures::future::join_all(updates).await;
+        assert!(
+            statuses.iter().all(|s| *s == 200),
+            "{backend}: {statuses:?}"
+        );
+        let history = fhir_json(app.get(&format!("{path}/_history?_count=100")).await).await;
+        assert_eq!(history["entry"].as_array().unwrap().len(), 9, "{backend}");
+
+        // With the same If-Match exactly one wins; the others get 412.
+        let guarded = (0..8).map(|n| {
+            let (app, path) = (&app, path.clone());
+            async move {
+                put(
+                    app,
+                    &path,
+                    &patient(id, &format!("Guarded{n}")),
+                    Some("W/\"9\""),
+                )
+                .await
+                .status()
+                .as_u16()
+            }
+        });
+        let mut statuses = futures::future::join_all(guarded).await;
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 412, 412, 412, 412, 412, 412, 412],
+            "{backend}"
+        );
+        let current = app.get(&path).await;
+        assert_eq!(current.headers()["etag"], "W/\"10\"");
+        app.stop().await;
+    }
+}
