@@ -219,3 +219,59 @@ async fn concurrent_updates_lose_nothing_and_if_match_admits_one() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn metadata_is_a_capability_statement_of_what_the_server_does() {
+    let app = TestApp::start(store_sql::testing::TestDatabase::sqlite()).await;
+    let statement = fhir_json(app.get("/fhir/metadata").await).await;
+    assert_eq!(statement["resourceType"], "CapabilityStatement");
+    assert_eq!(statement["fhirVersion"], "4.0.1");
+    assert_eq!(statement["kind"], "instance");
+    let resources = statement["rest"][0]["resource"].as_array().unwrap();
+    let patient_entry = resources.iter().find(|r| r["type"] == "Patient").unwrap();
+    let interactions: Vec<_> = patient_entry["interaction"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        interactions,
+        [
+            "read",
+            "vread",
+            "update",
+            "delete",
+            "history-instance",
+            "create",
+            "search-type"
+        ]
+    );
+    let birthdate = patient_entry["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "birthdate")
+        .unwrap();
+    assert_eq!(birthdate["type"], "date");
+    assert!(
+        birthdate["documentation"]
+            .as_str()
+            .unwrap()
+            .contains("blind-indexed")
+    );
+    assert_eq!(patient_entry["operation"][0]["name"], "erase");
+    // What the statement says is what the server does: a stored Patient answers every
+    // advertised read-side interaction.
+    let created = fhir_json(app.post("/fhir/Patient", &patient("x", "Meta")).await).await;
+    let id = created["id"].as_str().unwrap();
+    for path in [
+        format!("/fhir/Patient/{id}"),
+        format!("/fhir/Patient/{id}/_history/1"),
+        format!("/fhir/Patient/{id}/_history"),
+        "/fhir/Patient?family=meta".to_owned(),
+    ] {
+        assert_eq!(app.get(&path).await.status(), 200, "{path}");
+    }
+    app.stop().await;
+}

@@ -40,6 +40,7 @@ fn service(records: Records) -> OpenApiService<(FhirApi, HealthApi), ()> {
         (
             FhirApi {
                 records: records.clone(),
+                started: time::OffsetDateTime::now_utc(),
             },
             HealthApi { records },
         ),

@@ -107,8 +107,17 @@ enum EraseResponse {
     Ok(FhirJson),
 }
 
+#[derive(Debug, ApiResponse)]
+enum MetadataResponse {
+    /// The CapabilityStatement.
+    #[oai(status = 200)]
+    Ok(FhirJson),
+}
+
 pub(crate) struct FhirApi {
     pub records: Records,
+    /// When this server started: the CapabilityStatement's date.
+    pub started: OffsetDateTime,
 }
 
 #[OpenApi(tag = "FhirTags::Fhir")]
@@ -161,6 +170,18 @@ impl FhirApi {
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
         Ok(ReadResponse::Ok(FhirJson(stored.body), etag, last_modified))
+    }
+
+    /// capabilities: what this server supports, as a FHIR CapabilityStatement.
+    ///
+    /// Generated from the tables the server runs on: every resource type, interaction, search
+    /// parameter (with how identifying ones are protected) and operation.
+    #[oai(path = "/fhir/metadata", method = "get")]
+    async fn metadata(&self, request: &Request) -> MetadataResponse {
+        let statement = crate::capability::capability_statement(&base_url(request), self.started);
+        MetadataResponse::Ok(FhirJson(
+            fhir_model::Resource::CapabilityStatement(Box::new(statement)).to_json(),
+        ))
     }
 
     /// update: store a new version of a resource (or create it with this id).

@@ -6,6 +6,7 @@
 //! method, wrong content type), and a 5xx says nothing internal, only a correlation id.
 
 mod app;
+mod capability;
 mod errors;
 mod fhir;
 mod front;

@@ -1,0 +1,223 @@
+//! `GET /fhir/metadata`: the CapabilityStatement, generated from the tables the server runs on
+//! (the interactions below, which a test checks against the routes, and
+//! `fhir_model::search::SEARCH_PARAMETERS`, which search and indexing use), so it cannot drift.
+
+use fhir_model::search::{Protection, SearchParam, search_params};
+use fhir_model::{
+    CapabilityImplementation, CapabilityInteraction, CapabilityOperation, CapabilityResource,
+    CapabilityRest, CapabilitySearchParam, CapabilitySoftware, CapabilityStatement, Code, DateTime,
+    ResourceType, Uri,
+};
+use time::OffsetDateTime;
+
+/// Every type-level interaction the server implements, with the route that implements it.
+pub(crate) const INTERACTIONS: &[(&str, &str, &str)] = &[
+    ("read", "get", "/fhir/{resource_type}/{id}"),
+    (
+        "vread",
+        "get",
+        "/fhir/{resource_type}/{id}/_history/{version}",
+    ),
+    ("update", "put", "/fhir/{resource_type}/{id}"),
+    ("delete", "delete", "/fhir/{resource_type}/{id}"),
+    (
+        "history-instance",
+        "get",
+        "/fhir/{resource_type}/{id}/_history",
+    ),
+    ("create", "post", "/fhir/{resource_type}"),
+    ("search-type", "get", "/fhir/{resource_type}"),
+];
+
+/// Operations, with their routes: `(name, type, method, route)`.
+pub(crate) const OPERATIONS: &[(&str, &str, &str, &str)] = &[
+    ("erase", "Patient", "delete", "/fhir/Patient/{id}/$erase"),
+    ("erase", "Patient", "post", "/fhir/Patient/{id}/$erase"),
+];
+
+/// Parameters every type supports besides its own.
+const COMMON_PARAMS: &[(&str, &str, &str)] = &[
+    ("_id", "token", "The resource id."),
+    (
+        "_count",
+        "number",
+        "Page size: default 20, at most 1000; follow the next link for more.",
+    ),
+];
+
+pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> CapabilityStatement {
+    let code = |c: &str| Some(Code::from(c));
+    let resources = ResourceType::all()
+        .map(|resource_type| resource(resource_type))
+        .collect();
+    let operations = OPERATIONS
+        .iter()
+        .filter(|(_, _, method, _)| *method == "post")
+        .map(|(name, resource_type, _, _)| CapabilityOperation {
+            name: Some((*name).to_owned()),
+            definition: Some(Uri::from(format!(
+                "{base}/fhir/OperationDefinition/{resource_type}-{name}"
+            ))),
+            documentation: Some(
+                "Crypto-shreds the patient (GDPR Art. 17): destroys their compartment's data key \
+                 and index entries; every version of everything in the compartment then answers \
+                 410 Gone. DELETE or POST /fhir/Patient/{id}/$erase."
+                    .to_owned(),
+            ),
+            ..CapabilityOperation::default()
+        })
+        .collect();
+    CapabilityStatement {
+        status: code("active"),
+        date: Some(DateTime::from(records::instant(started))),
+        publisher: Some("Cairn".to_owned()),
+        kind: code("instance"),
+        software: Some(CapabilitySoftware {
+            name: Some("Cairn".to_owned()),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            ..CapabilitySoftware::default()
+        }),
+        implementation: Some(CapabilityImplementation {
+            description: Some(
+                "Cairn: a compliance-first FHIR R4 server for patient and immunization records"
+                    .to_owned(),
+            ),
+            url: Some(Uri::from(format!("{base}/fhir"))),
+            ..CapabilityImplementation::default()
+        }),
+        fhir_version: code("4.0.1"),
+        format: vec![Code::from("application/fhir+json"), Code::from("json")],
+        rest: vec![CapabilityRest {
+            mode: code("server"),
+            documentation: Some(
+                "Bodies are encrypted at rest; identifying search parameters are answered from \
+                 blind indexes (see each parameter's documentation)."
+                    .to_owned(),
+            ),
+            resource: resources,
+            operation: operations,
+            ..CapabilityRest::default()
+        }],
+        ..CapabilityStatement::default()
+    }
+}
+
+fn resource(resource_type: ResourceType) -> CapabilityResource {
+    let interaction = INTERACTIONS
+        .iter()
+        .map(|(code, _, _)| CapabilityInteraction {
+            code: Some(Code::from(*code)),
+            ..CapabilityInteraction::default()
+        })
+        .collect();
+    let mut search_param: Vec<CapabilitySearchParam> = COMMON_PARAMS
+        .iter()
+        .map(|(name, kind, doc)| CapabilitySearchParam {
+            name: Some((*name).to_owned()),
+            type_: Some(Code::from(*kind)),
+            documentation: Some((*doc).to_owned()),
+            ..CapabilitySearchParam::default()
+        })
+        .collect();
+    search_param.extend(search_params(resource_type).map(search_param_entry));
+    let operation = OPERATIONS
+        .iter()
+        .filter(|(_, t, method, _)| *t == resource_type.as_str() && *method == "post")
+        .map(|(name, t, _, _)| CapabilityOperation {
+            name: Some((*name).to_owned()),
+            definition: Some(Uri::from(format!("OperationDefinition/{t}-{name}"))),
+            ..CapabilityOperation::default()
+        })
+        .collect();
+    CapabilityResource {
+        type_: Some(Code::from(resource_type.as_str())),
+        interaction,
+        versioning: Some(Code::from("versioned")),
+        read_history: Some(true),
+        update_create: Some(true),
+        conditional_create: Some(false),
+        conditional_update: Some(false),
+        conditional_delete: Some(Code::from("not-supported")),
+        search_param,
+        operation,
+        ..CapabilityResource::default()
+    }
+}
+
+fn search_param_entry(param: &'static SearchParam) -> CapabilitySearchParam {
+    let how = match (param.protection, param.kind) {
+        (Protection::Blind, fhir_model::search::ParamKind::String) => {
+            "PHI, blind-indexed: case- and accent-insensitive starts-with of 3 or more \
+             characters, or :exact."
+        }
+        (Protection::Blind, fhir_model::search::ParamKind::Date) => {
+            "PHI, blind-indexed: equality on a year, year-month or full date only."
+        }
+        (Protection::Blind, _) => "PHI, blind-indexed: exact token match (system|value forms).",
+        (Protection::Plain, _) => "Stored plain (not identifying).",
+    };
+    CapabilitySearchParam {
+        name: Some(param.code.to_owned()),
+        definition: Some(Uri::from(format!(
+            "http://hl7.org/fhir/SearchParameter/{}-{}",
+            param.resource_type, param.code
+        ))),
+        type_: Some(Code::from(param.kind.code())),
+        documentation: Some(format!(
+            "{} {how} Values from {}.",
+            param.rationale, param.expression
+        )),
+        ..CapabilitySearchParam::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use fhir_model::Resource;
+
+    use super::*;
+
+    #[test]
+    fn the_statement_is_valid_fhir_and_lists_the_table() {
+        let statement = capability_statement("http://x", OffsetDateTime::UNIX_EPOCH);
+        let resource = Resource::CapabilityStatement(Box::new(statement.clone()));
+        let issues = resource.validate();
+        assert!(issues.is_empty(), "{issues:?}");
+        let rest = &statement.rest[0];
+        assert_eq!(rest.resource.len(), ResourceType::all().count());
+        let patient = rest
+            .resource
+            .iter()
+            .find(|r| r.type_.as_ref().map(Code::as_str) == Some("Patient"))
+            .unwrap();
+        let names: Vec<_> = patient
+            .search_param
+            .iter()
+            .filter_map(|p| p.name.as_deref())
+            .collect();
+        for param in search_params(ResourceType::PATIENT) {
+            assert!(names.contains(&param.code), "{}", param.code);
+        }
+        assert_eq!(patient.operation.len(), 1);
+    }
+
+    #[test]
+    fn every_advertised_interaction_and_operation_has_its_route() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&crate::openapi_json().unwrap()).unwrap();
+        for (code, method, path) in INTERACTIONS {
+            assert!(
+                spec["paths"][path][method].is_object(),
+                "{code}: {method} {path}"
+            );
+        }
+        for (name, _, method, path) in OPERATIONS {
+            assert!(
+                spec["paths"][path][method].is_object(),
+                "{name}: {method} {path}"
+            );
+        }
+    }
+}
