@@ -48,7 +48,7 @@ const COMMON_PARAMS: &[(&str, &str, &str)] = &[
 pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> CapabilityStatement {
     let code = |c: &str| Some(Code::from(c));
     let resources = ResourceType::all()
-        .map(|resource_type| resource(resource_type))
+        .map(resource)
         .collect();
     let operations = OPERATIONS
         .iter()
