@@ -275,3 +275,85 @@ async fn metadata_is_a_capability_statement_of_what_the_server_does() {
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn type_and_system_history_page_through_every_version() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let created = fhir_json(
+                app.post("/fhir/Patient", &patient("x", &format!("Hist{n}")))
+                    .await,
+            )
+            .await;
+            ids.push(created["id"].as_str().unwrap().to_owned());
+        }
+        let path = format!("/fhir/Patient/{}", ids[0]);
+        assert_eq!(
+            put(&app, &path, &patient(&ids[0], "Hist0b"), None)
+                .await
+                .status(),
+            200
+        );
+        assert_eq!(
+            delete(&app, &format!("/fhir/Patient/{}", ids[1]))
+                .await
+                .status(),
+            204
+        );
+        let organization = json!({"resourceType": "Organization", "name": "Clinic"});
+        assert_eq!(
+            app.post("/fhir/Organization", &organization).await.status(),
+            201
+        );
+
+        // Type history, two at a time, following next links: 7 versions, newest first.
+        let mut seen = Vec::new();
+        let mut url = app.url("/fhir/Patient/_history?_count=2");
+        loop {
+            let page = fhir_json(app.client.get(&url).send().await.unwrap()).await;
+            assert_eq!(page["type"], "history");
+            for entry in page["entry"].as_array().into_iter().flatten() {
+                seen.push((
+                    entry["response"]["lastModified"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                    entry["request"]["method"].as_str().unwrap().to_owned(),
+                ));
+            }
+            let next = page["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().to_owned());
+            match next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 7, "{backend}: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
+        assert_eq!(seen.iter().filter(|(_, m)| m == "DELETE").count(), 1);
+
+        // System history has the Organization too.
+        let system = fhir_json(app.get("/fhir/_history?_count=100").await).await;
+        assert_eq!(system["entry"].as_array().unwrap().len(), 8, "{backend}");
+        let since = &seen[1].0;
+        let recent = fhir_json(app.get(&format!("/fhir/_history?_since={since}")).await).await;
+        assert!(recent["entry"].as_array().unwrap().len() >= 2);
+        assert_eq!(
+            app.get("/fhir/Patient/_history?_cursor=nonsense")
+                .await
+                .status(),
+            400
+        );
+        assert_eq!(
+            app.get("/fhir/Patient/_history?_since=soon").await.status(),
+            400
+        );
+        app.stop().await;
+    }
+}

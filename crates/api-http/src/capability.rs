@@ -29,6 +29,10 @@ pub(crate) const INTERACTIONS: &[(&str, &str, &str)] = &[
     ("search-type", "get", "/fhir/{resource_type}"),
 ];
 
+/// Every system-level interaction, with its route.
+pub(crate) const SYSTEM_INTERACTIONS: &[(&str, &str, &str)] =
+    &[("history-system", "get", "/fhir/_history")];
+
 /// Operations, with their routes: `(name, type, method, route)`.
 pub(crate) const OPERATIONS: &[(&str, &str, &str, &str)] = &[
     ("erase", "Patient", "delete", "/fhir/Patient/{id}/$erase"),
@@ -47,9 +51,7 @@ const COMMON_PARAMS: &[(&str, &str, &str)] = &[
 
 pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> CapabilityStatement {
     let code = |c: &str| Some(Code::from(c));
-    let resources = ResourceType::all()
-        .map(resource)
-        .collect();
+    let resources = ResourceType::all().map(resource).collect();
     let operations = OPERATIONS
         .iter()
         .filter(|(_, _, method, _)| *method == "post")
@@ -95,6 +97,13 @@ pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> Capab
                     .to_owned(),
             ),
             resource: resources,
+            interaction: SYSTEM_INTERACTIONS
+                .iter()
+                .map(|(code, _, _)| CapabilityInteraction {
+                    code: Some(Code::from(*code)),
+                    ..CapabilityInteraction::default()
+                })
+                .collect(),
             operation: operations,
             ..CapabilityRest::default()
         }],
@@ -207,7 +216,7 @@ mod tests {
     fn every_advertised_interaction_and_operation_has_its_route() {
         let spec: serde_json::Value =
             serde_json::from_str(&crate::openapi_json().unwrap()).unwrap();
-        for (code, method, path) in INTERACTIONS {
+        for (code, method, path) in INTERACTIONS.iter().chain(SYSTEM_INTERACTIONS) {
             assert!(
                 spec["paths"][path][method].is_object(),
                 "{code}: {method} {path}"

@@ -283,21 +283,7 @@ impl FhirApi {
         let request_id = request_id(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let count = match count.0.as_deref() {
-            None => records::search::DEFAULT_COUNT,
-            Some(text) => text
-                .parse::<u64>()
-                .map_err(|_| bad_parameter("_count", "must be a whole number"))?,
-        };
-        let since = since
-            .0
-            .as_deref()
-            .map(|text| {
-                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
-                    |_| bad_parameter("_since", "must be an instant such as 2026-11-22T10:00:00Z"),
-                )
-            })
-            .transpose()?;
+        let (count, since) = history_params(count.0.as_deref(), since.0.as_deref())?;
         let entries = self
             .records
             .history(resource_type, &id.0, since, count)
@@ -306,7 +292,50 @@ impl FhirApi {
         Ok(HistoryResponse::Ok(FhirJson(history_bundle(
             &base_url(request),
             &entries,
+            None,
         ))))
+    }
+
+    /// history (type): every version of every resource of a type, newest first.
+    ///
+    /// `_count` (default 20, at most 1000) sets the page size; `_since` (an instant) keeps
+    /// versions updated at or after it; follow the `next` link for more.
+    #[oai(path = "/fhir/:resource_type/_history", method = "get")]
+    async fn history_type(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        #[oai(name = "_count")] count: Query<Option<String>>,
+        #[oai(name = "_since")] since: Query<Option<String>>,
+        #[oai(name = "_cursor")] cursor: Query<Option<String>>,
+    ) -> Result<HistoryResponse, FhirError> {
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let path = format!("/fhir/{resource_type}/_history");
+        self.history_page(
+            request,
+            Some(resource_type),
+            &path,
+            count.0,
+            since.0,
+            cursor.0,
+        )
+        .await
+    }
+
+    /// history (system): every version of every resource, newest first.
+    ///
+    /// Parameters as for type history.
+    #[oai(path = "/fhir/_history", method = "get")]
+    async fn history_system(
+        &self,
+        request: &Request,
+        #[oai(name = "_count")] count: Query<Option<String>>,
+        #[oai(name = "_since")] since: Query<Option<String>>,
+        #[oai(name = "_cursor")] cursor: Query<Option<String>>,
+    ) -> Result<HistoryResponse, FhirError> {
+        self.history_page(request, None, "/fhir/_history", count.0, since.0, cursor.0)
+            .await
     }
 
     /// search: resources of a type matching every parameter.
@@ -347,6 +376,53 @@ impl FhirApi {
 }
 
 impl FhirApi {
+    async fn history_page(
+        &self,
+        request: &Request,
+        resource_type: Option<ResourceType>,
+        path: &str,
+        count: Option<String>,
+        since: Option<String>,
+        cursor: Option<String>,
+    ) -> Result<HistoryResponse, FhirError> {
+        let request_id = request_id(request);
+        let (count_value, since_value) = history_params(count.as_deref(), since.as_deref())?;
+        let page = self
+            .records
+            .history_all(resource_type, since_value, count_value, cursor.as_deref())
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        let base = base_url(request);
+        let link = |cursor: Option<&str>| {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            if let Some(count) = &count {
+                query.append_pair("_count", count);
+            }
+            if let Some(since) = &since {
+                query.append_pair("_since", since);
+            }
+            if let Some(cursor) = cursor {
+                query.append_pair("_cursor", cursor);
+            }
+            let query = query.finish();
+            if query.is_empty() {
+                format!("{base}{path}")
+            } else {
+                format!("{base}{path}?{query}")
+            }
+        };
+        let mut links =
+            vec![serde_json::json!({"relation": "self", "url": link(cursor.as_deref())})];
+        if let Some(next) = &page.next_cursor {
+            links.push(serde_json::json!({"relation": "next", "url": link(Some(next))}));
+        }
+        Ok(HistoryResponse::Ok(FhirJson(history_bundle(
+            &base,
+            &page.entries,
+            Some(links),
+        ))))
+    }
+
     async fn search_impl(
         &self,
         request: &Request,
@@ -401,7 +477,11 @@ impl FhirApi {
 
 /// A `history` Bundle: each entry with its resource (none for a deletion), the request that
 /// made it and the response it got.
-fn history_bundle(base: &str, entries: &[records::HistoryEntry]) -> Vec<u8> {
+fn history_bundle(
+    base: &str,
+    entries: &[records::HistoryEntry],
+    links: Option<Vec<serde_json::Value>>,
+) -> Vec<u8> {
     use serde_json::{Value, json};
     let items: Vec<Value> = entries
         .iter()
@@ -428,10 +508,34 @@ fn history_bundle(base: &str, entries: &[records::HistoryEntry]) -> Vec<u8> {
         })
         .collect();
     let mut bundle = json!({"resourceType": "Bundle", "type": "history"});
+    if let Some(links) = links {
+        bundle["link"] = Value::Array(links);
+    }
     if !items.is_empty() {
         bundle["entry"] = Value::Array(items);
     }
     serde_json::to_vec(&bundle).unwrap_or_default()
+}
+
+/// `_count` and `_since` of a history request.
+fn history_params(
+    count: Option<&str>,
+    since: Option<&str>,
+) -> Result<(u64, Option<OffsetDateTime>), FhirError> {
+    let count = match count {
+        None => records::search::DEFAULT_COUNT,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| bad_parameter("_count", "must be a whole number"))?,
+    };
+    let since = since
+        .map(|text| {
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+                |_| bad_parameter("_since", "must be an instant such as 2026-11-22T10:00:00Z"),
+            )
+        })
+        .transpose()?;
+    Ok((count, since))
 }
 
 /// `W/"3"`, `"3"` or `3` → 3.

@@ -68,6 +68,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     search_matches_every_clause_kind(store).await;
     a_new_owners_key_is_stored_with_the_data_and_a_rival_key_is_refused(store, keys).await;
     updates_move_versions_and_keep_history(store).await;
+    type_and_system_history_page_newest_first(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -672,4 +673,64 @@ impl WithId for NewVersion {
         self.id = id.to_owned();
         self
     }
+}
+
+async fn type_and_system_history_page_newest_first(store: &dyn ResourceStore) {
+    // A type no other contract check writes, so the counts are exact.
+    let practitioner = ResourceType::parse("Practitioner").unwrap();
+    let at = |minute: i64| datetime!(2030-01-01 10:00:00 UTC) + time::Duration::minutes(minute);
+    for (n, minute) in [(0, 1), (1, 2), (2, 2), (3, 3)] {
+        let mut version = version(practitioner, &format!("pr{n}"), b"x");
+        version.last_updated = at(minute);
+        store.create(version).await.unwrap();
+    }
+    let mut update = version(practitioner, "pr0", b"y");
+    update.version = 2;
+    update.last_updated = at(4);
+    update.new_key = None;
+    store.update(update, 1).await.unwrap();
+    let key = |v: &crate::StoredVersion| (v.id.clone(), v.version);
+    let all = store
+        .history_all(Some(practitioner), None, None, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        all.iter().map(key).collect::<Vec<_>>(),
+        [
+            ("pr0".to_owned(), 2),
+            ("pr3".to_owned(), 1),
+            ("pr2".to_owned(), 1),
+            ("pr1".to_owned(), 1),
+            ("pr0".to_owned(), 1)
+        ]
+    );
+    // Paging by position visits each version once, in the same order.
+    let mut seen = Vec::new();
+    let mut after: Option<crate::HistoryPosition> = None;
+    loop {
+        let page = store
+            .history_all(Some(practitioner), None, after.as_ref(), 2)
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(crate::HistoryPosition::of(last));
+        seen.extend(page.iter().map(key));
+    }
+    assert_eq!(seen, all.iter().map(key).collect::<Vec<_>>());
+    let recent = store
+        .history_all(Some(practitioner), Some(at(3)), None, 100)
+        .await
+        .unwrap();
+    assert_eq!(recent.len(), 2);
+    // System history includes every type, newest first.
+    let system = store
+        .history_all(None, Some(at(1)), None, 100)
+        .await
+        .unwrap();
+    assert!(system.len() >= 5);
+    assert!(
+        system
+            .windows(2)
+            .all(|w| w[0].last_updated >= w[1].last_updated)
+    );
 }

@@ -12,7 +12,8 @@ use time::OffsetDateTime;
 
 use crate::index::{Clause, IndexRows, SearchQuery};
 use crate::ports::{
-    Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoreError, StoredVersion,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, StoreError,
+    StoredVersion,
 };
 
 type Key = (ResourceType, String);
@@ -167,6 +168,33 @@ impl ResourceStore for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    async fn history_all(
+        &self,
+        resource_type: Option<ResourceType>,
+        since: Option<OffsetDateTime>,
+        after: Option<&HistoryPosition>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let entries = self.lock()?;
+        let mut all: Vec<StoredVersion> = entries
+            .iter()
+            .filter(|((rt, _), _)| resource_type.is_none_or(|wanted| *rt == wanted))
+            .flat_map(|(_, entry)| entry.versions.iter().cloned())
+            .filter(|v| since.is_none_or(|since| v.last_updated >= since))
+            .filter(|v| after.is_none_or(|after| after.is_before(v)))
+            .collect();
+        all.sort_by(|a, b| {
+            (b.last_updated, b.resource_type.as_str(), &b.id, b.version).cmp(&(
+                a.last_updated,
+                a.resource_type.as_str(),
+                &a.id,
+                a.version,
+            ))
+        });
+        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(all)
     }
 
     async fn read_current(

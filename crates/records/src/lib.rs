@@ -15,7 +15,7 @@ mod service;
 
 pub use error::RecordsError;
 pub use ports::{
-    Clock, Erasure, IdGenerator, NewVersion, RandomIds, ResourceStore, StoreError, StoredVersion,
-    SystemClock,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore, StoreError,
+    StoredVersion, SystemClock,
 };
-pub use service::{HistoryEntry, Records, SearchPage, StoredResource, instant};
+pub use service::{HistoryEntry, HistoryPage, Records, SearchPage, StoredResource, instant};

@@ -45,6 +45,42 @@ pub struct StoredVersion {
     pub body: Vec<u8>,
 }
 
+/// Where a page of type or system history ended: the last version it showed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPosition {
+    pub last_updated: OffsetDateTime,
+    pub resource_type: String,
+    pub id: String,
+    pub version: u64,
+}
+
+impl HistoryPosition {
+    pub fn of(version: &StoredVersion) -> Self {
+        Self {
+            last_updated: version.last_updated,
+            resource_type: version.resource_type.as_str().to_owned(),
+            id: version.id.clone(),
+            version: version.version,
+        }
+    }
+
+    /// Whether `version` comes after this position in newest-first order.
+    pub fn is_before(&self, version: &StoredVersion) -> bool {
+        let key = (
+            version.last_updated,
+            version.resource_type.as_str(),
+            version.id.as_str(),
+            version.version,
+        );
+        key < (
+            self.last_updated,
+            self.resource_type.as_str(),
+            self.id.as_str(),
+            self.version,
+        )
+    }
+}
+
 /// What an erasure removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Erasure {
@@ -150,6 +186,17 @@ pub trait ResourceStore: Send + Sync {
         resource_type: ResourceType,
         id: &str,
         since: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError>;
+
+    /// Versions of every resource of `resource_type` (or of every type), newest first by
+    /// (last updated, type, id, version), strictly after `after` in that order, at most
+    /// `limit`, only those updated at or after `since` if given.
+    async fn history_all(
+        &self,
+        resource_type: Option<ResourceType>,
+        since: Option<OffsetDateTime>,
+        after: Option<&HistoryPosition>,
         limit: u64,
     ) -> Result<Vec<StoredVersion>, StoreError>;
 

@@ -11,7 +11,8 @@ use time::format_description::well_known::Rfc3339;
 use crate::error::RecordsError;
 use crate::index::{IndexRows, index_rows};
 use crate::ports::{
-    Clock, Erasure, IdGenerator, NewVersion, ResourceStore, StoreError, StoredVersion,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, StoreError,
+    StoredVersion,
 };
 use crate::search::{self, encode_cursor};
 
@@ -55,6 +56,48 @@ impl std::fmt::Debug for HistoryEntry {
             .field("deleted", &self.body.is_none())
             .finish_non_exhaustive()
     }
+}
+
+/// One page of type or system history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    /// The cursor of the next page, if there may be one.
+    pub next_cursor: Option<String>,
+}
+
+fn encode_history_cursor(position: &HistoryPosition) -> String {
+    use base64::Engine;
+    let text = format!(
+        "h:{}:{}:{}:{}",
+        position.last_updated.unix_timestamp_nanos(),
+        position.resource_type,
+        position.version,
+        position.id
+    );
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+}
+
+fn decode_history_cursor(cursor: &str) -> Option<HistoryPosition> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.strip_prefix("h:")?.splitn(4, ':');
+    let nanos: i128 = parts.next()?.parse().ok()?;
+    let resource_type = ResourceType::parse(parts.next()?).ok()?;
+    let version: u64 = parts.next()?.parse().ok()?;
+    let id = parts.next()?;
+    if !fhir_model::is_valid_id(id) {
+        return None;
+    }
+    Some(HistoryPosition {
+        last_updated: OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?,
+        resource_type: resource_type.as_str().to_owned(),
+        id: id.to_owned(),
+        version,
+    })
 }
 
 /// One page of search results.
@@ -333,6 +376,74 @@ impl Records {
             });
         }
         Ok(entries)
+    }
+
+    /// FHIR type history (`resource_type`) or system history (`None`): versions newest first,
+    /// at most `count` per page, since `since`, after the page `cursor` ended. Versions in
+    /// erased compartments are left out: they no longer exist for anyone.
+    pub async fn history_all(
+        &self,
+        resource_type: Option<ResourceType>,
+        since: Option<OffsetDateTime>,
+        count: u64,
+        cursor: Option<&str>,
+    ) -> Result<HistoryPage, RecordsError> {
+        let after = cursor
+            .map(|c| {
+                decode_history_cursor(c).ok_or_else(|| search::SearchError {
+                    param: "_cursor".to_owned(),
+                    reason: "is not a cursor this server issued".to_owned(),
+                })
+            })
+            .transpose()?;
+        let limit = count.min(search::MAX_COUNT);
+        let mut versions = self
+            .store
+            .history_all(
+                resource_type,
+                since,
+                after.as_ref(),
+                limit.saturating_add(1),
+            )
+            .await?;
+        let more = u64::try_from(versions.len()).unwrap_or(u64::MAX) > limit;
+        versions.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            versions
+                .last()
+                .map(|last| encode_history_cursor(&HistoryPosition::of(last)))
+        } else {
+            None
+        };
+        let mut entries = Vec::with_capacity(versions.len());
+        for stored in versions {
+            let (rt, id, version, last_updated) = (
+                stored.resource_type,
+                stored.id.clone(),
+                stored.version,
+                stored.last_updated,
+            );
+            let body = if stored.deleted {
+                None
+            } else {
+                match self.open_version(stored).await {
+                    Ok(opened) => Some(opened.body),
+                    Err(RecordsError::Erased { .. }) => continue,
+                    Err(other) => return Err(other),
+                }
+            };
+            entries.push(HistoryEntry {
+                resource_type: rt,
+                id,
+                version,
+                last_updated,
+                body,
+            });
+        }
+        Ok(HistoryPage {
+            entries,
+            next_cursor,
+        })
     }
 
     /// Now, cut to microseconds: stored timestamps have that precision (Postgres), so the body

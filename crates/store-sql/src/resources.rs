@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use fhir_model::ResourceType;
 use records::index::{Clause, IndexRows, SearchQuery};
-use records::{Erasure, NewVersion, ResourceStore, StoreError, StoredVersion};
+use records::{Erasure, HistoryPosition, NewVersion, ResourceStore, StoreError, StoredVersion};
 use sea_orm::sea_query::{
     Cond, Expr, ExprTrait, InsertStatement, LikeExpr, Order, Query, SelectStatement,
 };
@@ -70,6 +70,59 @@ impl ResourceStore for SqlStore {
         let rows = query.all(&self.db).await.map_err(unavailable)?;
         rows.into_iter()
             .map(|row| to_stored(resource_type, row))
+            .collect()
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn history_all(
+        &self,
+        resource_type: Option<ResourceType>,
+        since: Option<OffsetDateTime>,
+        after: Option<&HistoryPosition>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        use resource_version::Column as C;
+        let mut query = resource_version::Entity::find()
+            .order_by_desc(C::LastUpdated)
+            .order_by_desc(C::ResourceType)
+            .order_by_desc(C::Id)
+            .order_by_desc(C::Version)
+            .limit(limit);
+        if let Some(resource_type) = resource_type {
+            query = query.filter(C::ResourceType.eq(resource_type.as_str()));
+        }
+        if let Some(since) = since {
+            query = query.filter(C::LastUpdated.gte(since));
+        }
+        if let Some(after) = after {
+            // Keyset paging in newest-first order: strictly below the last row shown.
+            let key = |c: C| Expr::col((resource_version::Entity, c));
+            query = query.filter(
+                Expr::tuple([
+                    key(C::LastUpdated),
+                    key(C::ResourceType),
+                    key(C::Id),
+                    key(C::Version),
+                ])
+                .lt(Expr::tuple([
+                    Expr::val(after.last_updated),
+                    Expr::val(after.resource_type.as_str()),
+                    Expr::val(after.id.as_str()),
+                    Expr::val(to_db_version(after.version)),
+                ])),
+            );
+        }
+        let rows = query.all(&self.db).await.map_err(unavailable)?;
+        rows.into_iter()
+            .map(|row| {
+                let resource_type =
+                    ResourceType::parse(&row.resource_type).map_err(|_| StoreError::Corrupt {
+                        resource_type: row.resource_type.clone(),
+                        id: row.id.clone(),
+                        what: "unknown resource type",
+                    })?;
+                to_stored(resource_type, row)
+            })
             .collect()
     }
 
