@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_resources;
 mod m20261122_000002_phi_protection;
+mod m20261122_000003_conditional_claims;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_resources::Migration),
             Box::new(m20261122_000002_phi_protection::Migration),
+            Box::new(m20261122_000003_conditional_claims::Migration),
         ]
     }
 }

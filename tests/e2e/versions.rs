@@ -357,3 +357,53 @@ async fn type_and_system_history_page_through_every_version() {
         app.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_conditional_creates_make_one_resource() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let body = json!({"resourceType": "Patient",
+            "identifier": [{"system": "urn:oid:2.16.840.1.113883.4.3.25", "value": "IIS-0042"}]});
+        let creates = (0..32).map(|_| {
+            let (app, body) = (&app, body.clone());
+            async move {
+                let response = app
+                    .client
+                    .post(app.url("/fhir/Patient"))
+                    .header("content-type", "application/fhir+json")
+                    .header(
+                        "if-none-exist",
+                        "identifier=urn:oid:2.16.840.1.113883.4.3.25|IIS-0042",
+                    )
+                    .body(body.to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status().as_u16();
+                let json: Value = response.json().await.unwrap();
+                (status, json["id"].as_str().map(str::to_owned))
+            }
+        });
+        let results = futures::future::join_all(creates).await;
+        let created = results.iter().filter(|(s, _)| *s == 201).count();
+        let existing = results.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!((created, existing), (1, 31), "{backend}: {results:?}");
+        let ids: std::collections::BTreeSet<_> = results.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(ids.len(), 1, "{backend}: every answer is the same resource");
+        let found = fhir_json(app.get("/fhir/Patient?identifier=IIS-0042").await).await;
+        assert_eq!(found["entry"].as_array().unwrap().len(), 1, "{backend}");
+        // Ambiguous criteria: 412.
+        assert_eq!(app.post("/fhir/Patient", &body).await.status(), 201);
+        let ambiguous = app
+            .client
+            .post(app.url("/fhir/Patient"))
+            .header("content-type", "application/fhir+json")
+            .header("if-none-exist", "identifier=IIS-0042")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ambiguous.status(), 412, "{backend}");
+        app.stop().await;
+    }
+}

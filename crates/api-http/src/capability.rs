@@ -144,7 +144,7 @@ fn resource(resource_type: ResourceType) -> CapabilityResource {
         versioning: Some(Code::from("versioned")),
         read_history: Some(true),
         update_create: Some(true),
-        conditional_create: Some(false),
+        conditional_create: Some(true),
         conditional_update: Some(false),
         conditional_delete: Some(Code::from("not-supported")),
         search_param,

@@ -85,10 +85,10 @@ impl FhirError {
             RecordsError::BadId { .. } | RecordsError::IdMismatch { .. } => {
                 Self::BadRequest(single(IssueType::Invalid, err.to_string()))
             }
-            RecordsError::VersionMismatch { .. } => {
+            RecordsError::VersionMismatch { .. } | RecordsError::MultipleMatches { .. } => {
                 Self::PreconditionFailed(single(IssueType::Conflict, err.to_string()))
             }
-            RecordsError::VersionConflict { .. } => {
+            RecordsError::VersionConflict { .. } | RecordsError::ClaimTaken { .. } => {
                 Self::Conflict(single(IssueType::Conflict, err.to_string()))
             }
             RecordsError::CompartmentErased { .. } => {
@@ -147,7 +147,8 @@ impl FhirError {
                 | StoreError::AlreadyExists { .. }
                 | StoreError::Erased { .. }
                 | StoreError::KeyChanged { .. }
-                | StoreError::VersionConflict { .. }),
+                | StoreError::VersionConflict { .. }
+                | StoreError::ClaimTaken { .. }),
             ) => {
                 tracing::error!(request_id = %request_id.0, error = %err, "record store failure");
                 Self::Internal(outcome_json(OperationOutcome::internal_error(

@@ -24,6 +24,17 @@ pub(crate) struct PublicBase(pub Option<String>);
 
 #[derive(Debug, ApiResponse)]
 enum CreateResponse {
+    /// Conditional create: the one resource matching `If-None-Exist` already exists; nothing
+    /// was created. The body is that resource.
+    #[oai(status = 200)]
+    Existing(
+        FhirJson,
+        /// The existing resource's current version.
+        #[oai(header = "Location")]
+        String,
+        #[oai(header = "ETag")] String,
+        #[oai(header = "Last-Modified")] String,
+    ),
     /// Created: the body is the stored resource with its server-assigned id and meta.
     #[oai(status = 201)]
     Created(
@@ -131,16 +142,46 @@ impl FhirApi {
         &self,
         request: &Request,
         resource_type: Path<String>,
+        /// Conditional create: search criteria (`identifier=system|value`). If exactly one
+        /// resource matches, it is returned (200) and nothing is created; if several, 412.
+        /// Concurrent conditional creates with equal criteria create exactly one resource.
+        #[oai(name = "If-None-Exist")]
+        if_none_exist: Header<Option<String>>,
         body: FhirJson,
     ) -> Result<CreateResponse, FhirError> {
         let request_id = request_id(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let stored = self
-            .records
-            .create(resource_type, &body.0)
-            .await
-            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        let stored = match if_none_exist.0.as_deref() {
+            None => self.records.create(resource_type, &body.0).await,
+            Some(criteria) => {
+                // `identifier=…`, `?identifier=…` or `Patient?identifier=…`.
+                let query = criteria.rsplit_once('?').map_or(criteria, |(_, q)| q);
+                let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect();
+                match self
+                    .records
+                    .create_conditional(resource_type, &body.0, &params)
+                    .await
+                {
+                    Ok((stored, true)) => Ok(stored),
+                    Ok((existing, false)) => {
+                        let location = version_url(&base_url(request), &existing);
+                        let (etag, last_modified) =
+                            (etag(&existing), http_date(existing.last_updated));
+                        return Ok(CreateResponse::Existing(
+                            FhirJson(existing.body),
+                            location,
+                            etag,
+                            last_modified,
+                        ));
+                    }
+                    Err(err) => Err(err),
+                }
+            }
+        }
+        .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, "created");
         let location = version_url(&base_url(request), &stored);
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));

@@ -83,6 +83,18 @@ impl BlindKey {
         BlindToken(out)
     }
 
+    /// The token of arbitrary bytes under this purpose's key (e.g. a canonical search
+    /// condition, for conditional-create claims).
+    pub fn digest(&self, bytes: &[u8]) -> BlindToken {
+        let mut context = hmac::Context::with_key(&self.0);
+        context.update(b"digest\0");
+        context.update(bytes);
+        let tag = context.sign();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&tag.as_ref()[..8]);
+        BlindToken(out)
+    }
+
     /// Terms for a FHIR string parameter (names, address parts): every prefix of 3 or more
     /// folded characters of the whole value and of each word (FHIR string search is a case- and
     /// accent-insensitive starts-with), and the exact value for `:exact`.

@@ -54,6 +54,7 @@ fn owned_version(
         body: body.to_vec(),
         index: IndexRows::default(),
         deleted: false,
+        claim: None,
     }
 }
 
@@ -69,6 +70,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     a_new_owners_key_is_stored_with_the_data_and_a_rival_key_is_refused(store, keys).await;
     updates_move_versions_and_keep_history(store).await;
     type_and_system_history_page_newest_first(store).await;
+    a_conditional_claim_admits_one_create_until_the_resource_changes(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -733,4 +735,39 @@ async fn type_and_system_history_page_newest_first(store: &dyn ResourceStore) {
             .windows(2)
             .all(|w| w[0].last_updated >= w[1].last_updated)
     );
+}
+
+async fn a_conditional_claim_admits_one_create_until_the_resource_changes(
+    store: &dyn ResourceStore,
+) {
+    let p = ResourceType::PATIENT;
+    let claimed = |id: &str| NewVersion {
+        claim: Some(BlindToken([0xC1; 8])),
+        ..version(p, id, b"x")
+    };
+    store.create(claimed("c-first")).await.unwrap();
+    let second = store.create(claimed("c-second")).await;
+    assert!(
+        matches!(second, Err(StoreError::ClaimTaken { .. })),
+        "{second:?}"
+    );
+    assert!(
+        store.read_current(p, "c-second").await.unwrap().is_none(),
+        "nothing written"
+    );
+    // Same claim, other type: independent.
+    let observation = ResourceType::parse("Observation").unwrap();
+    store
+        .create(NewVersion {
+            claim: Some(BlindToken([0xC1; 8])),
+            ..version(observation, "c-obs", b"x")
+        })
+        .await
+        .unwrap();
+    // A new version of the claiming resource releases the claim.
+    let mut update = version(p, "c-first", b"y");
+    update.version = 2;
+    update.new_key = None;
+    store.update(update, 1).await.unwrap();
+    store.create(claimed("c-third")).await.unwrap();
 }

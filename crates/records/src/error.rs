@@ -47,6 +47,12 @@ pub enum RecordsError {
         expected: u64,
         current: Option<u64>,
     },
+    /// A conditional create's criteria match more than one resource.
+    #[error("the criteria match more than one {resource_type}; make them more selective")]
+    MultipleMatches { resource_type: ResourceType },
+    /// A conditional create with the same criteria won (internal: the loser looks again).
+    #[error("a conditional create with the same criteria created {resource_type} first")]
+    ClaimTaken { resource_type: ResourceType },
     /// A concurrent write changed the resource and retrying did not settle it.
     #[error("{resource_type}/{id} is being changed concurrently; retry")]
     VersionConflict {
@@ -93,6 +99,7 @@ impl From<StoreError> for RecordsError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::AlreadyExists { resource_type, id } => Self::Conflict { resource_type, id },
+            StoreError::ClaimTaken { resource_type } => Self::ClaimTaken { resource_type },
             StoreError::VersionConflict { resource_type, id } => {
                 Self::VersionConflict { resource_type, id }
             }

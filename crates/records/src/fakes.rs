@@ -29,6 +29,7 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     entries: Mutex<BTreeMap<Key, Entry>>,
+    claims: Mutex<BTreeMap<(ResourceType, phi_crypto::BlindToken), String>>,
     keys: Arc<MemoryKeyStore>,
 }
 
@@ -62,6 +63,21 @@ impl MemoryStore {
                 });
             }
             _ => {}
+        }
+        {
+            let mut claims = self.claims.lock().map_err(|_| {
+                StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+            })?;
+            // Claims hold while the resource is unchanged: any new version releases its claim.
+            claims.retain(|(rt, _), id| !(*rt == version.resource_type && *id == version.id));
+            if let Some(claim) = version.claim {
+                if claims.contains_key(&(version.resource_type, claim)) {
+                    return Err(StoreError::ClaimTaken {
+                        resource_type: version.resource_type,
+                    });
+                }
+                claims.insert((version.resource_type, claim), version.id.clone());
+            }
         }
         let entry = entries.entry(key).or_default();
         entry.versions.push(StoredVersion {

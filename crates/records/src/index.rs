@@ -214,3 +214,58 @@ impl DateMatch {
         }
     }
 }
+
+impl SearchQuery {
+    /// The clauses in a canonical byte form, independent of their order and of how the
+    /// alternatives were listed: equal criteria give equal bytes. Carries only blind tokens and
+    /// plain values, never PHI.
+    pub fn canonical(&self) -> Vec<u8> {
+        fn hex(bytes: &[u8]) -> String {
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        }
+        let mut clauses: Vec<String> = self
+            .clauses
+            .iter()
+            .map(|clause| {
+                let mut parts: Vec<String> = match clause {
+                    Clause::Id(ids) => ids.clone(),
+                    Clause::Blind { any_of, .. } => any_of.iter().map(|t| hex(&t.0)).collect(),
+                    Clause::Token { any_of, .. } => any_of
+                        .iter()
+                        .map(|m| format!("{:?}|{:?}", m.system, m.code))
+                        .collect(),
+                    Clause::Reference { any_of, .. } => any_of
+                        .iter()
+                        .map(|m| format!("{:?}/{}", m.target_type, m.target_id))
+                        .collect(),
+                    Clause::Date { any_of, .. } => any_of
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{:?}:{}:{}",
+                                m.comparator,
+                                m.low.unix_timestamp_nanos(),
+                                m.high.unix_timestamp_nanos()
+                            )
+                        })
+                        .collect(),
+                    Clause::String { any_of, .. } => any_of.clone(),
+                };
+                parts.sort();
+                parts.dedup();
+                let param = match clause {
+                    Clause::Id(_) => "_id",
+                    Clause::Blind { param, .. }
+                    | Clause::Token { param, .. }
+                    | Clause::Reference { param, .. }
+                    | Clause::Date { param, .. }
+                    | Clause::String { param, .. } => param,
+                };
+                format!("{param}={:?}", parts)
+            })
+            .collect();
+        clauses.sort();
+        clauses.dedup();
+        clauses.join("&").into_bytes()
+    }
+}

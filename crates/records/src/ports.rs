@@ -31,6 +31,10 @@ pub struct NewVersion {
     pub index: IndexRows,
     /// A deletion marker: no body (empty), no index rows, and no key check.
     pub deleted: bool,
+    /// For a conditional create: the keyed hash of its criteria, unique per type while the
+    /// resource is unchanged. A second create with the same claim fails with
+    /// [`StoreError::ClaimTaken`].
+    pub claim: Option<phi_crypto::BlindToken>,
 }
 
 /// A version as the store returns it.
@@ -133,6 +137,10 @@ pub enum StoreError {
     /// The compartment's data key was destroyed: nothing more is written for that patient.
     #[error("the compartment {key_owner} was erased")]
     Erased { key_owner: String },
+    /// A conditional create with the same criteria created its resource first; nothing was
+    /// written.
+    #[error("a conditional create with the same criteria won the race for {resource_type}")]
+    ClaimTaken { resource_type: ResourceType },
     /// The resource's current version is not the one the write expected (a concurrent write
     /// won); nothing was written.
     #[error("{resource_type}/{id} changed meanwhile")]

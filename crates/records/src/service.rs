@@ -37,6 +37,11 @@ impl std::fmt::Debug for StoredResource {
     }
 }
 
+/// How often an update or delete without `If-Match` starts over after a concurrent write to
+/// the same resource. Each failed attempt means another writer committed, so a writer retries
+/// at most as often as others succeed meanwhile; the bound only stops pathological contention.
+const MAX_CONCURRENT_RETRIES: u32 = 64;
+
 /// One version in a resource's history; a deletion has no body.
 #[derive(Clone, PartialEq, Eq)]
 pub struct HistoryEntry {
@@ -154,7 +159,7 @@ impl Records {
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
         let body = self
-            .store_version(&resource, resource_type, &id, 1, last_updated, None)
+            .store_version(&resource, resource_type, &id, 1, last_updated, None, None)
             .await?;
         Ok(StoredResource {
             resource_type,
@@ -163,6 +168,93 @@ impl Records {
             last_updated,
             body,
         })
+    }
+
+    /// FHIR conditional create (`If-None-Exist: criteria`): if exactly one resource matches the
+    /// criteria, it is returned unchanged (`false`); if none, `body` is created (`true`); more
+    /// than one is [`RecordsError::MultipleMatches`]. Race-free for equal criteria: the create
+    /// stores a keyed hash of the criteria under a unique key in its own transaction, so of
+    /// concurrent conditional creates exactly one creates and the others return its resource.
+    pub async fn create_conditional(
+        &self,
+        resource_type: ResourceType,
+        body: &[u8],
+        criteria: &[(String, String)],
+    ) -> Result<(StoredResource, bool), RecordsError> {
+        let blind = self.vault.blind_index();
+        let mut query = search::parse(resource_type, criteria, &blind)?;
+        if query.clauses.is_empty() {
+            return Err(RecordsError::Search(search::SearchError {
+                param: "If-None-Exist".to_owned(),
+                reason: "names no search criteria".to_owned(),
+            }));
+        }
+        query.after_id = None;
+        query.limit = 2;
+        let claim = blind
+            .key(&format!("{resource_type}.conditional-create"))
+            .digest(&query.canonical());
+        for _ in 0..3 {
+            if let Some(existing) = self.single_match(&query).await? {
+                return Ok((existing, false));
+            }
+            let mut resource = parse_for(resource_type, body)?;
+            let id = self.ids.new_id();
+            let last_updated = self.now();
+            resource.set_id(Some(Id::from(id.as_str())));
+            let meta = resource.meta_mut();
+            meta.version_id = Some(Id::from("1"));
+            meta.last_updated = Some(Instant::from(instant(last_updated)));
+            match self
+                .store_version(
+                    &resource,
+                    resource_type,
+                    &id,
+                    1,
+                    last_updated,
+                    None,
+                    Some(claim),
+                )
+                .await
+            {
+                Ok(body) => {
+                    let stored = StoredResource {
+                        resource_type,
+                        id,
+                        version: 1,
+                        last_updated,
+                        body,
+                    };
+                    return Ok((stored, true));
+                }
+                // Another conditional create with these criteria committed first: its resource
+                // is now visible to the search above.
+                Err(RecordsError::ClaimTaken { .. }) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Err(RecordsError::VersionConflict {
+            resource_type,
+            id: "(conditional create)".to_owned(),
+        })
+    }
+
+    /// The one resource matching `query`, `None` if none, an error if several.
+    async fn single_match(
+        &self,
+        query: &crate::index::SearchQuery,
+    ) -> Result<Option<StoredResource>, RecordsError> {
+        let mut found = self.store.search(query).await?;
+        match found.len() {
+            0 => Ok(None),
+            1 => match found.pop() {
+                Some(stored) => self.open_version(stored).await.map(Some),
+                None => Ok(None),
+            },
+            _ => Err(RecordsError::MultipleMatches {
+                resource_type: query.resource_type,
+            }),
+        }
     }
 
     /// FHIR `update`: stores `body` as the next version of `resource_type/id`, or as version 1
@@ -212,6 +304,7 @@ impl Records {
                     version,
                     last_updated,
                     current_version,
+                    None,
                 )
                 .await;
             match written {
@@ -228,7 +321,7 @@ impl Records {
                 // Another writer got there first: with If-Match the client's precondition no
                 // longer holds; without it, try again on top of the newer version.
                 Err(RecordsError::Conflict { .. } | RecordsError::VersionConflict { .. })
-                    if if_match.is_none() && attempts < 5 => {}
+                    if if_match.is_none() && attempts < MAX_CONCURRENT_RETRIES => {}
                 Err(RecordsError::Conflict { .. } | RecordsError::VersionConflict { .. })
                     if if_match.is_some() =>
                 {
@@ -298,10 +391,11 @@ impl Records {
                 body: Vec::new(),
                 index: IndexRows::default(),
                 deleted: true,
+                claim: None,
             };
             match self.store.update(marker, current.version).await {
                 Ok(()) => return Ok(Some(version)),
-                Err(StoreError::VersionConflict { .. }) if if_match.is_none() && attempts < 5 => {}
+                Err(StoreError::VersionConflict { .. }) if if_match.is_none() && attempts < MAX_CONCURRENT_RETRIES => {}
                 Err(StoreError::VersionConflict { .. }) if if_match.is_some() => {
                     return Err(RecordsError::VersionMismatch {
                         resource_type,
@@ -466,6 +560,7 @@ impl Records {
         version: u64,
         last_updated: OffsetDateTime,
         expected: Option<u64>,
+        claim: Option<phi_crypto::BlindToken>,
     ) -> Result<Vec<u8>, RecordsError> {
         let owner = key_owner(resource);
         let body = resource.to_json();
@@ -493,6 +588,7 @@ impl Records {
                 body: seal(&key, context, &body)?,
                 index: index.clone(),
                 deleted: false,
+                claim,
             };
             let written = match expected {
                 None => self.store.create(new_version).await,

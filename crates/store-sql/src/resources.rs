@@ -17,8 +17,8 @@ use crate::connect::SqlStore;
 use crate::entity::{Body, resource, resource_version};
 use crate::keys::{StoredKey, destroy_key, insert_if_absent_statement, stored_key};
 use crate::tables::{
-    INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SEARCH_BLIND, SEARCH_DATE, SEARCH_REFERENCE,
-    SEARCH_STRING, SEARCH_TOKEN, col, name,
+    CONDITIONAL_CLAIM, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SEARCH_BLIND, SEARCH_DATE,
+    SEARCH_REFERENCE, SEARCH_STRING, SEARCH_TOKEN, col, name,
 };
 
 #[async_trait]
@@ -234,6 +234,28 @@ impl SqlStore {
                         }
                         _ => unavailable(err),
                     });
+                }
+                if let Some(claim) = version.claim {
+                    // The primary key on (type, claim) decides conditional-create races: the
+                    // loser waits for the winner's commit, then fails here, writing nothing.
+                    let insert = Query::insert()
+                        .into_table(name(CONDITIONAL_CLAIM))
+                        .columns(["resource_type", "claim", "id"].map(name))
+                        .values([
+                            resource_type.as_str().into(),
+                            claim.0.to_vec().into(),
+                            id.as_str().into(),
+                        ])
+                        .map_err(|e| unavailable(DbErr::Custom(e.to_string())))?
+                        .to_owned();
+                    if let Err(err) = txn.execute(&insert).await {
+                        return Err(match err.sql_err() {
+                            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                                StoreError::ClaimTaken { resource_type }
+                            }
+                            _ => unavailable(err),
+                        });
+                    }
                 }
             }
             Some(expected) => {

@@ -12,13 +12,17 @@ pub(crate) const SEARCH_REFERENCE: &str = "search_reference";
 pub(crate) const SEARCH_DATE: &str = "search_date";
 pub(crate) const SEARCH_STRING: &str = "search_string";
 
-/// Every index table, for clearing a resource's rows.
-pub(crate) const INDEX_TABLES: [&str; 5] = [
+pub(crate) const CONDITIONAL_CLAIM: &str = "conditional_claim";
+
+/// Every table of rows derived from a resource's current version (index rows and conditional
+/// claims), keyed by (resource_type, id): cleared when the resource changes or is erased.
+pub(crate) const INDEX_TABLES: [&str; 6] = [
     SEARCH_BLIND,
     SEARCH_TOKEN,
     SEARCH_REFERENCE,
     SEARCH_DATE,
     SEARCH_STRING,
+    CONDITIONAL_CLAIM,
 ];
 
 pub(crate) fn name(name: &str) -> Alias {

@@ -83,6 +83,7 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
                         body: vec![n],
                         index: records::index::IndexRows::default(),
                         deleted: false,
+                        claim: None,
                     })
                     .await
             })

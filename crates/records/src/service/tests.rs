@@ -440,3 +440,32 @@ fn update_versions_vread_and_history() {
     assert_eq!((v4.version, created), (4, false));
     assert_eq!(search_ids(&records, p, &[("family", "back")]), ["pat-1"]);
 }
+
+#[test]
+fn conditional_create_returns_the_one_match_or_creates() {
+    let records = records();
+    let p = ResourceType::PATIENT;
+    let body =
+        json!({"resourceType": "Patient", "identifier": [{"system": "urn:mrn", "value": "C-1"}]})
+            .to_string();
+    let criteria = params(&[("identifier", "urn:mrn|C-1")]);
+    let (first, created) =
+        block_on(records.create_conditional(p, body.as_bytes(), &criteria)).unwrap();
+    assert!(created);
+    let (again, created) =
+        block_on(records.create_conditional(p, body.as_bytes(), &criteria)).unwrap();
+    assert!(!created);
+    assert_eq!(again.id, first.id);
+    // A second match (created unconditionally) makes the criteria ambiguous.
+    block_on(records.create(p, body.as_bytes())).unwrap();
+    assert!(matches!(
+        block_on(records.create_conditional(p, body.as_bytes(), &criteria)),
+        Err(RecordsError::MultipleMatches { .. })
+    ));
+    for bad in [vec![], params(&[("shoe-size", "9")])] {
+        assert!(matches!(
+            block_on(records.create_conditional(p, body.as_bytes(), &bad)),
+            Err(RecordsError::Search(_))
+        ));
+    }
+}
