@@ -159,7 +159,7 @@ impl Records {
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
         let body = self
-            .store_version(&resource, resource_type, &id, 1, last_updated, None, None)
+            .store_version(&resource, 1, last_updated, None, None)
             .await?;
         Ok(StoredResource {
             resource_type,
@@ -206,15 +206,7 @@ impl Records {
             meta.version_id = Some(Id::from("1"));
             meta.last_updated = Some(Instant::from(instant(last_updated)));
             match self
-                .store_version(
-                    &resource,
-                    resource_type,
-                    &id,
-                    1,
-                    last_updated,
-                    None,
-                    Some(claim),
-                )
+                .store_version(&resource, 1, last_updated, None, Some(claim))
                 .await
             {
                 Ok(body) => {
@@ -297,15 +289,7 @@ impl Records {
             meta.version_id = Some(Id::from(version.to_string()));
             meta.last_updated = Some(Instant::from(instant(last_updated)));
             let written = self
-                .store_version(
-                    &resource,
-                    resource_type,
-                    id,
-                    version,
-                    last_updated,
-                    current_version,
-                    None,
-                )
+                .store_version(&resource, version, last_updated, current_version, None)
                 .await;
             match written {
                 Ok(body) => {
@@ -395,7 +379,8 @@ impl Records {
             };
             match self.store.update(marker, current.version).await {
                 Ok(()) => return Ok(Some(version)),
-                Err(StoreError::VersionConflict { .. }) if if_match.is_none() && attempts < MAX_CONCURRENT_RETRIES => {}
+                Err(StoreError::VersionConflict { .. })
+                    if if_match.is_none() && attempts < MAX_CONCURRENT_RETRIES => {}
                 Err(StoreError::VersionConflict { .. }) if if_match.is_some() => {
                     return Err(RecordsError::VersionMismatch {
                         resource_type,
@@ -548,20 +533,21 @@ impl Records {
             .unwrap_or(now)
     }
 
-    /// Seals a stamped resource under its compartment's key and stores it as `version`
-    /// (`expected` = the version it replaces, or `None` to create). A new compartment's key is
+    /// Seals a stamped resource (its type and id are where it is stored) under its
+    /// compartment's key and stores it as `version` (`expected` = the version it replaces, or
+    /// `None` to create). A new compartment's key is
     /// stored in the same transaction; if another writer stored a different key for the owner
     /// first, the store refuses and the next attempt uses that key. Returns the plaintext body.
     async fn store_version(
         &self,
         resource: &Resource,
-        resource_type: ResourceType,
-        id: &str,
         version: u64,
         last_updated: OffsetDateTime,
         expected: Option<u64>,
         claim: Option<phi_crypto::BlindToken>,
     ) -> Result<Vec<u8>, RecordsError> {
+        let resource_type = resource.resource_type();
+        let id = resource.id().map(|id| id.as_str()).unwrap_or_default();
         let owner = key_owner(resource);
         let body = resource.to_json();
         let index = index_rows(resource, &self.vault.blind_index());
