@@ -260,7 +260,7 @@ async fn metadata_is_a_capability_statement_of_what_the_server_does() {
             .unwrap()
             .contains("blind-indexed")
     );
-    assert_eq!(patient_entry["operation"][0]["name"], "erase");
+    assert_eq!(patient_entry["operation"][1]["name"], "erase");
     // What the statement says is what the server does: a stored Patient answers every
     // advertised read-side interaction.
     let created = fhir_json(app.post("/fhir/Patient", &patient("x", "Meta")).await).await;
@@ -406,4 +406,35 @@ async fn thirty_two_concurrent_conditional_creates_make_one_resource() {
         assert_eq!(ambiguous.status(), 412, "{backend}");
         app.stop().await;
     }
+}
+
+#[tokio::test]
+async fn validate_checks_without_storing() {
+    let app = TestApp::start(store_sql::testing::TestDatabase::sqlite()).await;
+    let ok = fhir_json(
+        app.post("/fhir/Patient/$validate", &patient("v", "Valid"))
+            .await,
+    )
+    .await;
+    assert_eq!(ok["issue"][0]["severity"], "information");
+    let bad = json!({"resourceType": "Patient", "gender": "sometimes", "birthDate": "1970-13-01"});
+    let response = app.post("/fhir/Patient/$validate", &bad).await;
+    assert_eq!(response.status(), 200);
+    let outcome = fhir_json(response).await;
+    let issues = outcome["issue"].as_array().unwrap();
+    assert_eq!(issues.len(), 2, "{outcome}");
+    assert!(issues.iter().all(|i| i["severity"] == "error"));
+    let wrong = fhir_json(
+        app.post("/fhir/Immunization/$validate", &patient("v", "X"))
+            .await,
+    )
+    .await;
+    assert!(
+        wrong["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("URL is for Immunization")
+    );
+    assert_eq!(app.db.row_count("resource").await, 0, "nothing stored");
+    app.stop().await;
 }

@@ -33,10 +33,25 @@ pub(crate) const INTERACTIONS: &[(&str, &str, &str)] = &[
 pub(crate) const SYSTEM_INTERACTIONS: &[(&str, &str, &str)] =
     &[("history-system", "get", "/fhir/_history")];
 
-/// Operations, with their routes: `(name, type, method, route)`.
-pub(crate) const OPERATIONS: &[(&str, &str, &str, &str)] = &[
-    ("erase", "Patient", "delete", "/fhir/Patient/{id}/$erase"),
-    ("erase", "Patient", "post", "/fhir/Patient/{id}/$erase"),
+/// Operations, with their routes: `(name, type or "*" for all, method, route, what it does)`.
+pub(crate) const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "validate",
+        "*",
+        "post",
+        "/fhir/{resource_type}/$validate",
+        "Checks a resource without storing it; 200 with every issue in an OperationOutcome.",
+    ),
+    (
+        "erase",
+        "Patient",
+        "delete",
+        "/fhir/Patient/{id}/$erase",
+        "Crypto-shreds the patient (GDPR Art. 17): destroys their compartment's data key and \
+         index entries; every version of everything in the compartment then answers 410 Gone. \
+         DELETE or POST /fhir/Patient/{id}/$erase.",
+    ),
+    ("erase", "Patient", "post", "/fhir/Patient/{id}/$erase", ""),
 ];
 
 /// Parameters every type supports besides its own.
@@ -52,23 +67,6 @@ const COMMON_PARAMS: &[(&str, &str, &str)] = &[
 pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> CapabilityStatement {
     let code = |c: &str| Some(Code::from(c));
     let resources = ResourceType::all().map(resource).collect();
-    let operations = OPERATIONS
-        .iter()
-        .filter(|(_, _, method, _)| *method == "post")
-        .map(|(name, resource_type, _, _)| CapabilityOperation {
-            name: Some((*name).to_owned()),
-            definition: Some(Uri::from(format!(
-                "{base}/fhir/OperationDefinition/{resource_type}-{name}"
-            ))),
-            documentation: Some(
-                "Crypto-shreds the patient (GDPR Art. 17): destroys their compartment's data key \
-                 and index entries; every version of everything in the compartment then answers \
-                 410 Gone. DELETE or POST /fhir/Patient/{id}/$erase."
-                    .to_owned(),
-            ),
-            ..CapabilityOperation::default()
-        })
-        .collect();
     CapabilityStatement {
         status: code("active"),
         date: Some(DateTime::from(records::instant(started))),
@@ -104,7 +102,6 @@ pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> Capab
                     ..CapabilityInteraction::default()
                 })
                 .collect(),
-            operation: operations,
             ..CapabilityRest::default()
         }],
         ..CapabilityStatement::default()
@@ -131,10 +128,14 @@ fn resource(resource_type: ResourceType) -> CapabilityResource {
     search_param.extend(search_params(resource_type).map(search_param_entry));
     let operation = OPERATIONS
         .iter()
-        .filter(|(_, t, method, _)| *t == resource_type.as_str() && *method == "post")
-        .map(|(name, t, _, _)| CapabilityOperation {
+        .filter(|(_, t, _, _, doc)| (*t == resource_type.as_str() || *t == "*") && !doc.is_empty())
+        .map(|(name, t, _, _, doc)| CapabilityOperation {
             name: Some((*name).to_owned()),
-            definition: Some(Uri::from(format!("OperationDefinition/{t}-{name}"))),
+            definition: Some(Uri::from(match *t {
+                "*" => format!("http://hl7.org/fhir/OperationDefinition/Resource-{name}"),
+                t => format!("OperationDefinition/{t}-{name}"),
+            })),
+            documentation: Some((*doc).to_owned()),
             ..CapabilityOperation::default()
         })
         .collect();
@@ -209,7 +210,12 @@ mod tests {
         for param in search_params(ResourceType::PATIENT) {
             assert!(names.contains(&param.code), "{}", param.code);
         }
-        assert_eq!(patient.operation.len(), 1);
+        let operations: Vec<_> = patient
+            .operation
+            .iter()
+            .filter_map(|o| o.name.as_deref())
+            .collect();
+        assert_eq!(operations, ["validate", "erase"]);
     }
 
     #[test]
@@ -222,7 +228,7 @@ mod tests {
                 "{code}: {method} {path}"
             );
         }
-        for (name, _, method, path) in OPERATIONS {
+        for (name, _, method, path, _) in OPERATIONS {
             assert!(
                 spec["paths"][path][method].is_object(),
                 "{name}: {method} {path}"

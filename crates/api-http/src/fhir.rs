@@ -119,6 +119,14 @@ enum EraseResponse {
 }
 
 #[derive(Debug, ApiResponse)]
+enum ValidateResponse {
+    /// Validation ran: the OperationOutcome lists every issue (an `information` issue when
+    /// there are none). Nothing is stored.
+    #[oai(status = 200)]
+    Ok(FhirJson),
+}
+
+#[derive(Debug, ApiResponse)]
 enum MetadataResponse {
     /// The CapabilityStatement.
     #[oai(status = 200)]
@@ -223,6 +231,31 @@ impl FhirApi {
         MetadataResponse::Ok(FhirJson(
             fhir_model::Resource::CapabilityStatement(Box::new(statement)).to_json(),
         ))
+    }
+
+    /// $validate: check a resource without storing it.
+    ///
+    /// Answers 200 with an OperationOutcome whether the resource is valid or not: every
+    /// structural and rule issue, each with its location, or one `information` issue.
+    #[oai(path = "/fhir/:resource_type/$validate", method = "post")]
+    async fn validate(
+        &self,
+        resource_type: Path<String>,
+        body: FhirJson,
+    ) -> Result<ValidateResponse, FhirError> {
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let issues = self.records.validate(resource_type, &body.0);
+        let outcome = if issues.is_empty() {
+            fhir_model::OperationOutcome::single(
+                fhir_model::IssueSeverity::Information,
+                fhir_model::IssueType::Informational,
+                format!("the {resource_type} is valid"),
+            )
+        } else {
+            fhir_model::OperationOutcome::from_issues(&issues)
+        };
+        Ok(ValidateResponse::Ok(crate::errors::outcome_json(outcome)))
     }
 
     /// update: store a new version of a resource (or create it with this id).

@@ -590,6 +590,20 @@ impl Records {
         }
     }
 
+    /// FHIR `$validate`: every issue `body` has as a `resource_type`, without storing anything.
+    /// Empty when it is valid. (Warnings do not make it invalid.)
+    pub fn validate(&self, resource_type: ResourceType, body: &[u8]) -> Vec<fhir_model::Issue> {
+        match parse_for(resource_type, body) {
+            Ok(resource) => resource.validate(),
+            Err(RecordsError::Invalid { issues }) => issues,
+            Err(other) => vec![fhir_model::Issue::error(
+                fhir_model::IssueType::Invalid,
+                Some(&fhir_model::Location::root("Resource").child("resourceType")),
+                other.to_string(),
+            )],
+        }
+    }
+
     /// FHIR `read`: the current version.
     pub async fn read(
         &self,
