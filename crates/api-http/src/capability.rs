@@ -58,6 +58,11 @@ pub(crate) const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
 const COMMON_PARAMS: &[(&str, &str, &str)] = &[
     ("_id", "token", "The resource id."),
     (
+        "_lastUpdated",
+        "date",
+        "When the current version was stored: eq, gt, ge, lt, le with any date precision.",
+    ),
+    (
         "_count",
         "number",
         "Page size: default 20, at most 1000; follow the next link for more.",

@@ -417,8 +417,9 @@ impl FhirApi {
     /// Identifying parameters (Patient `identifier`, `name`, `family`, `given`, `birthdate`,
     /// `telecom`, `address-postalcode`) are answered from blind indexes: string search is a
     /// case- and accent-insensitive starts-with of 3 or more letters (or `:exact`), `birthdate`
-    /// takes `YYYY`, `YYYY-MM` or `YYYY-MM-DD` equality only. `_count` (default 20, at most
-    /// 1000) sets the page size; follow the `next` link for more.
+    /// takes `YYYY`, `YYYY-MM` or `YYYY-MM-DD` equality only. Every parameter takes
+    /// `:missing=true|false`; `_id` and `_lastUpdated` work on every type. `_count` (default 20,
+    /// at most 1000) sets the page size; follow the `next` link for more.
     #[oai(path = "/fhir/:resource_type", method = "get")]
     async fn search(
         &self,

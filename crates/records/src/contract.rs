@@ -71,6 +71,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     updates_move_versions_and_keep_history(store).await;
     type_and_system_history_page_newest_first(store).await;
     a_conditional_claim_admits_one_create_until_the_resource_changes(store).await;
+    missing_and_last_updated_clauses(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -770,4 +771,63 @@ async fn a_conditional_claim_admits_one_create_until_the_resource_changes(
     update.new_key = None;
     store.update(update, 1).await.unwrap();
     store.create(claimed("c-third")).await.unwrap();
+}
+
+async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
+    use crate::index::IndexTable;
+    let device = ResourceType::parse("Device").unwrap();
+    let with_status = NewVersion {
+        index: IndexRows {
+            tokens: vec![TokenRow {
+                param: "status",
+                system: None,
+                code: "active".into(),
+            }],
+            ..IndexRows::default()
+        },
+        ..version(device, "d-with", b"x")
+    };
+    store.create(with_status).await.unwrap();
+    store
+        .create(version(device, "d-without", b"x"))
+        .await
+        .unwrap();
+    let ids = |clauses: Vec<Clause>| async move {
+        store
+            .search(&SearchQuery {
+                resource_type: device,
+                clauses,
+                after_id: None,
+                limit: 10,
+            })
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.id)
+            .collect::<Vec<_>>()
+    };
+    let missing = |missing| Clause::Missing {
+        param: "status",
+        table: IndexTable::Token,
+        missing,
+    };
+    assert_eq!(ids(vec![missing(true)]).await, ["d-without"]);
+    assert_eq!(ids(vec![missing(false)]).await, ["d-with"]);
+    // Both were stored at 2026-11-22T10:00:00.123456Z.
+    let day = (
+        datetime!(2026-11-22 0:00 UTC),
+        datetime!(2026-11-23 0:00 UTC),
+    );
+    let updated = |comparator| {
+        Clause::LastUpdated(vec![DateMatch {
+            comparator,
+            low: day.0,
+            high: day.1,
+        }])
+    };
+    assert_eq!(ids(vec![updated(DateComparator::Eq)]).await.len(), 2);
+    assert_eq!(ids(vec![updated(DateComparator::Ge)]).await.len(), 2);
+    assert!(ids(vec![updated(DateComparator::Lt)]).await.is_empty());
+    assert!(ids(vec![updated(DateComparator::Gt)]).await.is_empty());
+    assert_eq!(ids(vec![updated(DateComparator::Le)]).await.len(), 2);
 }

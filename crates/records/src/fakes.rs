@@ -10,7 +10,7 @@ use phi_crypto::fakes::MemoryKeyStore;
 use phi_crypto::{KeyOwner, KeyState, KeyStore};
 use time::OffsetDateTime;
 
-use crate::index::{Clause, IndexRows, SearchQuery};
+use crate::index::{Clause, IndexRows, IndexTable, SearchQuery};
 use crate::ports::{
     Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, StoreError,
     StoredVersion,
@@ -233,7 +233,10 @@ impl ResourceStore for MemoryStore {
             })
             .filter_map(|((_, id), entry)| {
                 let current = entry.versions.last()?;
-                let all = query.clauses.iter().all(|c| matches(c, id, &entry.index));
+                let all = query
+                    .clauses
+                    .iter()
+                    .all(|c| matches(c, id, current.last_updated, &entry.index));
                 (!current.deleted && all).then(|| current.clone())
             })
             .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
@@ -273,7 +276,7 @@ impl ResourceStore for MemoryStore {
     }
 }
 
-fn matches(clause: &Clause, id: &str, index: &IndexRows) -> bool {
+fn matches(clause: &Clause, id: &str, last_updated: OffsetDateTime, index: &IndexRows) -> bool {
     match clause {
         Clause::Id(ids) => ids.iter().any(|wanted| wanted == id),
         Clause::Blind { param, any_of } => index
@@ -298,6 +301,21 @@ fn matches(clause: &Clause, id: &str, index: &IndexRows) -> bool {
             .dates
             .iter()
             .any(|row| row.param == *param && any_of.iter().any(|m| m.matches(row.low, row.high))),
+        Clause::LastUpdated(any_of) => any_of.iter().any(|m| m.matches_instant(last_updated)),
+        Clause::Missing {
+            param,
+            table,
+            missing,
+        } => {
+            let present = match table {
+                IndexTable::Blind => index.blind.iter().any(|r| r.param == *param),
+                IndexTable::Token => index.tokens.iter().any(|r| r.param == *param),
+                IndexTable::Reference => index.references.iter().any(|r| r.param == *param),
+                IndexTable::Date => index.dates.iter().any(|r| r.param == *param),
+                IndexTable::String => index.strings.iter().any(|r| r.param == *param),
+            };
+            present != *missing
+        }
         Clause::String { param, any_of } => index.strings.iter().any(|row| {
             row.param == *param && any_of.iter().any(|p| row.folded.starts_with(p.as_str()))
         }),

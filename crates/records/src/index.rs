@@ -163,6 +163,37 @@ pub enum Clause {
         param: &'static str,
         any_of: Vec<String>,
     },
+    /// `_lastUpdated`: the resource's current version's time.
+    LastUpdated(Vec<DateMatch>),
+    /// `:missing=true` (no value at all for the parameter) or `:missing=false` (some value).
+    Missing {
+        param: &'static str,
+        table: IndexTable,
+        missing: bool,
+    },
+}
+
+/// Which index table holds a parameter's rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexTable {
+    Blind,
+    Token,
+    Reference,
+    Date,
+    String,
+}
+
+impl IndexTable {
+    pub fn of(param: &SearchParam) -> Self {
+        use fhir_model::search::ParamKind;
+        match (param.protection, param.kind) {
+            (Protection::Blind, _) => Self::Blind,
+            (Protection::Plain, ParamKind::Token) => Self::Token,
+            (Protection::Plain, ParamKind::Reference) => Self::Reference,
+            (Protection::Plain, ParamKind::Date) => Self::Date,
+            (Protection::Plain, ParamKind::String) => Self::String,
+        }
+    }
 }
 
 /// `system|code`, `|code` (no system), `code` (any system), `system|` (any code).
@@ -203,6 +234,11 @@ pub enum DateComparator {
 }
 
 impl DateMatch {
+    /// Whether an instant (a range of one microsecond) matches.
+    pub fn matches_instant(&self, at: OffsetDateTime) -> bool {
+        self.matches(at, at + time::Duration::MICROSECOND)
+    }
+
     /// Whether a stored range `[low, high)` matches.
     pub fn matches(&self, low: OffsetDateTime, high: OffsetDateTime) -> bool {
         match self.comparator {
@@ -250,11 +286,25 @@ impl SearchQuery {
                         })
                         .collect(),
                     Clause::String { any_of, .. } => any_of.clone(),
+                    Clause::LastUpdated(any_of) => any_of
+                        .iter()
+                        .map(|m| {
+                            format!(
+                                "{:?}:{}:{}",
+                                m.comparator,
+                                m.low.unix_timestamp_nanos(),
+                                m.high.unix_timestamp_nanos()
+                            )
+                        })
+                        .collect(),
+                    Clause::Missing { missing, .. } => vec![missing.to_string()],
                 };
                 parts.sort();
                 parts.dedup();
                 let param = match clause {
                     Clause::Id(_) => "_id",
+                    Clause::LastUpdated(_) => "_lastUpdated",
+                    Clause::Missing { param, .. } => param,
                     Clause::Blind { param, .. }
                     | Clause::Token { param, .. }
                     | Clause::Reference { param, .. }

@@ -9,7 +9,8 @@ use fhir_model::search::{ParamKind, Protection, SearchParam, date_range, search_
 use phi_crypto::{BlindIndex, BlindQueryError, fold};
 
 use crate::index::{
-    Clause, DateComparator, DateMatch, ReferenceMatch, SearchQuery, TokenMatch, blind_token_value,
+    Clause, DateComparator, DateMatch, IndexTable, ReferenceMatch, SearchQuery, TokenMatch,
+    blind_token_value,
 };
 
 pub const DEFAULT_COUNT: u64 = 20;
@@ -66,6 +67,14 @@ pub fn parse(
                 no_modifier(name, modifier)?;
                 query.clauses.push(Clause::Id(alternatives(value)));
             }
+            "_lastUpdated" => {
+                no_modifier(name, modifier)?;
+                let any_of = alternatives(value)
+                    .iter()
+                    .map(|v| date_match(name, v))
+                    .collect::<Result<Vec<_>, _>>()?;
+                query.clauses.push(Clause::LastUpdated(any_of));
+            }
             _ => {
                 let param = search_param(resource_type, code).ok_or_else(|| {
                     error(
@@ -118,11 +127,24 @@ fn clause(
     value: &str,
     blind: &BlindIndex,
 ) -> Result<Clause, SearchError> {
-    let values = alternatives(value);
+    let value = value.to_owned();
+    let values = alternatives(&value);
     if values.iter().any(String::is_empty) {
         return Err(error(name, "has an empty value"));
     }
-    // No plain parameter takes a modifier yet (:missing, :not, :above… come with full search).
+    if modifier == Some("missing") {
+        let missing = match value.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => return Err(error(name, ":missing takes true or false")),
+        };
+        return Ok(Clause::Missing {
+            param: param.code,
+            table: IndexTable::of(param),
+            missing,
+        });
+    }
+    // No other modifier on plain parameters yet (:not, :above, :below, :text…).
     if let (Protection::Plain, Some(other)) = (param.protection, modifier) {
         return Err(unsupported_modifier(name, param, other));
     }

@@ -535,6 +535,37 @@ fn clause_condition(clause: &Clause) -> Expr {
             }
             exists_in(SEARCH_DATE, param, any)
         }
+        Clause::LastUpdated(any_of) => {
+            use records::index::DateComparator as C;
+            let mut any = Cond::any();
+            for m in any_of {
+                let at = || col("r", "last_updated");
+                any = any.add(match m.comparator {
+                    C::Eq => Cond::all().add(at().gte(m.low)).add(at().lt(m.high)),
+                    C::Gt => Cond::all().add(at().gte(m.high)),
+                    C::Ge => Cond::all().add(at().gte(m.low)),
+                    C::Lt => Cond::all().add(at().lt(m.low)),
+                    C::Le => Cond::all().add(at().lt(m.high)),
+                });
+            }
+            Expr::expr(any)
+        }
+        Clause::Missing {
+            param,
+            table,
+            missing,
+        } => {
+            use records::index::IndexTable;
+            let table = match table {
+                IndexTable::Blind => SEARCH_BLIND,
+                IndexTable::Token => SEARCH_TOKEN,
+                IndexTable::Reference => SEARCH_REFERENCE,
+                IndexTable::Date => SEARCH_DATE,
+                IndexTable::String => SEARCH_STRING,
+            };
+            let present = exists_in(table, param, Cond::all());
+            if *missing { present.not() } else { present }
+        }
         Clause::String { param, any_of } => {
             let mut any = Cond::any();
             for prefix in any_of {

@@ -134,6 +134,19 @@ fn blind_indexed_parameters_find_patients_with_fhir_semantics() {
     );
     assert_eq!(search_ids(&records, p, &[("gender", "male")]), ["id-2"]);
     assert_eq!(
+        search_ids(&records, p, &[("telecom:missing", "true")]),
+        ["id-2"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("address-postalcode:missing", "false")]),
+        ["id-1"]
+    );
+    assert_eq!(
+        search_ids(&records, p, &[("_lastUpdated", "2026-11-22")]),
+        ["id-1", "id-2"]
+    );
+    assert!(search_ids(&records, p, &[("_lastUpdated", "lt2026-11-22")]).is_empty());
+    assert_eq!(
         search_ids(&records, p, &[("family", "mul"), ("gender", "female")]),
         ["id-1"]
     );
