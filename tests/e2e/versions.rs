@@ -438,3 +438,79 @@ async fn validate_checks_without_storing() {
     assert_eq!(app.db.row_count("resource").await, 0, "nothing stored");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn prefer_shapes_write_answers_and_lenient_search() {
+    let app = TestApp::start(store_sql::testing::TestDatabase::sqlite()).await;
+    let send = |prefer: &'static str| {
+        app.client
+            .post(app.url("/fhir/Patient"))
+            .header("content-type", "application/fhir+json")
+            .header("prefer", prefer)
+            .body(patient("p", "Preferred").to_string())
+            .send()
+    };
+    let minimal = send("return=minimal").await.unwrap();
+    assert_eq!(minimal.status(), 201);
+    let location = minimal.headers()["location"].to_str().unwrap().to_owned();
+    assert!(minimal.bytes().await.unwrap().is_empty());
+    let outcome = fhir_json(send("return=OperationOutcome").await.unwrap()).await;
+    assert_eq!(outcome["resourceType"], "OperationOutcome");
+    assert!(
+        outcome["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .starts_with("created Patient/")
+    );
+    let full = fhir_json(send("return=representation").await.unwrap()).await;
+    assert_eq!(full["resourceType"], "Patient");
+    // Update honours it too.
+    let id = location.split('/').rev().nth(2).unwrap().to_owned();
+    let updated = app
+        .client
+        .put(app.url(&format!("/fhir/Patient/{id}")))
+        .header("content-type", "application/fhir+json")
+        .header("prefer", "return=minimal")
+        .body(patient(&id, "Again").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    assert!(updated.bytes().await.unwrap().is_empty());
+
+    // Unknown search parameters: 400 by default, ignored and reported when lenient.
+    assert_eq!(
+        app.get("/fhir/Patient?family=pref&shoe-size=9")
+            .await
+            .status(),
+        400
+    );
+    let lenient = app
+        .client
+        .get(app.url("/fhir/Patient?family=pref&shoe-size=9"))
+        .header("prefer", "handling=lenient")
+        .send()
+        .await
+        .unwrap();
+    let bundle = fhir_json(lenient).await;
+    let entries = bundle["entry"].as_array().unwrap();
+    let outcome = entries
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .unwrap();
+    assert!(
+        outcome["resource"]["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("shoe-size")
+    );
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["search"]["mode"] == "match")
+            .count(),
+        2,
+        "three created, one renamed"
+    );
+    app.stop().await;
+}

@@ -193,12 +193,8 @@ impl FhirApi {
         tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, "created");
         let location = version_url(&base_url(request), &stored);
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
-        Ok(CreateResponse::Created(
-            FhirJson(stored.body),
-            location,
-            etag,
-            last_modified,
-        ))
+        let body = returned(request, &stored, "created");
+        Ok(CreateResponse::Created(body, location, etag, last_modified))
     }
 
     /// read: the current version of a resource.
@@ -287,9 +283,11 @@ impl FhirApi {
         let location = version_url(&base_url(request), &stored);
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
         Ok(if created {
-            UpdateResponse::Created(FhirJson(stored.body), location, etag, last_modified)
+            let body = returned(request, &stored, "created");
+            UpdateResponse::Created(body, location, etag, last_modified)
         } else {
-            UpdateResponse::Updated(FhirJson(stored.body), location, etag, last_modified)
+            let body = returned(request, &stored, "updated");
+            UpdateResponse::Updated(body, location, etag, last_modified)
         })
     }
 
@@ -514,9 +512,10 @@ impl FhirApi {
                 ),
             ))
         })?;
+        let lenient = preference(request, "handling").as_deref() == Some("lenient");
         let page = self
             .records
-            .search(resource_type, &params)
+            .search_with(resource_type, &params, lenient)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(%resource_type, matches = page.resources.len(), "searched");
@@ -590,6 +589,38 @@ fn history_bundle(
         bundle["entry"] = Value::Array(items);
     }
     serde_json::to_vec(&bundle).unwrap_or_default()
+}
+
+/// The value of one preference in the `Prefer` header (`return=minimal, handling=lenient`).
+fn preference(request: &Request, name: &str) -> Option<String> {
+    request
+        .headers()
+        .get_all("prefer")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split([',', ';']))
+        .filter_map(|pref| pref.trim().split_once('='))
+        .find(|(key, _)| key.trim().eq_ignore_ascii_case(name))
+        .map(|(_, value)| value.trim().trim_matches('"').to_owned())
+}
+
+/// The body of a write's answer per `Prefer: return=…`: the resource (`representation`, the
+/// default), nothing (`minimal`), or an OperationOutcome saying what happened.
+fn returned(request: &Request, stored: &StoredResource, what: &str) -> FhirJson {
+    match preference(request, "return").as_deref() {
+        Some("minimal") => FhirJson(Vec::new()),
+        Some("OperationOutcome") => {
+            crate::errors::outcome_json(fhir_model::OperationOutcome::single(
+                fhir_model::IssueSeverity::Information,
+                fhir_model::IssueType::Informational,
+                format!(
+                    "{what} {}/{} version {}",
+                    stored.resource_type, stored.id, stored.version
+                ),
+            ))
+        }
+        _ => FhirJson(stored.body.clone()),
+    }
 }
 
 /// `_count` and `_since` of a history request.
@@ -687,6 +718,22 @@ fn searchset(
             })
         })
         .collect();
+    let mut entries = entries;
+    if !page.ignored.is_empty() {
+        let outcome = fhir_model::OperationOutcome::single(
+            fhir_model::IssueSeverity::Warning,
+            fhir_model::IssueType::NotSupported,
+            format!(
+                "ignored under Prefer: handling=lenient (not search parameters of {resource_type}): {}",
+                page.ignored.join(", ")
+            ),
+        );
+        let outcome = fhir_model::Resource::OperationOutcome(Box::new(outcome));
+        entries.push(json!({
+            "resource": serde_json::from_slice::<Value>(&outcome.to_json()).unwrap_or(Value::Null),
+            "search": {"mode": "outcome"},
+        }));
+    }
     let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "link": links});
     if !entries.is_empty() {
         bundle["entry"] = Value::Array(entries);

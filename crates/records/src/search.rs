@@ -37,6 +37,19 @@ pub fn parse(
     params: &[(String, String)],
     blind: &BlindIndex,
 ) -> Result<SearchQuery, SearchError> {
+    parse_with(resource_type, params, blind, false).map(|(query, _)| query)
+}
+
+/// As [`parse`]; with `lenient` (FHIR `Prefer: handling=lenient`) parameters the type does not
+/// have are left out instead of refused, and returned so the answer can say so. Malformed
+/// values of known parameters are refused either way.
+pub fn parse_with(
+    resource_type: ResourceType,
+    params: &[(String, String)],
+    blind: &BlindIndex,
+    lenient: bool,
+) -> Result<(SearchQuery, Vec<String>), SearchError> {
+    let mut ignored = Vec::new();
     let mut query = SearchQuery {
         resource_type,
         clauses: Vec::new(),
@@ -75,20 +88,21 @@ pub fn parse(
                     .collect::<Result<Vec<_>, _>>()?;
                 query.clauses.push(Clause::LastUpdated(any_of));
             }
-            _ => {
-                let param = search_param(resource_type, code).ok_or_else(|| {
-                    error(
+            _ => match search_param(resource_type, code) {
+                Some(param) => query
+                    .clauses
+                    .push(clause(param, name, modifier, value, blind)?),
+                None if lenient => ignored.push(name.clone()),
+                None => {
+                    return Err(error(
                         name,
                         format!("{resource_type} has no search parameter of that name"),
-                    )
-                })?;
-                query
-                    .clauses
-                    .push(clause(param, name, modifier, value, blind)?);
-            }
+                    ));
+                }
+            },
         }
     }
-    Ok(query)
+    Ok((query, ignored))
 }
 
 fn no_modifier(name: &str, modifier: Option<&str>) -> Result<(), SearchError> {

@@ -111,6 +111,8 @@ pub struct SearchPage {
     pub resources: Vec<StoredResource>,
     /// The cursor of the next page, if there may be one.
     pub next_cursor: Option<String>,
+    /// Parameters left out under lenient handling (unknown for the type).
+    pub ignored: Vec<String>,
 }
 
 /// The FHIR record use cases, over the ports they need.
@@ -633,7 +635,19 @@ impl Records {
         resource_type: ResourceType,
         params: &[(String, String)],
     ) -> Result<SearchPage, RecordsError> {
-        let mut query = search::parse(resource_type, params, &self.vault.blind_index())?;
+        self.search_with(resource_type, params, false).await
+    }
+
+    /// As [`Records::search`]; `lenient` leaves out unknown parameters (listed in the page's
+    /// `ignored`) instead of refusing them.
+    pub async fn search_with(
+        &self,
+        resource_type: ResourceType,
+        params: &[(String, String)],
+        lenient: bool,
+    ) -> Result<SearchPage, RecordsError> {
+        let (mut query, ignored) =
+            search::parse_with(resource_type, params, &self.vault.blind_index(), lenient)?;
         let limit = query.limit;
         // One more than asked says whether a next page exists.
         query.limit = limit.saturating_add(1);
@@ -652,6 +666,7 @@ impl Records {
         Ok(SearchPage {
             resources,
             next_cursor,
+            ignored,
         })
     }
 
