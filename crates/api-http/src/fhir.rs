@@ -735,6 +735,9 @@ fn searchset(
         }));
     }
     let mut bundle = json!({"resourceType": "Bundle", "type": "searchset", "link": links});
+    if let Some(total) = page.total {
+        bundle["total"] = json!(total);
+    }
     if !entries.is_empty() {
         bundle["entry"] = Value::Array(entries);
     }

@@ -812,6 +812,17 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
         missing,
     };
     assert_eq!(ids(vec![missing(true)]).await, ["d-without"]);
+    let all_devices = SearchQuery {
+        resource_type: device,
+        clauses: vec![],
+        after_id: Some("d-with".into()),
+        limit: 1,
+    };
+    assert_eq!(
+        store.count(&all_devices).await.unwrap(),
+        2,
+        "paging does not change the count"
+    );
     assert_eq!(ids(vec![missing(false)]).await, ["d-with"]);
     // Both were stored at 2026-11-22T10:00:00.123456Z.
     let day = (

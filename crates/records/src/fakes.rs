@@ -243,6 +243,16 @@ impl ResourceStore for MemoryStore {
             .collect())
     }
 
+    async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        let everything = SearchQuery {
+            after_id: None,
+            limit: u64::MAX,
+            ..query.clone()
+        };
+        let found = self.search(&everything).await?;
+        Ok(u64::try_from(found.len()).unwrap_or(u64::MAX))
+    }
+
     async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
         let owner = KeyOwner::parse(key_owner).ok_or_else(|| StoreError::Corrupt {
             resource_type: "Patient".into(),

@@ -219,6 +219,9 @@ pub trait ResourceStore: Send + Sync {
     /// order after `query.after_id`, at most `query.limit` of them.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError>;
 
+    /// How many current, non-deleted resources match every clause (paging ignored).
+    async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError>;
+
     /// Crypto-shredding of a patient compartment, in one transaction: destroys the data key of
     /// `key_owner` (leaving a tombstone), deletes the index rows of every resource sealed under
     /// it, and marks those resources deleted. The sealed versions stay, unreadable.

@@ -31,13 +31,23 @@ fn error(param: &str, reason: impl Into<String>) -> SearchError {
     }
 }
 
+/// A parsed search request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub query: SearchQuery,
+    /// Unknown parameters left out under lenient handling.
+    pub ignored: Vec<String>,
+    /// `_total=accurate|estimate`: count every match.
+    pub total: bool,
+}
+
 /// Parses `params` (name, value pairs as they came in the URL) for `resource_type`.
 pub fn parse(
     resource_type: ResourceType,
     params: &[(String, String)],
     blind: &BlindIndex,
 ) -> Result<SearchQuery, SearchError> {
-    parse_with(resource_type, params, blind, false).map(|(query, _)| query)
+    parse_with(resource_type, params, blind, false).map(|parsed| parsed.query)
 }
 
 /// As [`parse`]; with `lenient` (FHIR `Prefer: handling=lenient`) parameters the type does not
@@ -48,8 +58,9 @@ pub fn parse_with(
     params: &[(String, String)],
     blind: &BlindIndex,
     lenient: bool,
-) -> Result<(SearchQuery, Vec<String>), SearchError> {
+) -> Result<Parsed, SearchError> {
     let mut ignored = Vec::new();
+    let mut total = false;
     let mut query = SearchQuery {
         resource_type,
         clauses: Vec::new(),
@@ -62,6 +73,15 @@ pub fn parse_with(
             None => (name.as_str(), None),
         };
         match code {
+            "_total" => {
+                no_modifier(name, modifier)?;
+                total = match value.as_str() {
+                    "none" => false,
+                    // A count is exact and cheap enough here, so an estimate is exact too.
+                    "estimate" | "accurate" => true,
+                    _ => return Err(error(name, "takes none, estimate or accurate")),
+                };
+            }
             "_count" => {
                 no_modifier(name, modifier)?;
                 query.limit = value
@@ -102,7 +122,11 @@ pub fn parse_with(
             },
         }
     }
-    Ok((query, ignored))
+    Ok(Parsed {
+        query,
+        ignored,
+        total,
+    })
 }
 
 fn no_modifier(name: &str, modifier: Option<&str>) -> Result<(), SearchError> {

@@ -113,6 +113,8 @@ pub struct SearchPage {
     pub next_cursor: Option<String>,
     /// Parameters left out under lenient handling (unknown for the type).
     pub ignored: Vec<String>,
+    /// Every match, when `_total` asked for it.
+    pub total: Option<u64>,
 }
 
 /// The FHIR record use cases, over the ports they need.
@@ -646,8 +648,16 @@ impl Records {
         params: &[(String, String)],
         lenient: bool,
     ) -> Result<SearchPage, RecordsError> {
-        let (mut query, ignored) =
-            search::parse_with(resource_type, params, &self.vault.blind_index(), lenient)?;
+        let search::Parsed {
+            mut query,
+            ignored,
+            total,
+        } = search::parse_with(resource_type, params, &self.vault.blind_index(), lenient)?;
+        let total = if total {
+            Some(self.store.count(&query).await?)
+        } else {
+            None
+        };
         let limit = query.limit;
         // One more than asked says whether a next page exists.
         query.limit = limit.saturating_add(1);
@@ -667,6 +677,7 @@ impl Records {
             resources,
             next_cursor,
             ignored,
+            total,
         })
     }
 

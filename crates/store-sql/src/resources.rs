@@ -157,6 +157,20 @@ impl ResourceStore for SqlStore {
             .collect()
     }
 
+    #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type))]
+    async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        let row = self
+            .db
+            .query_one(&count_statement(query))
+            .await
+            .map_err(unavailable)?;
+        let matches: i64 = match row {
+            Some(row) => row.try_get("", "matches").map_err(unavailable)?,
+            None => 0,
+        };
+        Ok(u64::try_from(matches).unwrap_or(0))
+    }
+
     #[tracing::instrument(skip_all)]
     async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
         let txn = self.db.begin().await.map_err(unavailable)?;
@@ -460,17 +474,33 @@ fn search_statement(query: &SearchQuery) -> SelectStatement {
                 .add(col("v", "id").equals((name("r"), name("id"))))
                 .add(col("v", "version").equals((name("r"), name("version")))),
         )
-        .and_where(col("r", "resource_type").eq(query.resource_type.as_str()))
-        .and_where(col("r", "deleted").eq(false))
         .order_by((name("r"), name("id")), Order::Asc)
         .limit(query.limit);
     if let Some(after) = &query.after_id {
         select.and_where(col("r", "id").gt(after.as_str()));
     }
+    matching(&mut select, query);
+    select.to_owned()
+}
+
+/// `SELECT COUNT(*) FROM resource r WHERE <clauses>`: every match, regardless of paging.
+fn count_statement(query: &SearchQuery) -> SelectStatement {
+    let mut select = Query::select();
+    select
+        .expr_as(Expr::cust("COUNT(*)"), name("matches"))
+        .from_as(name(RESOURCE), name("r"));
+    matching(&mut select, query);
+    select.to_owned()
+}
+
+/// The current, non-deleted resources of the query's type that match every clause.
+fn matching(select: &mut SelectStatement, query: &SearchQuery) {
+    select
+        .and_where(col("r", "resource_type").eq(query.resource_type.as_str()))
+        .and_where(col("r", "deleted").eq(false));
     for clause in &query.clauses {
         select.and_where(clause_condition(clause));
     }
-    select.to_owned()
 }
 
 /// `EXISTS (SELECT 1 FROM <table> i WHERE i is r's row for param AND (alternatives))`.

@@ -146,6 +146,14 @@ fn blind_indexed_parameters_find_patients_with_fhir_semantics() {
         ["id-1", "id-2"]
     );
     assert!(search_ids(&records, p, &[("_lastUpdated", "lt2026-11-22")]).is_empty());
+    let counted = block_on(records.search(
+        p,
+        &params(&[("family", "mul"), ("_count", "1"), ("_total", "accurate")]),
+    ))
+    .unwrap();
+    assert_eq!((counted.resources.len(), counted.total), (1, Some(2)));
+    let uncounted = block_on(records.search(p, &params(&[("family", "mul")]))).unwrap();
+    assert_eq!(uncounted.total, None, "no total unless asked");
     assert_eq!(
         search_ids(&records, p, &[("family", "mul"), ("gender", "female")]),
         ["id-1"]
