@@ -417,7 +417,9 @@ impl FhirApi {
     /// case- and accent-insensitive starts-with of 3 or more letters (or `:exact`), `birthdate`
     /// takes `YYYY`, `YYYY-MM` or `YYYY-MM-DD` equality only. Every parameter takes
     /// `:missing=true|false`; `_id` and `_lastUpdated` work on every type. `_count` (default 20,
-    /// at most 1000) sets the page size; follow the `next` link for more.
+    /// at most 1000) sets the page size; follow the `next` link for more. `_sort=_lastUpdated`
+    /// or `-_lastUpdated` orders by time (ties by id; by id otherwise); `_total=accurate` adds
+    /// the number of matches. `Prefer: handling=lenient` ignores unknown parameters.
     #[oai(path = "/fhir/:resource_type", method = "get")]
     async fn search(
         &self,

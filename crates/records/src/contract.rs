@@ -72,6 +72,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     type_and_system_history_page_newest_first(store).await;
     a_conditional_claim_admits_one_create_until_the_resource_changes(store).await;
     missing_and_last_updated_clauses(store).await;
+    sorting_by_last_updated_pages_by_time_then_id(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -357,6 +358,7 @@ async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
             clauses,
             after_id: None,
             limit: 100,
+            sort: None,
         };
         store
             .search(&query)
@@ -483,6 +485,7 @@ async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
             clauses: vec![reference(None, "p1")],
             after_id: Some("s1".into()),
             limit: 1,
+            sort: None,
         })
         .await
         .unwrap();
@@ -528,6 +531,7 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
         }],
         after_id: None,
         limit: 10,
+        sort: None,
     };
     assert_eq!(store.search(&blind()).await.unwrap().len(), 3);
     let at = datetime!(2026-11-24 10:00 UTC);
@@ -594,6 +598,7 @@ async fn updates_move_versions_and_keep_history(store: &dyn ResourceStore) {
                 }],
                 after_id: None,
                 limit: 10,
+                sort: None,
             })
             .await
             .unwrap()
@@ -799,6 +804,7 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
                 clauses,
                 after_id: None,
                 limit: 10,
+                sort: None,
             })
             .await
             .unwrap()
@@ -817,6 +823,7 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
         clauses: vec![],
         after_id: Some("d-with".into()),
         limit: 1,
+        sort: None,
     };
     assert_eq!(
         store.count(&all_devices).await.unwrap(),
@@ -841,4 +848,42 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
     assert!(ids(vec![updated(DateComparator::Lt)]).await.is_empty());
     assert!(ids(vec![updated(DateComparator::Gt)]).await.is_empty());
     assert_eq!(ids(vec![updated(DateComparator::Le)]).await.len(), 2);
+}
+
+async fn sorting_by_last_updated_pages_by_time_then_id(store: &dyn ResourceStore) {
+    use crate::index::{Sort, SortKey};
+    let location = ResourceType::parse("Location").unwrap();
+    // Two share a time: the tie goes by id.
+    for (id, minute) in [("l-a", 3), ("l-b", 1), ("l-c", 2), ("l-d", 2)] {
+        let mut v = version(location, id, b"x");
+        v.last_updated = datetime!(2027-01-01 10:00 UTC) + time::Duration::minutes(minute);
+        store.create(v).await.unwrap();
+    }
+    let page = |descending: bool, after: Option<(&'static str, i64)>, limit: u64| async move {
+        let query = SearchQuery {
+            resource_type: location,
+            clauses: vec![],
+            after_id: after.map(|(id, _)| id.to_owned()),
+            limit,
+            sort: Some(Sort {
+                key: SortKey::LastUpdated,
+                descending,
+                after: after.map(|(_, minute)| {
+                    datetime!(2027-01-01 10:00 UTC) + time::Duration::minutes(minute)
+                }),
+            }),
+        };
+        store
+            .search(&query)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|v| v.id)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(page(false, None, 10).await, ["l-b", "l-c", "l-d", "l-a"]);
+    assert_eq!(page(true, None, 10).await, ["l-a", "l-c", "l-d", "l-b"]);
+    assert_eq!(page(false, Some(("l-c", 2)), 10).await, ["l-d", "l-a"]);
+    assert_eq!(page(true, Some(("l-c", 2)), 10).await, ["l-d", "l-b"]);
+    assert_eq!(page(true, Some(("l-a", 3)), 1).await, ["l-c"]);
 }

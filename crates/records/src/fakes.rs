@@ -226,11 +226,9 @@ impl ResourceStore for MemoryStore {
 
     async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError> {
         let entries = self.lock()?;
-        Ok(entries
+        let mut found: Vec<StoredVersion> = entries
             .iter()
-            .filter(|((rt, id), _)| {
-                *rt == query.resource_type && query.after_id.as_ref().is_none_or(|after| id > after)
-            })
+            .filter(|((rt, _), _)| *rt == query.resource_type)
             .filter_map(|((_, id), entry)| {
                 let current = entry.versions.last()?;
                 let all = query
@@ -239,8 +237,25 @@ impl ResourceStore for MemoryStore {
                     .all(|c| matches(c, id, current.last_updated, &entry.index));
                 (!current.deleted && all).then(|| current.clone())
             })
-            .take(usize::try_from(query.limit).unwrap_or(usize::MAX))
-            .collect())
+            .filter(|v| match (&query.after_id, &query.sort) {
+                (None, _) => true,
+                (Some(after), None) => v.id > *after,
+                (Some(after), Some(sort)) => sort.is_after(v.last_updated, &v.id, after),
+            })
+            .collect();
+        if let Some(sort) = query.sort {
+            found.sort_by(|a, b| {
+                let by_time = a.last_updated.cmp(&b.last_updated);
+                let by_time = if sort.descending {
+                    by_time.reverse()
+                } else {
+                    by_time
+                };
+                by_time.then_with(|| a.id.cmp(&b.id))
+            });
+        }
+        found.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        Ok(found)
     }
 
     async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError> {

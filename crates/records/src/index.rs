@@ -133,9 +133,40 @@ pub struct SearchQuery {
     pub resource_type: ResourceType,
     /// Every clause must hold (FHIR: repeated parameters are AND).
     pub clauses: Vec<Clause>,
-    /// Only ids after this one (keyset paging).
+    /// Only resources after this id (keyset paging; with a sort, after `sort.after` too).
     pub after_id: Option<String>,
     pub limit: u64,
+    /// `_sort`; `None`: by id.
+    pub sort: Option<Sort>,
+}
+
+/// Order of search results: by the sort key, then by id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort {
+    pub key: SortKey,
+    pub descending: bool,
+    /// The sort value of the last resource of the previous page (with `after_id`).
+    pub after: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    /// When the current version was stored.
+    LastUpdated,
+}
+
+impl Sort {
+    /// Whether a resource with sort value `value` and id `id` comes after the cursor.
+    pub fn is_after(&self, value: OffsetDateTime, id: &str, after_id: &str) -> bool {
+        let Some(after) = self.after else {
+            return id > after_id;
+        };
+        if value == after {
+            id > after_id
+        } else {
+            (value > after) != self.descending
+        }
+    }
 }
 
 /// One parameter of a search; each lists alternatives, any of which may match (FHIR: `a,b`).

@@ -9,8 +9,8 @@ use fhir_model::search::{ParamKind, Protection, SearchParam, date_range, search_
 use phi_crypto::{BlindIndex, BlindQueryError, fold};
 
 use crate::index::{
-    Clause, DateComparator, DateMatch, IndexTable, ReferenceMatch, SearchQuery, TokenMatch,
-    blind_token_value,
+    Clause, DateComparator, DateMatch, IndexTable, ReferenceMatch, SearchQuery, Sort, SortKey,
+    TokenMatch, blind_token_value,
 };
 
 pub const DEFAULT_COUNT: u64 = 20;
@@ -61,11 +61,13 @@ pub fn parse_with(
 ) -> Result<Parsed, SearchError> {
     let mut ignored = Vec::new();
     let mut total = false;
+    let mut cursor = None;
     let mut query = SearchQuery {
         resource_type,
         clauses: Vec::new(),
         after_id: None,
         limit: DEFAULT_COUNT,
+        sort: None,
     };
     for (name, value) in params {
         let (code, modifier) = match name.split_once(':') {
@@ -91,10 +93,29 @@ pub fn parse_with(
             }
             "_cursor" => {
                 no_modifier(name, modifier)?;
-                query.after_id = Some(
-                    decode_cursor(value)
-                        .ok_or_else(|| error(name, "is not a cursor this server issued"))?,
-                );
+                cursor = Some(value.as_str());
+            }
+            "_sort" => {
+                no_modifier(name, modifier)?;
+                let (descending, key) = match value.strip_prefix('-') {
+                    Some(key) => (true, key),
+                    None => (false, value.as_str()),
+                };
+                let key = match key {
+                    "_lastUpdated" => SortKey::LastUpdated,
+                    _ => {
+                        return Err(error(
+                            name,
+                            "supports _lastUpdated and -_lastUpdated (other sort keys are not \
+                             supported yet)",
+                        ));
+                    }
+                };
+                query.sort = Some(Sort {
+                    key,
+                    descending,
+                    after: None,
+                });
             }
             "_id" => {
                 no_modifier(name, modifier)?;
@@ -121,6 +142,22 @@ pub fn parse_with(
                 }
             },
         }
+    }
+    if let Some(cursor) = cursor {
+        let invalid = || {
+            error(
+                "_cursor",
+                "is not a cursor this server issued for this search",
+            )
+        };
+        let (after_value, after_id) = decode_cursor(cursor).ok_or_else(invalid)?;
+        // A cursor carries a sort value exactly when the search is sorted.
+        match (&mut query.sort, after_value) {
+            (Some(sort), Some(value)) => sort.after = Some(value),
+            (None, None) => {}
+            _ => return Err(invalid()),
+        }
+        query.after_id = Some(after_id);
     }
     Ok(Parsed {
         query,
@@ -338,14 +375,29 @@ fn date_match(name: &str, value: &str) -> Result<DateMatch, SearchError> {
     })
 }
 
-/// The opaque cursor of the page after `id`.
-pub fn encode_cursor(id: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+/// The opaque cursor of the page after the resource `id` (with its sort value, if sorted).
+pub fn encode_cursor(id: &str, sort_value: Option<time::OffsetDateTime>) -> String {
+    let text = match sort_value {
+        Some(value) => format!("after:{}:{id}", value.unix_timestamp_nanos()),
+        None => format!("after:{id}"),
+    };
+    URL_SAFE_NO_PAD.encode(text)
 }
 
-fn decode_cursor(cursor: &str) -> Option<String> {
+fn decode_cursor(cursor: &str) -> Option<(Option<time::OffsetDateTime>, String)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    let id = text.strip_prefix("after:")?;
-    fhir_model::is_valid_id(id).then(|| id.to_owned())
+    let rest = text.strip_prefix("after:")?;
+    // Ids have no ':', so a colon means a sort value comes first.
+    let (value, id) = match rest.split_once(':') {
+        Some((nanos, id)) => {
+            let nanos: i128 = nanos.parse().ok()?;
+            (
+                Some(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?),
+                id,
+            )
+        }
+        None => (None, rest),
+    };
+    fhir_model::is_valid_id(id).then(|| (value, id.to_owned()))
 }

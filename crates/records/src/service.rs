@@ -665,7 +665,9 @@ impl Records {
         let more = u64::try_from(found.len()).unwrap_or(u64::MAX) > limit;
         found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next_cursor = if more {
-            found.last().map(|last| encode_cursor(&last.id))
+            found
+                .last()
+                .map(|last| encode_cursor(&last.id, query.sort.map(|_| last.last_updated)))
         } else {
             None
         };

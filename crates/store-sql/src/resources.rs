@@ -474,11 +474,38 @@ fn search_statement(query: &SearchQuery) -> SelectStatement {
                 .add(col("v", "id").equals((name("r"), name("id"))))
                 .add(col("v", "version").equals((name("r"), name("version")))),
         )
-        .order_by((name("r"), name("id")), Order::Asc)
         .limit(query.limit);
-    if let Some(after) = &query.after_id {
-        select.and_where(col("r", "id").gt(after.as_str()));
+    match query.sort {
+        None => {
+            if let Some(after) = &query.after_id {
+                select.and_where(col("r", "id").gt(after.as_str()));
+            }
+        }
+        Some(sort) => {
+            // The only sort key so far is the head row's last_updated; ties go by id.
+            let order = if sort.descending {
+                Order::Desc
+            } else {
+                Order::Asc
+            };
+            select.order_by((name("r"), name("last_updated")), order);
+            if let (Some(after_id), Some(after)) = (&query.after_id, sort.after) {
+                let beyond = if sort.descending {
+                    col("r", "last_updated").lt(after)
+                } else {
+                    col("r", "last_updated").gt(after)
+                };
+                select.cond_where(
+                    Cond::any().add(beyond).add(
+                        Cond::all()
+                            .add(col("r", "last_updated").eq(after))
+                            .add(col("r", "id").gt(after_id.as_str())),
+                    ),
+                );
+            }
+        }
     }
+    select.order_by((name("r"), name("id")), Order::Asc);
     matching(&mut select, query);
     select.to_owned()
 }

@@ -190,6 +190,55 @@ fn blind_indexed_parameters_find_patients_with_fhir_semantics() {
 }
 
 #[test]
+fn sorted_paging_by_last_updated_walks_every_match_once_in_order() {
+    let records = records();
+    let clock_records = records.clone();
+    for n in 0..5 {
+        let body = json!({"resourceType": "Patient", "name": [{"family": format!("Sorted{n}")}]});
+        block_on(clock_records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+    }
+    for sort in ["_lastUpdated", "-_lastUpdated"] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut pairs = params(&[("family", "sorted"), ("_count", "2"), ("_sort", sort)]);
+            if let Some(c) = &cursor {
+                pairs.push(("_cursor".to_owned(), c.clone()));
+            }
+            let page = block_on(records.search(ResourceType::PATIENT, &pairs)).unwrap();
+            seen.extend(page.resources.into_iter().map(|r| r.id));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(
+            seen,
+            ["id-1", "id-2", "id-3", "id-4", "id-5"],
+            "{sort}: equal times go by id"
+        );
+    }
+    // A cursor from an unsorted search does not fit a sorted one.
+    let unsorted = block_on(records.search(
+        ResourceType::PATIENT,
+        &params(&[("family", "sorted"), ("_count", "1")]),
+    ))
+    .unwrap();
+    let mixed = params(&[
+        ("_sort", "_lastUpdated"),
+        ("_cursor", &unsorted.next_cursor.unwrap()),
+    ]);
+    assert!(matches!(
+        block_on(records.search(ResourceType::PATIENT, &mixed)),
+        Err(RecordsError::Search(_))
+    ));
+    assert!(matches!(
+        block_on(records.search(ResourceType::PATIENT, &params(&[("_sort", "birthdate")]))),
+        Err(RecordsError::Search(_))
+    ));
+}
+
+#[test]
 fn paging_walks_every_match_once() {
     let records = records();
     for n in 0..7 {
