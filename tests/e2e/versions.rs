@@ -514,3 +514,83 @@ async fn prefer_shapes_write_answers_and_lenient_search() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn include_and_revinclude_add_the_related_resources() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let mut patients = Vec::new();
+        for family in ["Incl", "Other"] {
+            let created = fhir_json(app.post("/fhir/Patient", &patient("x", family)).await).await;
+            patients.push(created["id"].as_str().unwrap().to_owned());
+        }
+        for (owner, doses) in [(&patients[0], 2), (&patients[1], 1)] {
+            for _ in 0..doses {
+                let dose = json!({"resourceType": "Immunization", "status": "completed",
+                    "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+                    "patient": {"reference": format!("Patient/{owner}")},
+                    "occurrenceDateTime": "2021-04-01"});
+                assert_eq!(app.post("/fhir/Immunization", &dose).await.status(), 201);
+            }
+        }
+        let modes = |bundle: &Value| {
+            let mut modes: Vec<(String, String)> = bundle["entry"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    (
+                        e["search"]["mode"].as_str().unwrap().to_owned(),
+                        e["resource"]["resourceType"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            modes.sort();
+            modes
+        };
+        let m = |mode: &str, rt: &str| (mode.to_owned(), rt.to_owned());
+        let included = fhir_json(
+            app.get(&format!(
+                "/fhir/Immunization?patient={}&_include=Immunization:patient",
+                patients[0]
+            ))
+            .await,
+        )
+        .await;
+        assert_eq!(
+            modes(&included),
+            [
+                m("include", "Patient"),
+                m("match", "Immunization"),
+                m("match", "Immunization")
+            ],
+            "{backend}"
+        );
+        let revincluded = fhir_json(
+            app.get(&format!(
+                "/fhir/Patient?_id={}&_revinclude=Immunization:patient",
+                patients[0]
+            ))
+            .await,
+        )
+        .await;
+        assert_eq!(
+            modes(&revincluded),
+            [
+                m("include", "Immunization"),
+                m("include", "Immunization"),
+                m("match", "Patient")
+            ],
+            "{backend}"
+        );
+        for bad in [
+            "/fhir/Immunization?_include=Patient:organization",
+            "/fhir/Immunization?_include=Immunization:status",
+            "/fhir/Immunization?_include=nonsense",
+            "/fhir/Patient?_revinclude=Nothing:patient",
+        ] {
+            assert_eq!(app.get(bad).await.status(), 400, "{bad}");
+        }
+        app.stop().await;
+    }
+}

@@ -153,10 +153,22 @@ fn resource(resource_type: ResourceType) -> CapabilityResource {
         conditional_create: Some(true),
         conditional_update: Some(false),
         conditional_delete: Some(Code::from("not-supported")),
+        search_include: reference_params(resource_type)
+            .map(|p| format!("{}:{}", p.resource_type, p.code))
+            .collect(),
+        search_rev_include: fhir_model::search::SEARCH_PARAMETERS
+            .iter()
+            .filter(|p| p.kind == fhir_model::search::ParamKind::Reference)
+            .map(|p| format!("{}:{}", p.resource_type, p.code))
+            .collect(),
         search_param,
         operation,
         ..CapabilityResource::default()
     }
+}
+
+fn reference_params(resource_type: ResourceType) -> impl Iterator<Item = &'static SearchParam> {
+    search_params(resource_type).filter(|p| p.kind == fhir_model::search::ParamKind::Reference)
 }
 
 fn search_param_entry(param: &'static SearchParam) -> CapabilitySearchParam {

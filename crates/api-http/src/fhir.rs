@@ -419,7 +419,9 @@ impl FhirApi {
     /// `:missing=true|false`; `_id` and `_lastUpdated` work on every type. `_count` (default 20,
     /// at most 1000) sets the page size; follow the `next` link for more. `_sort=_lastUpdated`
     /// or `-_lastUpdated` orders by time (ties by id; by id otherwise); `_total=accurate` adds
-    /// the number of matches. `Prefer: handling=lenient` ignores unknown parameters.
+    /// the number of matches. `_include=Immunization:patient` adds the matches' patients,
+    /// `_revinclude=Immunization:patient` the immunizations of matched patients (search mode
+    /// `include`). `Prefer: handling=lenient` ignores unknown parameters.
     #[oai(path = "/fhir/:resource_type", method = "get")]
     async fn search(
         &self,
@@ -721,6 +723,13 @@ fn searchset(
         })
         .collect();
     let mut entries = entries;
+    entries.extend(page.included.iter().map(|found| {
+        json!({
+            "fullUrl": format!("{base}/fhir/{}/{}", found.resource_type, found.id),
+            "resource": serde_json::from_slice::<Value>(&found.body).unwrap_or(Value::Null),
+            "search": {"mode": "include"},
+        })
+    }));
     if !page.ignored.is_empty() {
         let outcome = fhir_model::OperationOutcome::single(
             fhir_model::IssueSeverity::Warning,

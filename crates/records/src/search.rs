@@ -32,13 +32,17 @@ fn error(param: &str, reason: impl Into<String>) -> SearchError {
 }
 
 /// A parsed search request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Parsed {
     pub query: SearchQuery,
     /// Unknown parameters left out under lenient handling.
     pub ignored: Vec<String>,
     /// `_total=accurate|estimate`: count every match.
     pub total: bool,
+    /// `_include=Type:param`: reference parameters of the matches whose targets to add.
+    pub includes: Vec<&'static SearchParam>,
+    /// `_revinclude=Type:param`: resources whose reference parameter points at a match.
+    pub revincludes: Vec<&'static SearchParam>,
 }
 
 /// Parses `params` (name, value pairs as they came in the URL) for `resource_type`.
@@ -62,6 +66,8 @@ pub fn parse_with(
     let mut ignored = Vec::new();
     let mut total = false;
     let mut cursor = None;
+    let mut includes = Vec::new();
+    let mut revincludes = Vec::new();
     let mut query = SearchQuery {
         resource_type,
         clauses: Vec::new(),
@@ -75,6 +81,21 @@ pub fn parse_with(
             None => (name.as_str(), None),
         };
         match code {
+            "_include" | "_revinclude" => {
+                no_modifier(name, modifier)?;
+                let param = reference_param(name, value)?;
+                if code == "_include" {
+                    if param.resource_type != resource_type {
+                        return Err(error(
+                            name,
+                            format!("must name a reference parameter of {resource_type}"),
+                        ));
+                    }
+                    includes.push(param);
+                } else {
+                    revincludes.push(param);
+                }
+            }
             "_total" => {
                 no_modifier(name, modifier)?;
                 total = match value.as_str() {
@@ -163,7 +184,30 @@ pub fn parse_with(
         query,
         ignored,
         total,
+        includes,
+        revincludes,
     })
+}
+
+/// `Type:param` (or `Type:param:Target`) naming a reference search parameter.
+fn reference_param(name: &str, value: &str) -> Result<&'static SearchParam, SearchError> {
+    let mut parts = value.split(':');
+    let (Some(source), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(error(
+            name,
+            "must be Type:parameter, e.g. Immunization:patient",
+        ));
+    };
+    let source =
+        ResourceType::parse(source).map_err(|_| error(name, "names an unknown resource type"))?;
+    search_param(source, code)
+        .filter(|p| p.kind == ParamKind::Reference)
+        .ok_or_else(|| {
+            error(
+                name,
+                format!("{source} has no reference parameter of that name"),
+            )
+        })
 }
 
 fn no_modifier(name: &str, modifier: Option<&str>) -> Result<(), SearchError> {

@@ -115,6 +115,8 @@ pub struct SearchPage {
     pub ignored: Vec<String>,
     /// Every match, when `_total` asked for it.
     pub total: Option<u64>,
+    /// Resources added by `_include` / `_revinclude` (search mode `include`).
+    pub included: Vec<StoredResource>,
 }
 
 /// The FHIR record use cases, over the ports they need.
@@ -652,6 +654,8 @@ impl Records {
             mut query,
             ignored,
             total,
+            includes,
+            revincludes,
         } = search::parse_with(resource_type, params, &self.vault.blind_index(), lenient)?;
         let total = if total {
             Some(self.store.count(&query).await?)
@@ -675,12 +679,88 @@ impl Records {
         for stored in found {
             resources.push(self.open_version(stored).await?);
         }
+        let included = self.included(&resources, &includes, &revincludes).await?;
         Ok(SearchPage {
             resources,
             next_cursor,
             ignored,
             total,
+            included,
         })
+    }
+
+    /// The resources `_include` and `_revinclude` add to a page: the targets of the matches'
+    /// references, and the resources referring to the matches. Each once, none of the matches,
+    /// none deleted or erased.
+    async fn included(
+        &self,
+        matches: &[StoredResource],
+        includes: &[&'static fhir_model::search::SearchParam],
+        revincludes: &[&'static fhir_model::search::SearchParam],
+    ) -> Result<Vec<StoredResource>, RecordsError> {
+        use fhir_model::search::IndexValue;
+        let mut seen: std::collections::BTreeSet<(ResourceType, String)> = matches
+            .iter()
+            .map(|m| (m.resource_type, m.id.clone()))
+            .collect();
+        let mut included = Vec::new();
+        if !includes.is_empty() {
+            for found in matches {
+                let resource = Resource::from_json(&found.body)
+                    .map_err(|err| RecordsError::Invalid { issues: err.issues })?;
+                for param in includes {
+                    for value in param.values(&resource) {
+                        let IndexValue::Reference { target_type, id } = value else {
+                            continue;
+                        };
+                        let Ok(target_type) = ResourceType::parse(&target_type) else {
+                            continue;
+                        };
+                        if !seen.insert((target_type, id.clone())) {
+                            continue;
+                        }
+                        match self.read(target_type, &id).await {
+                            Ok(target) => included.push(target),
+                            // A dangling, deleted or erased target is simply not included.
+                            Err(
+                                RecordsError::NotFound { .. }
+                                | RecordsError::Deleted { .. }
+                                | RecordsError::Erased { .. },
+                            ) => {}
+                            Err(other) => return Err(other),
+                        }
+                    }
+                }
+            }
+        }
+        for param in revincludes {
+            let any_of = matches
+                .iter()
+                .map(|m| crate::index::ReferenceMatch {
+                    target_type: Some(m.resource_type.as_str().to_owned()),
+                    target_id: m.id.clone(),
+                })
+                .collect::<Vec<_>>();
+            if any_of.is_empty() {
+                continue;
+            }
+            let query = crate::index::SearchQuery {
+                resource_type: param.resource_type,
+                clauses: vec![crate::index::Clause::Reference {
+                    param: param.code,
+                    any_of,
+                }],
+                after_id: None,
+                limit: search::MAX_COUNT,
+                sort: None,
+            };
+            for stored in self.store.search(&query).await? {
+                if seen.insert((stored.resource_type, stored.id.clone())) {
+                    included.push(self.open_version(stored).await?);
+                }
+            }
+        }
+        Ok(included)
     }
 
     /// GDPR erasure of a patient: destroys their compartment's data key (every version of every
