@@ -583,7 +583,27 @@ async fn include_and_revinclude_add_the_related_resources() {
             ],
             "{backend}"
         );
+        // Chained: immunizations of the patient with this identifier.
+        let tagged = json!({"resourceType": "Patient", "id": patients[1],
+            "identifier": [{"system": "urn:mrn", "value": "CHAIN-1"}]});
+        let path = format!("/fhir/Patient/{}", patients[1]);
+        assert_eq!(put(&app, &path, &tagged, None).await.status(), 200);
+        let chained = fhir_json(
+            app.get("/fhir/Immunization?patient.identifier=urn:mrn|CHAIN-1")
+                .await,
+        )
+        .await;
+        assert_eq!(modes(&chained), [m("match", "Immunization")], "{backend}");
+        let typed = fhir_json(
+            app.get("/fhir/Immunization?patient:Patient.identifier=CHAIN-1")
+                .await,
+        )
+        .await;
+        assert_eq!(modes(&typed), [m("match", "Immunization")], "{backend}");
         for bad in [
+            "/fhir/Immunization?performer.identifier=x",
+            "/fhir/Immunization?patient.shoe-size=9",
+            "/fhir/Immunization?patient.organization.name=x",
             "/fhir/Immunization?_include=Patient:organization",
             "/fhir/Immunization?_include=Immunization:status",
             "/fhir/Immunization?_include=nonsense",

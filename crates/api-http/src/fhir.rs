@@ -421,7 +421,8 @@ impl FhirApi {
     /// or `-_lastUpdated` orders by time (ties by id; by id otherwise); `_total=accurate` adds
     /// the number of matches. `_include=Immunization:patient` adds the matches' patients,
     /// `_revinclude=Immunization:patient` the immunizations of matched patients (search mode
-    /// `include`). `Prefer: handling=lenient` ignores unknown parameters.
+    /// `include`). Chains one level deep: `Immunization?patient.identifier=system|value`.
+    /// `Prefer: handling=lenient` ignores unknown parameters.
     #[oai(path = "/fhir/:resource_type", method = "get")]
     async fn search(
         &self,

@@ -73,6 +73,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     a_conditional_claim_admits_one_create_until_the_resource_changes(store).await;
     missing_and_last_updated_clauses(store).await;
     sorting_by_last_updated_pages_by_time_then_id(store).await;
+    chained_clauses_follow_references_to_live_targets(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -886,4 +887,64 @@ async fn sorting_by_last_updated_pages_by_time_then_id(store: &dyn ResourceStore
     assert_eq!(page(false, Some(("l-c", 2)), 10).await, ["l-d", "l-a"]);
     assert_eq!(page(true, Some(("l-c", 2)), 10).await, ["l-d", "l-b"]);
     assert_eq!(page(true, Some(("l-a", 3)), 1).await, ["l-c"]);
+}
+
+async fn chained_clauses_follow_references_to_live_targets(store: &dyn ResourceStore) {
+    let practitioner = ResourceType::parse("PractitionerRole").unwrap();
+    let group = ResourceType::parse("Group").unwrap();
+    let token = BlindToken([0xAB; 8]);
+    let target = |id: &str, tagged: bool| NewVersion {
+        index: IndexRows {
+            blind: if tagged {
+                vec![BlindRow {
+                    param: "identifier",
+                    token,
+                }]
+            } else {
+                vec![]
+            },
+            ..IndexRows::default()
+        },
+        ..version(group, id, b"x")
+    };
+    store.create(target("ch-p1", true)).await.unwrap();
+    store.create(target("ch-p2", false)).await.unwrap();
+    for (id, points_at) in [("ch-i1", "ch-p1"), ("ch-i2", "ch-p2"), ("ch-i3", "missing")] {
+        let v = NewVersion {
+            index: IndexRows {
+                references: vec![ReferenceRow {
+                    param: "patient",
+                    target_type: "Group".into(),
+                    target_id: points_at.into(),
+                }],
+                ..IndexRows::default()
+            },
+            ..version(practitioner, id, b"x")
+        };
+        store.create(v).await.unwrap();
+    }
+    let chained = || SearchQuery {
+        resource_type: practitioner,
+        clauses: vec![Clause::Chain {
+            param: "patient",
+            target_type: group,
+            inner: Box::new(Clause::Blind {
+                param: "identifier",
+                any_of: vec![token],
+            }),
+        }],
+        after_id: None,
+        limit: 10,
+        sort: None,
+    };
+    let ids =
+        |found: Vec<crate::StoredVersion>| found.into_iter().map(|v| v.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.search(&chained()).await.unwrap()), ["ch-i1"]);
+    // A deleted target no longer satisfies the chain.
+    let mut deletion = version(group, "ch-p1", b"");
+    deletion.version = 2;
+    deletion.deleted = true;
+    deletion.new_key = None;
+    store.update(deletion, 1).await.unwrap();
+    assert!(store.search(&chained()).await.unwrap().is_empty());
 }

@@ -234,7 +234,7 @@ impl ResourceStore for MemoryStore {
                 let all = query
                     .clauses
                     .iter()
-                    .all(|c| matches(c, id, current.last_updated, &entry.index));
+                    .all(|c| matches(c, id, current.last_updated, &entry.index, &entries));
                 (!current.deleted && all).then(|| current.clone())
             })
             .filter(|v| match (&query.after_id, &query.sort) {
@@ -301,7 +301,13 @@ impl ResourceStore for MemoryStore {
     }
 }
 
-fn matches(clause: &Clause, id: &str, last_updated: OffsetDateTime, index: &IndexRows) -> bool {
+fn matches(
+    clause: &Clause,
+    id: &str,
+    last_updated: OffsetDateTime,
+    index: &IndexRows,
+    entries: &BTreeMap<Key, Entry>,
+) -> bool {
     match clause {
         Clause::Id(ids) => ids.iter().any(|wanted| wanted == id),
         Clause::Blind { param, any_of } => index
@@ -327,6 +333,27 @@ fn matches(clause: &Clause, id: &str, last_updated: OffsetDateTime, index: &Inde
             .iter()
             .any(|row| row.param == *param && any_of.iter().any(|m| m.matches(row.low, row.high))),
         Clause::LastUpdated(any_of) => any_of.iter().any(|m| m.matches_instant(last_updated)),
+        Clause::Chain {
+            param,
+            target_type,
+            inner,
+        } => index.references.iter().any(|row| {
+            row.param == *param
+                && row.target_type == target_type.as_str()
+                && entries
+                    .get(&(*target_type, row.target_id.clone()))
+                    .and_then(|target| target.versions.last().map(|v| (target, v)))
+                    .is_some_and(|(target, current)| {
+                        !current.deleted
+                            && matches(
+                                inner,
+                                &row.target_id,
+                                current.last_updated,
+                                &target.index,
+                                entries,
+                            )
+                    })
+        }),
         Clause::Missing {
             param,
             table,

@@ -196,6 +196,13 @@ pub enum Clause {
     },
     /// `_lastUpdated`: the resource's current version's time.
     LastUpdated(Vec<DateMatch>),
+    /// A chained parameter (`patient.identifier=…`): some `param` reference points at a live
+    /// `target_type` resource that meets `inner`.
+    Chain {
+        param: &'static str,
+        target_type: ResourceType,
+        inner: Box<Clause>,
+    },
     /// `:missing=true` (no value at all for the parameter) or `:missing=false` (some value).
     Missing {
         param: &'static str,
@@ -329,13 +336,25 @@ impl SearchQuery {
                         })
                         .collect(),
                     Clause::Missing { missing, .. } => vec![missing.to_string()],
+                    Clause::Chain {
+                        target_type, inner, ..
+                    } => {
+                        let inner = SearchQuery {
+                            resource_type: *target_type,
+                            clauses: vec![(**inner).clone()],
+                            after_id: None,
+                            limit: 0,
+                            sort: None,
+                        };
+                        vec![format!("{target_type}:{}", hex(&inner.canonical()))]
+                    }
                 };
                 parts.sort();
                 parts.dedup();
                 let param = match clause {
                     Clause::Id(_) => "_id",
                     Clause::LastUpdated(_) => "_lastUpdated",
-                    Clause::Missing { param, .. } => param,
+                    Clause::Missing { param, .. } | Clause::Chain { param, .. } => param,
                     Clause::Blind { param, .. }
                     | Clause::Token { param, .. }
                     | Clause::Reference { param, .. }

@@ -76,6 +76,12 @@ pub fn parse_with(
         sort: None,
     };
     for (name, value) in params {
+        if let Some((head, child)) = name.split_once('.') {
+            query
+                .clauses
+                .push(chain(resource_type, name, head, child, value, blind)?);
+            continue;
+        }
         let (code, modifier) = match name.split_once(':') {
             Some((code, modifier)) => (code, Some(modifier)),
             None => (name.as_str(), None),
@@ -186,6 +192,68 @@ pub fn parse_with(
         total,
         includes,
         revincludes,
+    })
+}
+
+/// A chained parameter: `patient.identifier=…` or `patient:Patient.identifier=…`. One level.
+fn chain(
+    resource_type: ResourceType,
+    name: &str,
+    head: &str,
+    child: &str,
+    value: &str,
+    blind: &BlindIndex,
+) -> Result<Clause, SearchError> {
+    let (code, explicit_target) = match head.split_once(':') {
+        Some((code, target)) => (code, Some(target)),
+        None => (head, None),
+    };
+    let param = search_param(resource_type, code)
+        .filter(|p| p.kind == ParamKind::Reference)
+        .ok_or_else(|| {
+            error(
+                name,
+                format!("{resource_type} has no reference parameter {code} to chain from"),
+            )
+        })?;
+    // Without an explicit type, a parameter named after a type (patient, location) points at it.
+    let target_name = match explicit_target {
+        Some(target) => target.to_owned(),
+        None => {
+            let mut chars = code.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+    };
+    let target_type = ResourceType::parse(&target_name).map_err(|_| {
+        error(
+            name,
+            format!("name the target type, e.g. {code}:Practitioner.identifier"),
+        )
+    })?;
+    if child.contains('.') {
+        return Err(error(
+            name,
+            "chains of more than one level are not supported",
+        ));
+    }
+    let (child_code, modifier) = match child.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (child, None),
+    };
+    let child_param = search_param(target_type, child_code).ok_or_else(|| {
+        error(
+            name,
+            format!("{target_type} has no search parameter {child_code}"),
+        )
+    })?;
+    let inner = clause(child_param, name, modifier, value, blind)?;
+    Ok(Clause::Chain {
+        param: param.code,
+        target_type,
+        inner: Box::new(inner),
     })
 }
 

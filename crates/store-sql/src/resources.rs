@@ -526,26 +526,28 @@ fn matching(select: &mut SelectStatement, query: &SearchQuery) {
         .and_where(col("r", "resource_type").eq(query.resource_type.as_str()))
         .and_where(col("r", "deleted").eq(false));
     for clause in &query.clauses {
-        select.and_where(clause_condition(clause));
+        select.and_where(clause_condition("r", clause));
     }
 }
 
 /// `EXISTS (SELECT 1 FROM <table> i WHERE i is r's row for param AND (alternatives))`.
-fn exists_in(table: &str, param: &str, alternatives: Cond) -> Expr {
+fn exists_in(r: &str, table: &str, param: &str, alternatives: Cond) -> Expr {
     let mut sub = Query::select();
     sub.expr(Expr::val(1))
         .from_as(name(table), name("i"))
-        .and_where(col("i", "resource_type").equals((name("r"), name("resource_type"))))
-        .and_where(col("i", "id").equals((name("r"), name("id"))))
+        .and_where(col("i", "resource_type").equals((name(r), name("resource_type"))))
+        .and_where(col("i", "id").equals((name(r), name("id"))))
         .and_where(col("i", "param").eq(param))
         .cond_where(alternatives);
     Expr::exists(sub.to_owned())
 }
 
-fn clause_condition(clause: &Clause) -> Expr {
+/// The condition of one clause on the resource table aliased `r`.
+fn clause_condition(r: &str, clause: &Clause) -> Expr {
     match clause {
-        Clause::Id(ids) => col("r", "id").is_in(ids.iter().map(String::as_str)),
+        Clause::Id(ids) => col(r, "id").is_in(ids.iter().map(String::as_str)),
         Clause::Blind { param, any_of } => exists_in(
+            r,
             SEARCH_BLIND,
             param,
             Cond::all().add(col("i", "token").is_in(any_of.iter().map(|t| t.0.to_vec()))),
@@ -564,7 +566,7 @@ fn clause_condition(clause: &Clause) -> Expr {
                 }
                 any = any.add(all);
             }
-            exists_in(SEARCH_TOKEN, param, any)
+            exists_in(r, SEARCH_TOKEN, param, any)
         }
         Clause::Reference { param, any_of } => {
             let mut any = Cond::any();
@@ -575,7 +577,7 @@ fn clause_condition(clause: &Clause) -> Expr {
                 }
                 any = any.add(all);
             }
-            exists_in(SEARCH_REFERENCE, param, any)
+            exists_in(r, SEARCH_REFERENCE, param, any)
         }
         Clause::Date { param, any_of } => {
             use records::index::DateComparator as C;
@@ -590,13 +592,13 @@ fn clause_condition(clause: &Clause) -> Expr {
                     C::Le => Cond::all().add(low.lt(m.high)),
                 });
             }
-            exists_in(SEARCH_DATE, param, any)
+            exists_in(r, SEARCH_DATE, param, any)
         }
         Clause::LastUpdated(any_of) => {
             use records::index::DateComparator as C;
             let mut any = Cond::any();
             for m in any_of {
-                let at = || col("r", "last_updated");
+                let at = || col(r, "last_updated");
                 any = any.add(match m.comparator {
                     C::Eq => Cond::all().add(at().gte(m.low)).add(at().lt(m.high)),
                     C::Gt => Cond::all().add(at().gte(m.high)),
@@ -606,6 +608,34 @@ fn clause_condition(clause: &Clause) -> Expr {
                 });
             }
             Expr::expr(any)
+        }
+        Clause::Chain {
+            param,
+            target_type,
+            inner,
+        } => {
+            // EXISTS a reference row of `param` to a live `target_type` resource (aliased one
+            // level deeper) that meets the inner clause.
+            let target = format!("{r}t");
+            let mut sub = Query::select();
+            sub.expr(Expr::val(1))
+                .from_as(name(SEARCH_REFERENCE), name("c"))
+                .inner_join(
+                    sea_orm::sea_query::TableRef::Table(
+                        name(RESOURCE).into(),
+                        Some(name(&target).into()),
+                    ),
+                    Cond::all()
+                        .add(col(&target, "resource_type").equals((name("c"), name("target_type"))))
+                        .add(col(&target, "id").equals((name("c"), name("target_id")))),
+                )
+                .and_where(col("c", "resource_type").equals((name(r), name("resource_type"))))
+                .and_where(col("c", "id").equals((name(r), name("id"))))
+                .and_where(col("c", "param").eq(*param))
+                .and_where(col("c", "target_type").eq(target_type.as_str()))
+                .and_where(col(&target, "deleted").eq(false))
+                .and_where(clause_condition(&target, inner));
+            Expr::exists(sub.to_owned())
         }
         Clause::Missing {
             param,
@@ -620,7 +650,7 @@ fn clause_condition(clause: &Clause) -> Expr {
                 IndexTable::Date => SEARCH_DATE,
                 IndexTable::String => SEARCH_STRING,
             };
-            let present = exists_in(table, param, Cond::all());
+            let present = exists_in(r, table, param, Cond::all());
             if *missing { present.not() } else { present }
         }
         Clause::String { param, any_of } => {
@@ -629,7 +659,7 @@ fn clause_condition(clause: &Clause) -> Expr {
                 let pattern = format!("{}%", escape_like(prefix));
                 any = any.add(col("i", "value").like(LikeExpr::new(pattern).escape('\\')));
             }
-            exists_in(SEARCH_STRING, param, any)
+            exists_in(r, SEARCH_STRING, param, any)
         }
     }
 }
