@@ -614,3 +614,77 @@ async fn include_and_revinclude_add_the_related_resources() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn series_status_counts_completed_doses_and_follows_changes() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let created = fhir_json(app.post("/fhir/Patient", &patient("x", "Series")).await).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        let dose = |n: u32, date: &str| {
+            json!({"resourceType": "Immunization", "status": "completed",
+                "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+                "patient": {"reference": format!("Patient/{id}")}, "occurrenceDateTime": date,
+                "protocolApplied": [{"series": "COVID-19 primary", "doseNumberPositiveInt": n,
+                    "seriesDosesPositiveInt": 2,
+                    "targetDisease": [{"coding": [{"system": "http://snomed.info/sct", "code": "840539006"}]}]}]})
+        };
+        let first = fhir_json(app.post("/fhir/Immunization", &dose(1, "2021-04-01")).await).await;
+        let status_of = |app: &TestApp| {
+            let path = format!("/fhir/Patient/{id}/$series-status");
+            let client = app.client.clone();
+            let url = app.url(&path);
+            async move { fhir_json(client.get(url).send().await.unwrap()).await }
+        };
+        let part = |status: &Value, name: &str| -> Value {
+            status["parameter"][0]["part"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .map(|p| {
+                    p.as_object()
+                        .unwrap()
+                        .iter()
+                        .find(|(k, _)| k.starts_with("value"))
+                        .unwrap()
+                        .1
+                        .clone()
+                })
+                .unwrap_or(Value::Null)
+        };
+        let one = status_of(&app).await;
+        assert_eq!(one["resourceType"], "Parameters");
+        assert_eq!(part(&one, "dosesGiven"), 1, "{backend}");
+        assert_eq!(part(&one, "complete"), false);
+        assert_eq!(
+            app.post("/fhir/Immunization", &dose(2, "2021-05-01"))
+                .await
+                .status(),
+            201
+        );
+        let two = status_of(&app).await;
+        assert_eq!(
+            (part(&two, "dosesGiven"), part(&two, "complete")),
+            (json!(2), json!(true))
+        );
+        // Marking the first dose entered-in-error takes it out of the count at once.
+        let mut wrong = first.clone();
+        wrong["status"] = json!("entered-in-error");
+        let first_path = format!("/fhir/Immunization/{}", first["id"].as_str().unwrap());
+        assert_eq!(put(&app, &first_path, &wrong, None).await.status(), 200);
+        let after = status_of(&app).await;
+        assert_eq!(
+            (part(&after, "dosesGiven"), part(&after, "complete")),
+            (json!(1), json!(false)),
+            "{backend}"
+        );
+        assert_eq!(
+            app.get("/fhir/Patient/nobody/$series-status")
+                .await
+                .status(),
+            404
+        );
+        app.stop().await;
+    }
+}

@@ -52,6 +52,14 @@ pub(crate) const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
          DELETE or POST /fhir/Patient/{id}/$erase.",
     ),
     ("erase", "Patient", "post", "/fhir/Patient/{id}/$erase", ""),
+    (
+        "series-status",
+        "Patient",
+        "get",
+        "/fhir/Patient/{id}/$series-status",
+        "The patient's immunization series: per series and target disease, doses given and \
+         required, completeness and dose dates (a Parameters resource).",
+    ),
 ];
 
 /// Parameters every type supports besides its own.
@@ -232,7 +240,7 @@ mod tests {
             .iter()
             .filter_map(|o| o.name.as_deref())
             .collect();
-        assert_eq!(operations, ["validate", "erase"]);
+        assert_eq!(operations, ["validate", "erase", "series-status"]);
     }
 
     #[test]

@@ -127,6 +127,13 @@ enum ValidateResponse {
 }
 
 #[derive(Debug, ApiResponse)]
+enum SeriesStatusResponse {
+    /// A Parameters resource: one `series` parameter per series and target disease.
+    #[oai(status = 200)]
+    Ok(FhirJson),
+}
+
+#[derive(Debug, ApiResponse)]
 enum MetadataResponse {
     /// The CapabilityStatement.
     #[oai(status = 200)]
@@ -227,6 +234,29 @@ impl FhirApi {
         MetadataResponse::Ok(FhirJson(
             fhir_model::Resource::CapabilityStatement(Box::new(statement)).to_json(),
         ))
+    }
+
+    /// $series-status: a patient's immunization series.
+    ///
+    /// One `series` parameter per series and target disease, with parts `series`,
+    /// `targetDisease`, `dosesGiven`, `dosesRequired`, `complete` and a `doseDate` per dose,
+    /// computed from the patient's current Immunizations (entered-in-error and not-done doses
+    /// do not count).
+    #[oai(path = "/fhir/Patient/:id/$series-status", method = "get")]
+    async fn series_status(
+        &self,
+        request: &Request,
+        id: Path<String>,
+    ) -> Result<SeriesStatusResponse, FhirError> {
+        let request_id = request_id(request);
+        let status = self
+            .records
+            .series_status(&id.0)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        Ok(SeriesStatusResponse::Ok(FhirJson(series_parameters(
+            &status,
+        ))))
     }
 
     /// $validate: check a resource without storing it.
@@ -626,6 +656,42 @@ fn returned(request: &Request, stored: &StoredResource, what: &str) -> FhirJson 
         }
         _ => FhirJson(stored.body.clone()),
     }
+}
+
+/// The series status as a FHIR Parameters resource.
+fn series_parameters(status: &[records::series::SeriesStatus]) -> Vec<u8> {
+    use serde_json::{Value, json};
+    let parameters: Vec<Value> = status
+        .iter()
+        .map(|series| {
+            let mut parts = Vec::new();
+            if let Some(name) = &series.series {
+                parts.push(json!({"name": "series", "valueString": name}));
+            }
+            for (system, code) in &series.target_diseases {
+                let mut coding = json!({"code": code});
+                if let Some(system) = system {
+                    coding["system"] = json!(system);
+                }
+                parts.push(json!({"name": "targetDisease",
+                    "valueCodeableConcept": {"coding": [coding]}}));
+            }
+            parts.push(json!({"name": "dosesGiven", "valueInteger": series.doses_given}));
+            if let Some(required) = series.doses_required {
+                parts.push(json!({"name": "dosesRequired", "valueInteger": required}));
+            }
+            parts.push(json!({"name": "complete", "valueBoolean": series.complete}));
+            for date in &series.dose_dates {
+                parts.push(json!({"name": "doseDate", "valueDateTime": date}));
+            }
+            json!({"name": "series", "part": parts})
+        })
+        .collect();
+    let mut resource = json!({"resourceType": "Parameters"});
+    if !parameters.is_empty() {
+        resource["parameter"] = Value::Array(parameters);
+    }
+    serde_json::to_vec(&resource).unwrap_or_default()
 }
 
 /// `_count` and `_since` of a history request.

@@ -11,6 +11,7 @@ pub mod fakes;
 pub mod index;
 mod ports;
 pub mod search;
+pub mod series;
 mod service;
 
 pub use error::RecordsError;

@@ -531,6 +531,48 @@ impl Records {
         })
     }
 
+    /// FHIR `$series-status` of a patient: per series and target disease, the doses that
+    /// count, the doses required, whether it is complete, and the dose dates; from the
+    /// patient's current Immunizations (entered-in-error and not-done doses do not count).
+    pub async fn series_status(
+        &self,
+        patient_id: &str,
+    ) -> Result<Vec<crate::series::SeriesStatus>, RecordsError> {
+        // The patient must be readable (404, 410 as for a read).
+        self.read(ResourceType::PATIENT, patient_id).await?;
+        let mut immunizations = Vec::new();
+        let mut after_id = None;
+        loop {
+            let query = crate::index::SearchQuery {
+                resource_type: ResourceType::IMMUNIZATION,
+                clauses: vec![crate::index::Clause::Reference {
+                    param: "patient",
+                    any_of: vec![crate::index::ReferenceMatch {
+                        target_type: Some("Patient".to_owned()),
+                        target_id: patient_id.to_owned(),
+                    }],
+                }],
+                after_id: after_id.take(),
+                limit: search::MAX_COUNT,
+                sort: None,
+            };
+            let page = self.store.search(&query).await?;
+            let full = u64::try_from(page.len()).unwrap_or(0) == search::MAX_COUNT;
+            after_id = page.last().map(|last| last.id.clone());
+            for stored in page {
+                let opened = self.open_version(stored).await?;
+                if let Ok(Resource::Immunization(immunization)) = Resource::from_json(&opened.body)
+                {
+                    immunizations.push(*immunization);
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(crate::series::series_status(&immunizations))
+    }
+
     /// Now, cut to microseconds: stored timestamps have that precision (Postgres), so the body
     /// and the row agree exactly.
     fn now(&self) -> OffsetDateTime {
