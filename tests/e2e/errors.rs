@@ -167,12 +167,12 @@ async fn unknown_routes_and_methods_are_operation_outcomes() {
     outcome(response, 405).await;
     let response = app
         .client
-        .put(app.url("/fhir/Patient"))
+        .patch(app.url("/fhir/Patient"))
         .body("{}")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["allow"], "GET, POST");
+    assert_eq!(response.headers()["allow"], "GET, POST, PUT");
     outcome(response, 405).await;
     app.stop().await;
 }

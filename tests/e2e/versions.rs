@@ -404,6 +404,34 @@ async fn thirty_two_concurrent_conditional_creates_make_one_resource() {
             .await
             .unwrap();
         assert_eq!(ambiguous.status(), 412, "{backend}");
+
+        // A claim whose holder no longer matches (its identifier changed) does not block a
+        // new conditional create with the old criteria.
+        let conditional = |value: &'static str| {
+            let body = json!({"resourceType": "Patient", "identifier": [{"system": "urn:x", "value": value}]});
+            app.client
+                .post(app.url("/fhir/Patient"))
+                .header("content-type", "application/fhir+json")
+                .header("if-none-exist", format!("identifier=urn:x|{value}"))
+                .body(body.to_string())
+                .send()
+        };
+        let first = conditional("OLD-1").await.unwrap();
+        assert_eq!(first.status(), 201);
+        let mut renamed = fhir_json(first).await;
+        renamed["identifier"][0]["value"] = json!("NEW-1");
+        let path = format!("/fhir/Patient/{}", renamed["id"].as_str().unwrap());
+        assert_eq!(put(&app, &path, &renamed, None).await.status(), 200);
+        assert_eq!(
+            conditional("OLD-1").await.unwrap().status(),
+            201,
+            "{backend}"
+        );
+        assert_eq!(
+            conditional("OLD-1").await.unwrap().status(),
+            200,
+            "{backend}"
+        );
         app.stop().await;
     }
 }
@@ -685,6 +713,44 @@ async fn series_status_counts_completed_doses_and_follows_changes() {
                 .status(),
             404
         );
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conditional_update_updates_the_match_or_creates_once() {
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let body = |family: &str| {
+            json!({"resourceType": "Patient", "name": [{"family": family}],
+            "identifier": [{"system": "urn:mrn", "value": "CU-7"}]})
+        };
+        let path = "/fhir/Patient?identifier=urn:mrn|CU-7";
+        // Nothing matches, 8 at once: one creates, the others update what it created.
+        let writes = (0..8).map(|n| {
+            let app = &app;
+            let body = body(&format!("Cond{n}"));
+            async move { put(app, path, &body, None).await.status().as_u16() }
+        });
+        let mut statuses = futures::future::join_all(writes).await;
+        statuses.sort_unstable();
+        assert_eq!(
+            statuses,
+            [200, 200, 200, 200, 200, 200, 200, 201],
+            "{backend}"
+        );
+        let found = fhir_json(app.get("/fhir/Patient?identifier=urn:mrn|CU-7").await).await;
+        let entries = found["entry"].as_array().unwrap();
+        assert_eq!(entries.len(), 1, "{backend}");
+        assert_eq!(entries[0]["resource"]["meta"]["versionId"], "8");
+        let id = entries[0]["resource"]["id"].as_str().unwrap().to_owned();
+        // A body naming another id is refused; several matches are 412.
+        let mut other = body("Other");
+        other["id"] = json!("someone-else");
+        assert_eq!(put(&app, path, &other, None).await.status(), 400);
+        assert_eq!(app.post("/fhir/Patient", &body("Twin")).await.status(), 201);
+        assert_eq!(put(&app, path, &body("X"), None).await.status(), 412);
+        assert_eq!(app.get(&format!("/fhir/Patient/{id}")).await.status(), 200);
         app.stop().await;
     }
 }

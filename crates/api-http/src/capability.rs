@@ -159,7 +159,7 @@ fn resource(resource_type: ResourceType) -> CapabilityResource {
         read_history: Some(true),
         update_create: Some(true),
         conditional_create: Some(true),
-        conditional_update: Some(false),
+        conditional_update: Some(true),
         conditional_delete: Some(Code::from("not-supported")),
         search_include: reference_params(resource_type)
             .map(|p| format!("{}:{}", p.resource_type, p.code))

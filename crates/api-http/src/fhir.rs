@@ -321,6 +321,41 @@ impl FhirApi {
         })
     }
 
+    /// update (conditional): `PUT /fhir/{type}?criteria`.
+    ///
+    /// One match: that resource is updated (the body's id, if any, must be its id). No match:
+    /// the resource is created (with the body's id if it has one); concurrent conditional
+    /// writes with equal criteria create it once. Several matches: 412.
+    #[oai(path = "/fhir/:resource_type", method = "put")]
+    async fn update_conditional(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        body: FhirJson,
+    ) -> Result<UpdateResponse, FhirError> {
+        let request_id = request_id(request);
+        let resource_type =
+            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let criteria: Vec<(String, String)> = request
+            .params()
+            .map_err(|_| bad_parameter("criteria", "are not valid URL encoding"))?;
+        let (stored, created) = self
+            .records
+            .update_conditional(resource_type, &body.0, &criteria)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, created, "conditionally updated");
+        let location = version_url(&base_url(request), &stored);
+        let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
+        Ok(if created {
+            let body = returned(request, &stored, "created");
+            UpdateResponse::Created(body, location, etag, last_modified)
+        } else {
+            let body = returned(request, &stored, "updated");
+            UpdateResponse::Updated(body, location, etag, last_modified)
+        })
+    }
+
     /// delete: mark a resource deleted.
     ///
     /// Reads then answer 410 Gone; vread and history keep every version. Deleting a deleted

@@ -771,12 +771,34 @@ async fn a_conditional_claim_admits_one_create_until_the_resource_changes(
         })
         .await
         .unwrap();
-    // A new version of the claiming resource releases the claim.
+    // An update keeps the claim; a deletion releases it; release_claim frees a stale one.
     let mut update = version(p, "c-first", b"y");
     update.version = 2;
     update.new_key = None;
     store.update(update, 1).await.unwrap();
+    assert!(matches!(
+        store.create(claimed("c-third")).await,
+        Err(StoreError::ClaimTaken { .. })
+    ));
+    let claim = BlindToken([0xC1; 8]);
+    assert_eq!(
+        store.claim_holder(p, claim).await.unwrap().as_deref(),
+        Some("c-first")
+    );
+    store.release_claim(p, claim, "someone-else").await.unwrap();
+    assert_eq!(
+        store.claim_holder(p, claim).await.unwrap().as_deref(),
+        Some("c-first")
+    );
+    store.release_claim(p, claim, "c-first").await.unwrap();
     store.create(claimed("c-third")).await.unwrap();
+    let mut deletion = version(p, "c-third", b"");
+    deletion.version = 2;
+    deletion.deleted = true;
+    deletion.new_key = None;
+    store.update(deletion, 1).await.unwrap();
+    assert!(store.claim_holder(p, claim).await.unwrap().is_none());
+    store.create(claimed("c-fourth")).await.unwrap();
 }
 
 async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {

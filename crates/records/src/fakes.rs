@@ -68,8 +68,10 @@ impl MemoryStore {
             let mut claims = self.claims.lock().map_err(|_| {
                 StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
             })?;
-            // Claims hold while the resource is unchanged: any new version releases its claim.
-            claims.retain(|(rt, _), id| !(*rt == version.resource_type && *id == version.id));
+            // Claims stay through updates and go with a deletion.
+            if version.deleted {
+                claims.retain(|(rt, _), id| !(*rt == version.resource_type && *id == version.id));
+            }
             if let Some(claim) = version.claim {
                 if claims.contains_key(&(version.resource_type, claim)) {
                     return Err(StoreError::ClaimTaken {
@@ -258,6 +260,35 @@ impl ResourceStore for MemoryStore {
         Ok(found)
     }
 
+    async fn claim_holder(
+        &self,
+        resource_type: ResourceType,
+        claim: phi_crypto::BlindToken,
+    ) -> Result<Option<String>, StoreError> {
+        let claims = self.claims.lock().map_err(|_| {
+            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+        })?;
+        Ok(claims.get(&(resource_type, claim)).cloned())
+    }
+
+    async fn release_claim(
+        &self,
+        resource_type: ResourceType,
+        claim: phi_crypto::BlindToken,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let mut claims = self.claims.lock().map_err(|_| {
+            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+        })?;
+        if claims
+            .get(&(resource_type, claim))
+            .is_some_and(|id| id == holder)
+        {
+            claims.remove(&(resource_type, claim));
+        }
+        Ok(())
+    }
+
     async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         let everything = SearchQuery {
             after_id: None,
@@ -279,19 +310,24 @@ impl ResourceStore for MemoryStore {
             .await
             .map_err(StoreError::Unavailable)?;
         let mut erasure = Erasure::default();
-        for entry in self.lock()?.values_mut() {
+        let mut erased = Vec::new();
+        for ((rt, id), entry) in self.lock()?.iter_mut() {
             if entry
                 .versions
                 .last()
                 .is_some_and(|v| v.key_owner == key_owner)
             {
                 erasure.resources += 1;
+                erased.push((*rt, id.clone()));
                 erasure.versions += u64::try_from(entry.versions.len()).unwrap_or(0);
                 entry.index = IndexRows::default();
                 if let Some(current) = entry.versions.last_mut() {
                     current.deleted = true;
                 }
             }
+        }
+        if let Ok(mut claims) = self.claims.lock() {
+            claims.retain(|(rt, _), id| !erased.contains(&(*rt, id.clone())));
         }
         Ok(erasure)
     }

@@ -219,6 +219,23 @@ pub trait ResourceStore: Send + Sync {
     /// order after `query.after_id`, at most `query.limit` of them.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError>;
 
+    /// The resource holding a conditional-create claim, if any.
+    async fn claim_holder(
+        &self,
+        resource_type: ResourceType,
+        claim: phi_crypto::BlindToken,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Releases `holder`'s claim (a no-op if another resource holds it now). Claims stay with
+    /// their resource through updates and go with its deletion; a holder that no longer
+    /// matches its criteria is released by the next conditional write that meets it.
+    async fn release_claim(
+        &self,
+        resource_type: ResourceType,
+        claim: phi_crypto::BlindToken,
+        holder: &str,
+    ) -> Result<(), StoreError>;
+
     /// How many current, non-deleted resources match every clause (paging ignored).
     async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError>;
 

@@ -187,53 +187,146 @@ impl Records {
         body: &[u8],
         criteria: &[(String, String)],
     ) -> Result<(StoredResource, bool), RecordsError> {
-        let blind = self.vault.blind_index();
-        let mut query = search::parse(resource_type, criteria, &blind)?;
-        if query.clauses.is_empty() {
-            return Err(RecordsError::Search(search::SearchError {
-                param: "If-None-Exist".to_owned(),
-                reason: "names no search criteria".to_owned(),
-            }));
-        }
-        query.after_id = None;
-        query.limit = 2;
-        let claim = blind
-            .key(&format!("{resource_type}.conditional-create"))
-            .digest(&query.canonical());
-        for _ in 0..3 {
+        let (query, claim) = self.conditional_query(resource_type, criteria, "If-None-Exist")?;
+        for _ in 0..4 {
             if let Some(existing) = self.single_match(&query).await? {
                 return Ok((existing, false));
             }
-            let mut resource = parse_for(resource_type, body)?;
             let id = self.ids.new_id();
-            let last_updated = self.now();
-            resource.set_id(Some(Id::from(id.as_str())));
-            let meta = resource.meta_mut();
-            meta.version_id = Some(Id::from("1"));
-            meta.last_updated = Some(Instant::from(instant(last_updated)));
-            match self
-                .store_version(&resource, 1, last_updated, None, Some(claim))
-                .await
-            {
-                Ok(body) => {
-                    let stored = StoredResource {
-                        resource_type,
-                        id,
-                        version: 1,
-                        last_updated,
-                        body,
-                    };
-                    return Ok((stored, true));
+            match self.create_claimed(resource_type, body, &id, claim).await {
+                Ok(stored) => return Ok((stored, true)),
+                // Another conditional write with these criteria committed first: its resource
+                // is now visible to the search above (or its claim is stale and released).
+                Err(RecordsError::ClaimTaken { .. }) => {
+                    self.release_stale_claim(&query, claim).await?;
                 }
-                // Another conditional create with these criteria committed first: its resource
-                // is now visible to the search above.
-                Err(RecordsError::ClaimTaken { .. }) => {}
                 Err(other) => return Err(other),
             }
         }
         Err(RecordsError::VersionConflict {
             resource_type,
             id: "(conditional create)".to_owned(),
+        })
+    }
+
+    /// FHIR conditional update (`PUT [type]?criteria`): one match is updated (the body's id,
+    /// if any, must be that resource's); no match creates the resource (with the body's id if
+    /// it has one), race-free for equal criteria as for conditional create; several matches
+    /// are [`RecordsError::MultipleMatches`]. Returns the stored version and whether it was
+    /// created.
+    pub async fn update_conditional(
+        &self,
+        resource_type: ResourceType,
+        body: &[u8],
+        criteria: &[(String, String)],
+    ) -> Result<(StoredResource, bool), RecordsError> {
+        let (query, claim) = self.conditional_query(resource_type, criteria, "criteria")?;
+        let resource = parse_for(resource_type, body)?;
+        let body_id = resource.id().map(|id| id.as_str().to_owned());
+        for _ in 0..4 {
+            match self.single_match(&query).await? {
+                Some(existing) => {
+                    if body_id.as_ref().is_some_and(|id| *id != existing.id) {
+                        return Err(RecordsError::IdMismatch { id: existing.id });
+                    }
+                    let mut resource = resource.clone();
+                    resource.set_id(Some(Id::from(existing.id.as_str())));
+                    return self
+                        .update(resource_type, &existing.id, &resource.to_json(), None)
+                        .await;
+                }
+                None => {
+                    let id = body_id.clone().unwrap_or_else(|| self.ids.new_id());
+                    match self.create_claimed(resource_type, body, &id, claim).await {
+                        Ok(stored) => return Ok((stored, true)),
+                        Err(RecordsError::ClaimTaken { .. }) => {
+                            self.release_stale_claim(&query, claim).await?;
+                        }
+                        Err(other) => return Err(other),
+                    }
+                }
+            }
+        }
+        Err(RecordsError::VersionConflict {
+            resource_type,
+            id: "(conditional update)".to_owned(),
+        })
+    }
+
+    /// After losing a claim race: if the claim's holder no longer matches the criteria (it was
+    /// updated to other values), the claim is stale and is released so the next attempt can
+    /// take it. A holder that still matches is found by the next attempt's search.
+    async fn release_stale_claim(
+        &self,
+        query: &crate::index::SearchQuery,
+        claim: phi_crypto::BlindToken,
+    ) -> Result<(), RecordsError> {
+        let Some(holder) = self.store.claim_holder(query.resource_type, claim).await? else {
+            return Ok(());
+        };
+        let mut holder_query = query.clone();
+        holder_query
+            .clauses
+            .push(crate::index::Clause::Id(vec![holder.clone()]));
+        if self.store.search(&holder_query).await?.is_empty() {
+            self.store
+                .release_claim(query.resource_type, claim, &holder)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The query of a conditional interaction's criteria (at most two matches matter) and the
+    /// claim that makes equal criteria race on a unique key.
+    fn conditional_query(
+        &self,
+        resource_type: ResourceType,
+        criteria: &[(String, String)],
+        what: &str,
+    ) -> Result<(crate::index::SearchQuery, phi_crypto::BlindToken), RecordsError> {
+        let blind = self.vault.blind_index();
+        let mut query = search::parse(resource_type, criteria, &blind)?;
+        if query.clauses.is_empty() {
+            return Err(RecordsError::Search(search::SearchError {
+                param: what.to_owned(),
+                reason: "names no search criteria".to_owned(),
+            }));
+        }
+        query.after_id = None;
+        query.limit = 2;
+        query.sort = None;
+        let claim = blind
+            .key(&format!("{resource_type}.conditional-create"))
+            .digest(&query.canonical());
+        Ok((query, claim))
+    }
+
+    /// Creates version 1 of `body` with `id`, holding `claim`.
+    async fn create_claimed(
+        &self,
+        resource_type: ResourceType,
+        body: &[u8],
+        id: &str,
+        claim: phi_crypto::BlindToken,
+    ) -> Result<StoredResource, RecordsError> {
+        if !fhir_model::is_valid_id(id) {
+            return Err(RecordsError::BadId { id: id.to_owned() });
+        }
+        let mut resource = parse_for(resource_type, body)?;
+        let last_updated = self.now();
+        resource.set_id(Some(Id::from(id)));
+        let meta = resource.meta_mut();
+        meta.version_id = Some(Id::from("1"));
+        meta.last_updated = Some(Instant::from(instant(last_updated)));
+        let body = self
+            .store_version(&resource, 1, last_updated, None, Some(claim))
+            .await?;
+        Ok(StoredResource {
+            resource_type,
+            id: id.to_owned(),
+            version: 1,
+            last_updated,
+            body,
         })
     }
 

@@ -2,6 +2,7 @@
 
 use async_trait::async_trait;
 use fhir_model::ResourceType;
+use phi_crypto::BlindToken;
 use records::index::{Clause, IndexRows, SearchQuery};
 use records::{Erasure, HistoryPosition, NewVersion, ResourceStore, StoreError, StoredVersion};
 use sea_orm::sea_query::{
@@ -171,6 +172,38 @@ impl ResourceStore for SqlStore {
         Ok(u64::try_from(matches).unwrap_or(0))
     }
 
+    async fn claim_holder(
+        &self,
+        resource_type: ResourceType,
+        claim: BlindToken,
+    ) -> Result<Option<String>, StoreError> {
+        let select = Query::select()
+            .column(name("id"))
+            .from(name(CONDITIONAL_CLAIM))
+            .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
+            .and_where(Expr::col(name("claim")).eq(claim.0.to_vec()))
+            .to_owned();
+        let row = self.db.query_one(&select).await.map_err(unavailable)?;
+        row.map(|row| row.try_get::<String>("", "id").map_err(unavailable))
+            .transpose()
+    }
+
+    async fn release_claim(
+        &self,
+        resource_type: ResourceType,
+        claim: BlindToken,
+        holder: &str,
+    ) -> Result<(), StoreError> {
+        let delete = Query::delete()
+            .from_table(name(CONDITIONAL_CLAIM))
+            .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
+            .and_where(Expr::col(name("claim")).eq(claim.0.to_vec()))
+            .and_where(Expr::col(name("id")).eq(holder))
+            .to_owned();
+        self.db.execute(&delete).await.map_err(unavailable)?;
+        Ok(())
+    }
+
     #[tracing::instrument(skip_all)]
     async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
         let txn = self.db.begin().await.map_err(unavailable)?;
@@ -289,7 +322,13 @@ impl SqlStore {
                 if result.rows_affected() != 1 {
                     return Err(StoreError::VersionConflict { resource_type, id });
                 }
+                // A new version replaces the index rows. Conditional claims stay with a live
+                // resource (releasing them on update would let a racing conditional create
+                // through); a deletion releases them.
                 for table in INDEX_TABLES {
+                    if table == CONDITIONAL_CLAIM && !version.deleted {
+                        continue;
+                    }
                     let clear = Query::delete()
                         .from_table(name(table))
                         .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
