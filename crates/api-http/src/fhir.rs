@@ -310,15 +310,7 @@ impl FhirApi {
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, created, "updated");
-        let location = version_url(&base_url(request), &stored);
-        let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
-        Ok(if created {
-            let body = returned(request, &stored, "created");
-            UpdateResponse::Created(body, location, etag, last_modified)
-        } else {
-            let body = returned(request, &stored, "updated");
-            UpdateResponse::Updated(body, location, etag, last_modified)
-        })
+        Ok(update_response(request, &stored, created))
     }
 
     /// update (conditional): `PUT /fhir/{type}?criteria`.
@@ -345,15 +337,7 @@ impl FhirApi {
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, created, "conditionally updated");
-        let location = version_url(&base_url(request), &stored);
-        let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
-        Ok(if created {
-            let body = returned(request, &stored, "created");
-            UpdateResponse::Created(body, location, etag, last_modified)
-        } else {
-            let body = returned(request, &stored, "updated");
-            UpdateResponse::Updated(body, location, etag, last_modified)
-        })
+        Ok(update_response(request, &stored, created))
     }
 
     /// delete: mark a resource deleted.
@@ -659,6 +643,19 @@ fn history_bundle(
         bundle["entry"] = Value::Array(items);
     }
     serde_json::to_vec(&bundle).unwrap_or_default()
+}
+
+/// The answer to an update: 201 if it created the resource, else 200; the body per `Prefer`.
+fn update_response(request: &Request, stored: &StoredResource, created: bool) -> UpdateResponse {
+    let location = version_url(&base_url(request), stored);
+    let (etag, last_modified) = (etag(stored), http_date(stored.last_updated));
+    if created {
+        let body = returned(request, stored, "created");
+        UpdateResponse::Created(body, location, etag, last_modified)
+    } else {
+        let body = returned(request, stored, "updated");
+        UpdateResponse::Updated(body, location, etag, last_modified)
+    }
 }
 
 /// The value of one preference in the `Prefer` header (`return=minimal, handling=lenient`).

@@ -157,23 +157,9 @@ impl Records {
         resource_type: ResourceType,
         body: &[u8],
     ) -> Result<StoredResource, RecordsError> {
-        let mut resource = parse_for(resource_type, body)?;
         let id = self.ids.new_id();
-        let last_updated = self.now();
-        resource.set_id(Some(Id::from(id.as_str())));
-        let meta = resource.meta_mut();
-        meta.version_id = Some(Id::from("1"));
-        meta.last_updated = Some(Instant::from(instant(last_updated)));
-        let body = self
-            .store_version(&resource, 1, last_updated, None, None)
-            .await?;
-        Ok(StoredResource {
-            resource_type,
-            id,
-            version: 1,
-            last_updated,
-            body,
-        })
+        self.create_version_one(resource_type, body, &id, None)
+            .await
     }
 
     /// FHIR conditional create (`If-None-Exist: criteria`): if exactly one resource matches the
@@ -193,7 +179,10 @@ impl Records {
                 return Ok((existing, false));
             }
             let id = self.ids.new_id();
-            match self.create_claimed(resource_type, body, &id, claim).await {
+            match self
+                .create_version_one(resource_type, body, &id, Some(claim))
+                .await
+            {
                 Ok(stored) => return Ok((stored, true)),
                 // Another conditional write with these criteria committed first: its resource
                 // is now visible to the search above (or its claim is stale and released).
@@ -237,7 +226,10 @@ impl Records {
                 }
                 None => {
                     let id = body_id.clone().unwrap_or_else(|| self.ids.new_id());
-                    match self.create_claimed(resource_type, body, &id, claim).await {
+                    match self
+                        .create_version_one(resource_type, body, &id, Some(claim))
+                        .await
+                    {
                         Ok(stored) => return Ok((stored, true)),
                         Err(RecordsError::ClaimTaken { .. }) => {
                             self.release_stale_claim(&query, claim).await?;
@@ -301,13 +293,14 @@ impl Records {
         Ok((query, claim))
     }
 
-    /// Creates version 1 of `body` with `id`, holding `claim`.
-    async fn create_claimed(
+    /// Creates version 1 of `body` with `id` (holding `claim`, for a conditional create):
+    /// validates, stamps id, `meta.versionId` = 1 and `meta.lastUpdated`, seals, stores.
+    async fn create_version_one(
         &self,
         resource_type: ResourceType,
         body: &[u8],
         id: &str,
-        claim: phi_crypto::BlindToken,
+        claim: Option<phi_crypto::BlindToken>,
     ) -> Result<StoredResource, RecordsError> {
         if !fhir_model::is_valid_id(id) {
             return Err(RecordsError::BadId { id: id.to_owned() });
@@ -319,7 +312,7 @@ impl Records {
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
         let body = self
-            .store_version(&resource, 1, last_updated, None, Some(claim))
+            .store_version(&resource, 1, last_updated, None, claim)
             .await?;
         Ok(StoredResource {
             resource_type,
