@@ -754,3 +754,63 @@ async fn conditional_update_updates_the_match_or_creates_once() {
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn format_pretty_summary_and_elements_shape_answers() {
+    let app = TestApp::start(store_sql::testing::TestDatabase::sqlite()).await;
+    let body = json!({"resourceType": "Patient", "gender": "female",
+        "text": {"status": "generated", "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Shaped</div>"},
+        "name": [{"family": "Shaped"}], "birthDate": "1980-01-01"});
+    let id = fhir_json(app.post("/fhir/Patient", &body).await).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/fhir/Patient/{id}");
+    let subsetted = |resource: &Value| {
+        resource["meta"]["tag"]
+            .as_array()
+            .is_some_and(|tags| tags.iter().any(|t| t["code"] == "SUBSETTED"))
+    };
+    let elements = fhir_json(app.get(&format!("{path}?_elements=name")).await).await;
+    assert_eq!(elements["name"][0]["family"], "Shaped");
+    assert!(elements.get("gender").is_none() && elements.get("birthDate").is_none());
+    assert!(subsetted(&elements));
+    let text = fhir_json(app.get(&format!("{path}?_summary=text")).await).await;
+    assert!(text.get("text").is_some() && text.get("name").is_none());
+    let data = fhir_json(app.get(&format!("{path}?_summary=data")).await).await;
+    assert!(data.get("text").is_none() && data.get("name").is_some());
+    let plain = fhir_json(app.get(&path).await).await;
+    assert!(!subsetted(&plain), "nothing removed, no tag");
+    let pretty = app
+        .get(&format!(
+            "{path}?_pretty=true&_format=application/fhir%2Bjson"
+        ))
+        .await;
+    assert!(
+        String::from_utf8(pretty.bytes().await.unwrap().to_vec())
+            .unwrap()
+            .contains("\n  \"")
+    );
+    assert_eq!(app.get(&format!("{path}?_format=xml")).await.status(), 406);
+    assert_eq!(
+        app.get(&format!("{path}?_pretty=maybe")).await.status(),
+        400
+    );
+    assert_eq!(
+        app.get(&format!("{path}?_summary=true")).await.status(),
+        400
+    );
+
+    let count = fhir_json(app.get("/fhir/Patient?family=shaped&_summary=count").await).await;
+    assert_eq!(count["total"], 1);
+    assert!(count.get("entry").is_none());
+    let searched = fhir_json(
+        app.get("/fhir/Patient?family=shaped&_elements=gender")
+            .await,
+    )
+    .await;
+    let resource = &searched["entry"][0]["resource"];
+    assert_eq!(resource["gender"], "female");
+    assert!(resource.get("name").is_none() && subsetted(resource));
+    app.stop().await;
+}

@@ -19,6 +19,9 @@ pub enum FhirError {
     /// The resource conflicts with one already stored.
     #[oai(status = 409)]
     Conflict(FhirJson),
+    /// The requested `_format` is not one this server answers in.
+    #[oai(status = 406)]
+    NotAcceptable(FhirJson),
     /// The resource was deleted.
     #[oai(status = 410)]
     Gone(FhirJson),

@@ -11,6 +11,7 @@ use time::macros::format_description;
 use crate::errors::FhirError;
 use crate::front::RequestId;
 use crate::payload::FhirJson;
+use crate::shaping::{Shaping, Summary};
 
 #[derive(Tags)]
 enum FhirTags {
@@ -215,13 +216,18 @@ impl FhirApi {
         let request_id = request_id(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let shaping = read_shaping(request)?;
         let stored = self
             .records
             .read(resource_type, &id.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
-        Ok(ReadResponse::Ok(FhirJson(stored.body), etag, last_modified))
+        Ok(ReadResponse::Ok(
+            FhirJson(shaping.body(stored.body)),
+            etag,
+            last_modified,
+        ))
     }
 
     /// capabilities: what this server supports, as a FHIR CapabilityStatement.
@@ -379,13 +385,18 @@ impl FhirApi {
         let request_id = request_id(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let shaping = read_shaping(request)?;
         let stored = self
             .records
             .vread(resource_type, &id.0, &version.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         let (etag, last_modified) = (etag(&stored), http_date(stored.last_updated));
-        Ok(ReadResponse::Ok(FhirJson(stored.body), etag, last_modified))
+        Ok(ReadResponse::Ok(
+            FhirJson(shaping.body(stored.body)),
+            etag,
+            last_modified,
+        ))
     }
 
     /// history: every version of a resource, newest first.
@@ -566,10 +577,18 @@ impl FhirApi {
                 ),
             ))
         })?;
+        let mut criteria = params.clone();
+        let shaping = Shaping::take(&mut criteria)?;
+        if shaping.summary() == Summary::Count {
+            // Only the number of matches: no entries, an exact total.
+            criteria.retain(|(name, _)| name != "_count" && name != "_total");
+            criteria.push(("_count".to_owned(), "0".to_owned()));
+            criteria.push(("_total".to_owned(), "accurate".to_owned()));
+        }
         let lenient = preference(request, "handling").as_deref() == Some("lenient");
         let page = self
             .records
-            .search_with(resource_type, &params, lenient)
+            .search_with(resource_type, &criteria, lenient)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(%resource_type, matches = page.resources.len(), "searched");
@@ -579,6 +598,7 @@ impl FhirApi {
             resource_type,
             &params,
             page,
+            &shaping,
         ))))
     }
 
@@ -656,6 +676,19 @@ fn update_response(request: &Request, stored: &StoredResource, created: bool) ->
         let body = returned(request, stored, "updated");
         UpdateResponse::Updated(body, location, etag, last_modified)
     }
+}
+
+/// `_format`, `_pretty`, `_summary`, `_elements` of a read (other parameters are ignored, as
+/// a read has none).
+fn read_shaping(request: &Request) -> Result<Shaping, FhirError> {
+    let mut params: Vec<(String, String)> = request
+        .params()
+        .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
+    let shaping = Shaping::take(&mut params)?;
+    if shaping.summary() == Summary::Count {
+        return Err(bad_parameter("_summary", "=count applies to searches only"));
+    }
+    Ok(shaping)
 }
 
 /// The value of one preference in the `Prefer` header (`return=minimal, handling=lenient`).
@@ -786,6 +819,7 @@ fn searchset(
     resource_type: ResourceType,
     params: &[(String, String)],
     page: records::SearchPage,
+    shaping: &Shaping,
 ) -> Vec<u8> {
     use serde_json::{Value, json};
     let url_for = |extra: Option<(&str, &str)>| {
@@ -816,7 +850,7 @@ fn searchset(
             let resource: Value = serde_json::from_slice(&found.body).unwrap_or(Value::Null);
             json!({
                 "fullUrl": format!("{base}/fhir/{}/{}", found.resource_type, found.id),
-                "resource": resource,
+                "resource": shaping.resource(resource),
                 "search": {"mode": "match"},
             })
         })
@@ -825,7 +859,9 @@ fn searchset(
     entries.extend(page.included.iter().map(|found| {
         json!({
             "fullUrl": format!("{base}/fhir/{}/{}", found.resource_type, found.id),
-            "resource": serde_json::from_slice::<Value>(&found.body).unwrap_or(Value::Null),
+            "resource": shaping.resource(
+                serde_json::from_slice::<Value>(&found.body).unwrap_or(Value::Null)
+            ),
             "search": {"mode": "include"},
         })
     }));
@@ -851,7 +887,7 @@ fn searchset(
     if !entries.is_empty() {
         bundle["entry"] = Value::Array(entries);
     }
-    serde_json::to_vec(&bundle).unwrap_or_default()
+    shaping.render(&bundle)
 }
 
 fn request_id(request: &Request) -> RequestId {

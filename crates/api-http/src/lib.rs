@@ -12,6 +12,7 @@ mod fhir;
 mod front;
 mod health;
 mod payload;
+mod shaping;
 
 pub use app::{HttpConfig, app, openapi_json};
 pub use front::RequestId;
