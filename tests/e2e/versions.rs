@@ -814,3 +814,78 @@ async fn format_pretty_summary_and_elements_shape_answers() {
     assert!(resource.get("name").is_none() && subsetted(resource));
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paging_through_2500_matches_while_inserting_skips_and_repeats_nothing() {
+    use futures::StreamExt;
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    for app in TestApp::on_every_backend().await {
+        let backend = app.backend();
+        let app = Arc::new(app);
+        let originals: BTreeSet<String> = futures::stream::iter(0..2500)
+            .map(|n| {
+                let app = app.clone();
+                async move {
+                    let body = json!({"resourceType": "Patient", "name": [{"family": format!("Pagetest{n}")}]});
+                    let created = fhir_json(app.post("/fhir/Patient", &body).await).await;
+                    created["id"].as_str().unwrap().to_owned()
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        assert_eq!(originals.len(), 2500);
+
+        // New matches keep arriving while the client pages.
+        let stop = Arc::new(AtomicBool::new(false));
+        let inserter = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut inserted = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let body =
+                        json!({"resourceType": "Patient", "name": [{"family": "PagetestNew"}]});
+                    assert_eq!(app.post("/fhir/Patient", &body).await.status(), 201);
+                    inserted += 1;
+                }
+                inserted
+            })
+        };
+        // Let the inserts get going before the first page.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let mut seen = Vec::new();
+        let mut url = app.url("/fhir/Patient?family=pagetest&_count=100");
+        let mut pages = 0;
+        loop {
+            let page = fhir_json(app.client.get(&url).send().await.unwrap()).await;
+            pages += 1;
+            for entry in page["entry"].as_array().into_iter().flatten() {
+                seen.push(entry["resource"]["id"].as_str().unwrap().to_owned());
+            }
+            let next = page["link"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|l| l["relation"] == "next")
+                .map(|l| l["url"].as_str().unwrap().to_owned());
+            match next {
+                Some(next) => url = next,
+                None => break,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let inserted = inserter.await.unwrap();
+        let unique: BTreeSet<String> = seen.iter().cloned().collect();
+        assert_eq!(unique.len(), seen.len(), "{backend}: no resource twice");
+        assert!(
+            originals.is_subset(&unique),
+            "{backend}: every resource that existed at the start"
+        );
+        assert!(pages >= 25, "{backend}: {pages} pages");
+        assert!(inserted > 0, "{backend}: inserts ran during paging");
+        Arc::into_inner(app).unwrap().stop().await;
+    }
+}
