@@ -6,5 +6,5 @@ mod errors;
 mod fhir_crud;
 mod operations;
 mod phi;
+mod rest;
 mod rotation;
-mod versions;

@@ -1,4 +1,6 @@
-//! update, delete, vread and instance history over HTTP, on SQLite and PostgreSQL.
+//! The FHIR REST API beyond create and read: update, delete, vread, history, conditional
+//! interactions, search features, shaping, operations and metadata, over HTTP on SQLite and
+//! PostgreSQL.
 
 use serde_json::{Value, json};
 use tests::{TestApp, fhir_json};
