@@ -179,17 +179,8 @@ impl Records {
                 return Ok((existing, false));
             }
             let id = self.ids.new_id();
-            match self
-                .create_version_one(resource_type, body, &id, Some(claim))
-                .await
-            {
-                Ok(stored) => return Ok((stored, true)),
-                // Another conditional write with these criteria committed first: its resource
-                // is now visible to the search above (or its claim is stale and released).
-                Err(RecordsError::ClaimTaken { .. }) => {
-                    self.release_stale_claim(&query, claim).await?;
-                }
-                Err(other) => return Err(other),
+            if let Some(stored) = self.create_claimed(&query, claim, body, &id).await? {
+                return Ok((stored, true));
             }
         }
         Err(RecordsError::VersionConflict {
@@ -226,15 +217,8 @@ impl Records {
                 }
                 None => {
                     let id = body_id.clone().unwrap_or_else(|| self.ids.new_id());
-                    match self
-                        .create_version_one(resource_type, body, &id, Some(claim))
-                        .await
-                    {
-                        Ok(stored) => return Ok((stored, true)),
-                        Err(RecordsError::ClaimTaken { .. }) => {
-                            self.release_stale_claim(&query, claim).await?;
-                        }
-                        Err(other) => return Err(other),
+                    if let Some(stored) = self.create_claimed(&query, claim, body, &id).await? {
+                        return Ok((stored, true));
                     }
                 }
             }
@@ -243,6 +227,29 @@ impl Records {
             resource_type,
             id: "(conditional update)".to_owned(),
         })
+    }
+
+    /// The create branch of a conditional write: version 1 holding `claim`, or `None` if
+    /// another conditional write with these criteria committed first (its resource is then
+    /// visible to the caller's next search; a stale claim is released for the next attempt).
+    async fn create_claimed(
+        &self,
+        query: &crate::index::SearchQuery,
+        claim: phi_crypto::BlindToken,
+        body: &[u8],
+        id: &str,
+    ) -> Result<Option<StoredResource>, RecordsError> {
+        match self
+            .create_version_one(query.resource_type, body, id, Some(claim))
+            .await
+        {
+            Ok(stored) => Ok(Some(stored)),
+            Err(RecordsError::ClaimTaken { .. }) => {
+                self.release_stale_claim(query, claim).await?;
+                Ok(None)
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// After losing a claim race: if the claim's holder no longer matches the criteria (it was
