@@ -532,22 +532,18 @@ impl FhirApi {
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         let base = base_url(request);
         let link = |cursor: Option<&str>| {
-            let mut query = form_urlencoded::Serializer::new(String::new());
-            if let Some(count) = &count {
-                query.append_pair("_count", count);
-            }
-            if let Some(since) = &since {
-                query.append_pair("_since", since);
-            }
-            if let Some(cursor) = cursor {
-                query.append_pair("_cursor", cursor);
-            }
-            let query = query.finish();
-            if query.is_empty() {
-                format!("{base}{path}")
-            } else {
-                format!("{base}{path}?{query}")
-            }
+            let params = [
+                ("_count", count.as_deref()),
+                ("_since", since.as_deref()),
+                ("_cursor", cursor),
+            ];
+            page_url(
+                &base,
+                path,
+                params
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, value?))),
+            )
         };
         let mut links =
             vec![serde_json::json!({"relation": "self", "url": link(cursor.as_deref())})];
@@ -568,15 +564,9 @@ impl FhirApi {
     ) -> Result<SearchResponse, FhirError> {
         let request_id = request_id(request);
         let resource_type = ResourceType::parse(resource_type).map_err(FhirError::unknown_type)?;
-        let params: Vec<(String, String)> = request.params().map_err(|_| {
-            FhirError::BadRequest(crate::errors::outcome_json(
-                fhir_model::OperationOutcome::single(
-                    fhir_model::IssueSeverity::Error,
-                    fhir_model::IssueType::Invalid,
-                    "the query string is not valid URL encoding",
-                ),
-            ))
-        })?;
+        let params: Vec<(String, String)> = request
+            .params()
+            .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
         let mut criteria = params.clone();
         let shaping = Shaping::take(&mut criteria)?;
         if shaping.summary() == Summary::Count {
@@ -759,6 +749,25 @@ fn series_parameters(status: &[records::series::SeriesStatus]) -> Vec<u8> {
     serde_json::to_vec(&resource).unwrap_or_default()
 }
 
+/// `[base][path]?name=value&…` with URL-encoded values, or without `?` when there are none:
+/// the `self` and `next` links of searchset and history Bundles.
+fn page_url<'a>(
+    base: &str,
+    path: &str,
+    params: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut query = form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        query.append_pair(name, value);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        format!("{base}{path}")
+    } else {
+        format!("{base}{path}?{query}")
+    }
+}
+
 /// `_count` and `_since` of a history request.
 fn history_params(
     count: Option<&str>,
@@ -822,20 +831,13 @@ fn searchset(
     shaping: &Shaping,
 ) -> Vec<u8> {
     use serde_json::{Value, json};
+    let path = format!("/fhir/{resource_type}");
     let url_for = |extra: Option<(&str, &str)>| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        for (name, value) in params.iter().filter(|(n, _)| n != "_cursor") {
-            query.append_pair(name, value);
-        }
-        if let Some((name, value)) = extra {
-            query.append_pair(name, value);
-        }
-        let query = query.finish();
-        if query.is_empty() {
-            format!("{base}/fhir/{resource_type}")
-        } else {
-            format!("{base}/fhir/{resource_type}?{query}")
-        }
+        let kept = params
+            .iter()
+            .filter(|(name, _)| name != "_cursor")
+            .map(|(name, value)| (name.as_str(), value.as_str()));
+        page_url(base, &path, kept.chain(extra))
     };
     let mut links = vec![json!({"relation": "self", "url": url_for(None)})];
     if let Some(cursor) = &page.next_cursor {

@@ -528,15 +528,18 @@ impl Records {
             resource_type,
             id: id.to_owned(),
         };
-        if !fhir_model::is_valid_id(id)
-            || self.store.read_current(resource_type, id).await?.is_none()
-        {
+        if !fhir_model::is_valid_id(id) {
             return Err(not_found());
         }
         let versions = self
             .store
             .history(resource_type, id, since, count.min(search::MAX_COUNT))
             .await?;
+        // No versions: either the resource never existed, or none is recent enough for
+        // `_since` (an empty history). Only then is the extra lookup needed.
+        if versions.is_empty() && self.store.read_current(resource_type, id).await?.is_none() {
+            return Err(not_found());
+        }
         let mut entries = Vec::with_capacity(versions.len());
         for stored in versions {
             let (version, last_updated) = (stored.version, stored.last_updated);
