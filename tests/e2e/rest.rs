@@ -798,8 +798,14 @@ async fn format_pretty_summary_and_elements_shape_answers() {
         app.get(&format!("{path}?_pretty=maybe")).await.status(),
         400
     );
+    // `_summary=true`: the elements R4 marks isSummary (name, gender, birthDate), not the
+    // narrative.
+    let summary = fhir_json(app.get(&format!("{path}?_summary=true")).await).await;
+    assert_eq!(summary["name"][0]["family"], "Shaped");
+    assert_eq!(summary["birthDate"], "1980-01-01");
+    assert!(summary.get("text").is_none() && subsetted(&summary));
     assert_eq!(
-        app.get(&format!("{path}?_summary=true")).await.status(),
+        app.get(&format!("{path}?_summary=maybe")).await.status(),
         400
     );
 
@@ -889,5 +895,134 @@ async fn paging_through_2500_matches_while_inserting_skips_and_repeats_nothing()
         assert!(pages >= 25, "{backend}: {pages} pages");
         assert!(inserted > 0, "{backend}: inserts ran during paging");
         Arc::into_inner(app).unwrap().stop().await;
+    }
+}
+
+#[tokio::test]
+async fn sort_by_date_pages_both_ways_with_next_and_previous_links() {
+    for app in TestApp::on_every_backend().await {
+        let patient = fhir_json(
+            app.post("/fhir/Patient", &patient("sorted-p", "Sorted"))
+                .await,
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // Seven doses: two on one day, and one dated only to the month (it sorts by its start
+        // ascending and by its end descending).
+        let days = [
+            "2021-03-05",
+            "2021-03-01",
+            "2021-03-09",
+            "2021-03-05",
+            "2021-02",
+            "2021-03-07",
+            "2021-03-03",
+        ];
+        for day in days {
+            let dose = json!({"resourceType": "Immunization", "status": "completed",
+                "vaccineCode": {"text": "x"}, "patient": {"reference": format!("Patient/{patient}")},
+                "occurrenceDateTime": day});
+            assert_eq!(app.post("/fhir/Immunization", &dose).await.status(), 201);
+        }
+        let dates = |bundle: &Value| {
+            bundle["entry"]
+                .as_array()
+                .map(|entries| {
+                    entries
+                        .iter()
+                        .map(|e| {
+                            e["resource"]["occurrenceDateTime"]
+                                .as_str()
+                                .unwrap()
+                                .to_owned()
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        let link = |bundle: &Value, relation: &str| {
+            bundle["link"].as_array().unwrap().iter().find_map(|l| {
+                (l["relation"] == relation).then(|| {
+                    l["url"]
+                        .as_str()
+                        .unwrap()
+                        .strip_prefix(&app.base)
+                        .unwrap()
+                        .to_owned()
+                })
+            })
+        };
+        for (sort, want) in [
+            (
+                "date",
+                [
+                    "2021-02",
+                    "2021-03-01",
+                    "2021-03-03",
+                    "2021-03-05",
+                    "2021-03-05",
+                    "2021-03-07",
+                    "2021-03-09",
+                ],
+            ),
+            (
+                "-date",
+                [
+                    "2021-03-09",
+                    "2021-03-07",
+                    "2021-03-05",
+                    "2021-03-05",
+                    "2021-03-03",
+                    "2021-03-01",
+                    "2021-02",
+                ],
+            ),
+        ] {
+            let first = format!("/fhir/Immunization?patient={patient}&_sort={sort}&_count=3");
+            let mut pages = Vec::new();
+            let mut bundle = fhir_json(app.get(&first).await).await;
+            assert!(
+                link(&bundle, "previous").is_none(),
+                "the first page has no previous"
+            );
+            loop {
+                pages.push(dates(&bundle));
+                match link(&bundle, "next") {
+                    Some(next) => bundle = fhir_json(app.get(&next).await).await,
+                    None => break,
+                }
+            }
+            assert_eq!(pages.concat(), want, "{}: _sort={sort}", app.backend());
+            // Back from the last page through `previous` links: the same pages.
+            let mut back = Vec::new();
+            while let Some(previous) = link(&bundle, "previous") {
+                bundle = fhir_json(app.get(&previous).await).await;
+                assert!(link(&bundle, "next").is_some());
+                back.push(dates(&bundle));
+            }
+            back.reverse();
+            assert_eq!(
+                back,
+                pages[..pages.len() - 1],
+                "{}: _sort={sort}",
+                app.backend()
+            );
+        }
+        for (sort, says) in [
+            ("birthdate", "blind-indexed"),
+            ("gender", "not supported"),
+            ("shoe-size", "no search parameter"),
+            ("_lastUpdated,_id", "one sort key"),
+        ] {
+            let message =
+                diagnostics(app.get(&format!("/fhir/Patient?_sort={sort}")).await, 400).await;
+            assert!(
+                message.contains("_sort") && message.contains(says),
+                "{message}"
+            );
+        }
+        app.stop().await;
     }
 }

@@ -10,8 +10,8 @@ use phi_crypto::{
 use time::macros::datetime;
 
 use crate::index::{
-    BlindRow, Clause, DateComparator, DateMatch, DateRow, IndexRows, ReferenceMatch, ReferenceRow,
-    SearchQuery, StringRow, TokenMatch, TokenRow,
+    BlindRow, Clause, DateComparator, DateMatch, DateRow, IndexRows, Order, Position,
+    ReferenceMatch, ReferenceRow, SearchQuery, SortKey, StringRow, TokenMatch, TokenRow,
 };
 use crate::ports::{Erasure, NewVersion, ResourceStore, StoreError};
 
@@ -73,6 +73,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     a_conditional_claim_admits_one_create_until_the_resource_changes(store).await;
     missing_and_last_updated_clauses(store).await;
     sorting_by_last_updated_pages_by_time_then_id(store).await;
+    sorting_by_a_date_uses_its_extremes_and_puts_the_undated_last(store).await;
     chained_clauses_follow_references_to_live_targets(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
@@ -357,17 +358,17 @@ async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
         let query = SearchQuery {
             resource_type: imm,
             clauses,
-            after_id: None,
+            order: Order::default(),
+            after: None,
             limit: 100,
-            sort: None,
         };
         store
             .search(&query)
             .await
             .unwrap()
             .into_iter()
-            .filter(|v| v.id.starts_with('s'))
-            .map(|v| v.id)
+            .filter(|v| v.version.id.starts_with('s'))
+            .map(|v| v.version.id)
             .collect::<Vec<_>>()
     };
     assert_eq!(
@@ -484,14 +485,19 @@ async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
         .search(&SearchQuery {
             resource_type: imm,
             clauses: vec![reference(None, "p1")],
-            after_id: Some("s1".into()),
+            order: Order::default(),
+            after: Some(Position {
+                value: None,
+                id: "s1".into(),
+            }),
             limit: 1,
-            sort: None,
         })
         .await
         .unwrap();
     assert_eq!(
-        page.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        page.iter()
+            .map(|v| v.version.id.as_str())
+            .collect::<Vec<_>>(),
         ["s3"]
     );
     // Wildcard-looking text is matched literally.
@@ -530,9 +536,9 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
             param: "x-blind",
             any_of: vec![BlindToken([77; 8])],
         }],
-        after_id: None,
+        order: Order::default(),
+        after: None,
         limit: 10,
-        sort: None,
     };
     assert_eq!(store.search(&blind()).await.unwrap().len(), 3);
     let at = datetime!(2026-11-24 10:00 UTC);
@@ -550,7 +556,9 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
     );
     let left = store.search(&blind()).await.unwrap();
     assert_eq!(
-        left.iter().map(|v| v.id.as_str()).collect::<Vec<_>>(),
+        left.iter()
+            .map(|v| v.version.id.as_str())
+            .collect::<Vec<_>>(),
         ["e-other"]
     );
     let sealed = store
@@ -597,14 +605,14 @@ async fn updates_move_versions_and_keep_history(store: &dyn ResourceStore) {
                     param: "h-blind",
                     any_of: vec![BlindToken([n; 8])],
                 }],
-                after_id: None,
+                order: Order::default(),
+                after: None,
                 limit: 10,
-                sort: None,
             })
             .await
             .unwrap()
             .into_iter()
-            .map(|v| (v.id, v.version))
+            .map(|v| (v.version.id, v.version.version))
             .collect::<Vec<_>>()
     };
     store.create(next(1, b"one", rows(1), false)).await.unwrap();
@@ -825,14 +833,14 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
             .search(&SearchQuery {
                 resource_type: device,
                 clauses,
-                after_id: None,
+                order: Order::default(),
+                after: None,
                 limit: 10,
-                sort: None,
             })
             .await
             .unwrap()
             .into_iter()
-            .map(|v| v.id)
+            .map(|v| v.version.id)
             .collect::<Vec<_>>()
     };
     let missing = |missing| Clause::Missing {
@@ -844,9 +852,12 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
     let all_devices = SearchQuery {
         resource_type: device,
         clauses: vec![],
-        after_id: Some("d-with".into()),
+        order: Order::default(),
+        after: Some(Position {
+            value: None,
+            id: "d-with".into(),
+        }),
         limit: 1,
-        sort: None,
     };
     assert_eq!(
         store.count(&all_devices).await.unwrap(),
@@ -874,41 +885,126 @@ async fn missing_and_last_updated_clauses(store: &dyn ResourceStore) {
 }
 
 async fn sorting_by_last_updated_pages_by_time_then_id(store: &dyn ResourceStore) {
-    use crate::index::{Sort, SortKey};
     let location = ResourceType::parse("Location").unwrap();
-    // Two share a time: the tie goes by id.
+    // Two share a time: the tie goes by id, in the sort's direction.
     for (id, minute) in [("l-a", 3), ("l-b", 1), ("l-c", 2), ("l-d", 2)] {
         let mut v = version(location, id, b"x");
         v.last_updated = datetime!(2027-01-01 10:00 UTC) + time::Duration::minutes(minute);
         store.create(v).await.unwrap();
     }
+    let at = |minute: i64| datetime!(2027-01-01 10:00 UTC) + time::Duration::minutes(minute);
     let page = |descending: bool, after: Option<(&'static str, i64)>, limit: u64| async move {
         let query = SearchQuery {
             resource_type: location,
             clauses: vec![],
-            after_id: after.map(|(id, _)| id.to_owned()),
-            limit,
-            sort: Some(Sort {
+            order: Order {
                 key: SortKey::LastUpdated,
                 descending,
-                after: after.map(|(_, minute)| {
-                    datetime!(2027-01-01 10:00 UTC) + time::Duration::minutes(minute)
-                }),
+            },
+            after: after.map(|(id, minute)| Position {
+                value: Some(at(minute)),
+                id: id.to_owned(),
             }),
+            limit,
         };
-        store
-            .search(&query)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|v| v.id)
-            .collect::<Vec<_>>()
+        let found = store.search(&query).await.unwrap();
+        for m in &found {
+            assert_eq!(m.sort_value, Some(m.version.last_updated), "the sort value");
+        }
+        found.into_iter().map(|v| v.version.id).collect::<Vec<_>>()
     };
     assert_eq!(page(false, None, 10).await, ["l-b", "l-c", "l-d", "l-a"]);
-    assert_eq!(page(true, None, 10).await, ["l-a", "l-c", "l-d", "l-b"]);
+    assert_eq!(page(true, None, 10).await, ["l-a", "l-d", "l-c", "l-b"]);
     assert_eq!(page(false, Some(("l-c", 2)), 10).await, ["l-d", "l-a"]);
-    assert_eq!(page(true, Some(("l-c", 2)), 10).await, ["l-d", "l-b"]);
-    assert_eq!(page(true, Some(("l-a", 3)), 1).await, ["l-c"]);
+    assert_eq!(page(true, Some(("l-c", 2)), 10).await, ["l-b"]);
+    assert_eq!(page(true, Some(("l-a", 3)), 1).await, ["l-d"]);
+}
+
+async fn sorting_by_a_date_uses_its_extremes_and_puts_the_undated_last(store: &dyn ResourceStore) {
+    let procedure = ResourceType::parse("Procedure").unwrap();
+    let day = |d: u8| {
+        time::Date::from_calendar_date(2021, time::Month::March, d)
+            .unwrap()
+            .midnight()
+            .assume_utc()
+    };
+    // p-wide spans the 1st to the 9th; p-mid is the 5th; p-late the 7th; p-none has no date.
+    let dated = |id: &str, ranges: &[(u8, u8)]| NewVersion {
+        index: IndexRows {
+            dates: ranges
+                .iter()
+                .map(|&(low, high)| DateRow {
+                    param: "date",
+                    low: day(low),
+                    high: day(high),
+                })
+                .collect(),
+            ..IndexRows::default()
+        },
+        ..version(procedure, id, b"x")
+    };
+    for v in [
+        dated("p-wide", &[(1, 2), (9, 10)]),
+        dated("p-mid", &[(5, 6)]),
+        dated("p-late", &[(7, 8)]),
+        dated("p-none", &[]),
+        dated("p-mid2", &[(5, 6)]),
+    ] {
+        store.create(v).await.unwrap();
+    }
+    let sorted = |key: SortKey, descending: bool, after: Option<Position>, limit: u64| async move {
+        let query = SearchQuery {
+            resource_type: procedure,
+            clauses: vec![],
+            order: Order { key, descending },
+            after,
+            limit,
+        };
+        store.search(&query).await.unwrap()
+    };
+    let ids = |found: &[crate::SearchMatch]| {
+        found
+            .iter()
+            .map(|m| m.version.id.clone())
+            .collect::<Vec<_>>()
+    };
+    let ascending = sorted(SortKey::DateLow("date"), false, None, 10).await;
+    assert_eq!(
+        ids(&ascending),
+        ["p-wide", "p-mid", "p-mid2", "p-late", "p-none"]
+    );
+    assert_eq!(ascending[0].sort_value, Some(day(1)));
+    assert_eq!(
+        ascending[4].sort_value,
+        SortKey::DateLow("date").missing_value()
+    );
+    let descending = sorted(SortKey::DateHigh("date"), true, None, 10).await;
+    assert_eq!(
+        ids(&descending),
+        ["p-wide", "p-late", "p-mid2", "p-mid", "p-none"]
+    );
+    assert_eq!(descending[0].sort_value, Some(day(10)));
+    // Paging from a position inside a tie, both ways, and across the undated.
+    let after_mid = Some(Position {
+        value: Some(day(5)),
+        id: "p-mid".into(),
+    });
+    assert_eq!(
+        ids(&sorted(SortKey::DateLow("date"), false, after_mid.clone(), 2).await),
+        ["p-mid2", "p-late"]
+    );
+    assert_eq!(
+        ids(&sorted(SortKey::DateLow("date"), true, after_mid, 10).await),
+        ["p-wide"]
+    );
+    let after_late = Some(Position {
+        value: Some(day(8)),
+        id: "p-late".into(),
+    });
+    assert_eq!(
+        ids(&sorted(SortKey::DateHigh("date"), true, after_late, 10).await),
+        ["p-mid2", "p-mid", "p-none"]
+    );
 }
 
 async fn chained_clauses_follow_references_to_live_targets(store: &dyn ResourceStore) {
@@ -955,12 +1051,13 @@ async fn chained_clauses_follow_references_to_live_targets(store: &dyn ResourceS
                 any_of: vec![token],
             }),
         }],
-        after_id: None,
+        order: Order::default(),
+        after: None,
         limit: 10,
-        sort: None,
     };
-    let ids =
-        |found: Vec<crate::StoredVersion>| found.into_iter().map(|v| v.id).collect::<Vec<_>>();
+    let ids = |found: Vec<crate::SearchMatch>| {
+        found.into_iter().map(|v| v.version.id).collect::<Vec<_>>()
+    };
     assert_eq!(ids(store.search(&chained()).await.unwrap()), ["ch-i1"]);
     // A deleted target no longer satisfies the chain.
     let mut deletion = version(group, "ch-p1", b"");

@@ -10,10 +10,10 @@ use phi_crypto::fakes::MemoryKeyStore;
 use phi_crypto::{KeyOwner, KeyState, KeyStore};
 use time::OffsetDateTime;
 
-use crate::index::{Clause, IndexRows, IndexTable, SearchQuery};
+use crate::index::{Clause, IndexRows, IndexTable, SearchQuery, SortKey};
 use crate::ports::{
-    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, StoreError,
-    StoredVersion,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SearchMatch,
+    StoreError, StoredVersion,
 };
 
 type Key = (ResourceType, String);
@@ -226,9 +226,9 @@ impl ResourceStore for MemoryStore {
             .and_then(|entry| entry.versions.last().cloned()))
     }
 
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError> {
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError> {
         let entries = self.lock()?;
-        let mut found: Vec<StoredVersion> = entries
+        let mut found: Vec<SearchMatch> = entries
             .iter()
             .filter(|((rt, _), _)| *rt == query.resource_type)
             .filter_map(|((_, id), entry)| {
@@ -237,25 +237,23 @@ impl ResourceStore for MemoryStore {
                     .clauses
                     .iter()
                     .all(|c| matches(c, id, current.last_updated, &entry.index, &entries));
-                (!current.deleted && all).then(|| current.clone())
+                (!current.deleted && all).then(|| SearchMatch {
+                    sort_value: sort_value(query.order.key, current, &entry.index),
+                    version: current.clone(),
+                })
             })
-            .filter(|v| match (&query.after_id, &query.sort) {
-                (None, _) => true,
-                (Some(after), None) => v.id > *after,
-                (Some(after), Some(sort)) => sort.is_after(v.last_updated, &v.id, after),
+            .filter(|m| {
+                query
+                    .after
+                    .as_ref()
+                    .is_none_or(|after| query.order.is_after(m.sort_value, &m.version.id, after))
             })
             .collect();
-        if let Some(sort) = query.sort {
-            found.sort_by(|a, b| {
-                let by_time = a.last_updated.cmp(&b.last_updated);
-                let by_time = if sort.descending {
-                    by_time.reverse()
-                } else {
-                    by_time
-                };
-                by_time.then_with(|| a.id.cmp(&b.id))
-            });
-        }
+        found.sort_by(|a, b| {
+            query
+                .order
+                .compare((a.sort_value, &a.version.id), (b.sort_value, &b.version.id))
+        });
         found.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
         Ok(found)
     }
@@ -291,7 +289,7 @@ impl ResourceStore for MemoryStore {
 
     async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
         let everything = SearchQuery {
-            after_id: None,
+            after: None,
             limit: u64::MAX,
             ..query.clone()
         };
@@ -334,6 +332,17 @@ impl ResourceStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
+    }
+}
+
+/// A resource's value of a sort key, as the SQL store computes it.
+fn sort_value(key: SortKey, current: &StoredVersion, index: &IndexRows) -> Option<OffsetDateTime> {
+    let dates = |param: &'static str| index.dates.iter().filter(move |d| d.param == param);
+    match key {
+        SortKey::Id => None,
+        SortKey::LastUpdated => Some(current.last_updated),
+        SortKey::DateLow(param) => dates(param).map(|d| d.low).min().or(key.missing_value()),
+        SortKey::DateHigh(param) => dates(param).map(|d| d.high).max().or(key.missing_value()),
     }
 }
 

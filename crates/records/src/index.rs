@@ -133,38 +133,89 @@ pub struct SearchQuery {
     pub resource_type: ResourceType,
     /// Every clause must hold (FHIR: repeated parameters are AND).
     pub clauses: Vec<Clause>,
-    /// Only resources after this id (keyset paging; with a sort, after `sort.after` too).
-    pub after_id: Option<String>,
+    /// The order of the results.
+    pub order: Order,
+    /// Only resources strictly after this position in `order` (keyset paging).
+    pub after: Option<Position>,
     pub limit: u64,
-    /// `_sort`; `None`: by id.
-    pub sort: Option<Sort>,
 }
 
-/// Order of search results: by the sort key, then by id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sort {
+/// The order of search results: by a sort value, ties by id, both in one direction, so that
+/// flipping `descending` gives exactly the reverse order (which is how a previous page is
+/// found).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Order {
     pub key: SortKey,
     pub descending: bool,
-    /// The sort value of the last resource of the previous page (with `after_id`).
-    pub after: Option<OffsetDateTime>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What results are sorted by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortKey {
+    /// By id alone (the default: it needs no sort value).
+    #[default]
+    Id,
     /// When the current version was stored.
     LastUpdated,
+    /// The earliest start of a plain date parameter's values (FHIR: an ascending sort uses
+    /// the lowest value). A resource without a value sorts after every dated one.
+    DateLow(&'static str),
+    /// The latest end of a plain date parameter's values (FHIR: a descending sort uses the
+    /// highest value). A resource without a value sorts after every dated one, descending.
+    DateHigh(&'static str),
 }
 
-impl Sort {
-    /// Whether a resource with sort value `value` and id `id` comes after the cursor.
-    pub fn is_after(&self, value: OffsetDateTime, id: &str, after_id: &str) -> bool {
-        let Some(after) = self.after else {
-            return id > after_id;
-        };
-        if value == after {
-            id > after_id
+impl SortKey {
+    /// The sort value of a resource without a value for a date key: it puts that resource
+    /// last in the key's natural direction.
+    pub fn missing_value(self) -> Option<OffsetDateTime> {
+        match self {
+            Self::DateLow(_) => Some(time::macros::datetime!(9999-12-31 23:59:59 UTC)),
+            Self::DateHigh(_) => Some(time::macros::datetime!(0001-01-01 00:00:00 UTC)),
+            Self::Id | Self::LastUpdated => None,
+        }
+    }
+}
+
+/// A place in an [`Order`]: a resource's sort value (none when sorted by id) and its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    pub value: Option<OffsetDateTime>,
+    pub id: String,
+}
+
+impl Order {
+    /// Whether a resource with sort value `value` and id `id` comes strictly after `position`.
+    pub fn is_after(&self, value: Option<OffsetDateTime>, id: &str, position: &Position) -> bool {
+        let ordering = value
+            .cmp(&position.value)
+            .then_with(|| id.cmp(&position.id));
+        if self.descending {
+            ordering.is_lt()
         } else {
-            (value > after) != self.descending
+            ordering.is_gt()
+        }
+    }
+
+    /// Compares two resources by (sort value, id) in this order.
+    pub fn compare(
+        &self,
+        a: (Option<OffsetDateTime>, &str),
+        b: (Option<OffsetDateTime>, &str),
+    ) -> std::cmp::Ordering {
+        let ordering = a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1));
+        if self.descending {
+            ordering.reverse()
+        } else {
+            ordering
+        }
+    }
+
+    /// The same key, the other way.
+    pub fn reversed(self) -> Self {
+        Self {
+            key: self.key,
+            descending: !self.descending,
         }
     }
 }
@@ -342,9 +393,9 @@ impl SearchQuery {
                         let inner = SearchQuery {
                             resource_type: *target_type,
                             clauses: vec![(**inner).clone()],
-                            after_id: None,
+                            order: Order::default(),
+                            after: None,
                             limit: 0,
-                            sort: None,
                         };
                         vec![format!("{target_type}:{}", hex(&inner.canonical()))]
                     }

@@ -16,7 +16,7 @@ mod service;
 
 pub use error::RecordsError;
 pub use ports::{
-    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore, StoreError,
-    StoredVersion, SystemClock,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore,
+    SearchMatch, StoreError, StoredVersion, SystemClock,
 };
 pub use service::{HistoryEntry, HistoryPage, Records, SearchPage, StoredResource, instant};

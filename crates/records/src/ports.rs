@@ -49,6 +49,14 @@ pub struct StoredVersion {
     pub body: Vec<u8>,
 }
 
+/// A search result: the current version, and its value of the query's sort key (`None` when
+/// sorted by id), which positions the paging cursors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchMatch {
+    pub version: StoredVersion,
+    pub sort_value: Option<OffsetDateTime>,
+}
+
 /// Where a page of type or system history ended: the last version it showed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPosition {
@@ -215,9 +223,9 @@ pub trait ResourceStore: Send + Sync {
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError>;
 
-    /// The current, non-deleted versions of resources matching every clause of `query`, in id
-    /// order after `query.after_id`, at most `query.limit` of them.
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError>;
+    /// The current, non-deleted versions of resources matching every clause of `query`, in
+    /// `query.order` strictly after `query.after`, at most `query.limit` of them.
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError>;
 
     /// The resource holding a conditional-create claim, if any.
     async fn claim_holder(

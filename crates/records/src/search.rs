@@ -9,8 +9,8 @@ use fhir_model::search::{ParamKind, Protection, SearchParam, date_range, search_
 use phi_crypto::{BlindIndex, BlindQueryError, fold};
 
 use crate::index::{
-    Clause, DateComparator, DateMatch, IndexTable, ReferenceMatch, SearchQuery, Sort, SortKey,
-    TokenMatch, blind_token_value,
+    Clause, DateComparator, DateMatch, IndexTable, Order, Position, ReferenceMatch, SearchQuery,
+    SortKey, TokenMatch, blind_token_value,
 };
 
 pub const DEFAULT_COUNT: u64 = 20;
@@ -34,7 +34,10 @@ fn error(param: &str, reason: impl Into<String>) -> SearchError {
 /// A parsed search request.
 #[derive(Debug, Clone)]
 pub struct Parsed {
+    /// The query as a forward page would ask it; see `direction`.
     pub query: SearchQuery,
+    /// Which way from the cursor's position the page lies.
+    pub direction: Direction,
     /// Unknown parameters left out under lenient handling.
     pub ignored: Vec<String>,
     /// `_total=accurate|estimate`: count every match.
@@ -43,6 +46,15 @@ pub struct Parsed {
     pub includes: Vec<&'static SearchParam>,
     /// `_revinclude=Type:param`: resources whose reference parameter points at a match.
     pub revincludes: Vec<&'static SearchParam>,
+}
+
+/// Which way a page lies from its cursor's position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The results after the position (`next` links, and the first page).
+    Forward,
+    /// The results before the position (`previous` links).
+    Backward,
 }
 
 /// Parses `params` (name, value pairs as they came in the URL) for `resource_type`.
@@ -71,9 +83,9 @@ pub fn parse_with(
     let mut query = SearchQuery {
         resource_type,
         clauses: Vec::new(),
-        after_id: None,
+        order: Order::default(),
+        after: None,
         limit: DEFAULT_COUNT,
-        sort: None,
     };
     for (name, value) in params {
         if let Some((head, child)) = name.split_once('.') {
@@ -124,25 +136,7 @@ pub fn parse_with(
             }
             "_sort" => {
                 no_modifier(name, modifier)?;
-                let (descending, key) = match value.strip_prefix('-') {
-                    Some(key) => (true, key),
-                    None => (false, value.as_str()),
-                };
-                let key = match key {
-                    "_lastUpdated" => SortKey::LastUpdated,
-                    _ => {
-                        return Err(error(
-                            name,
-                            "supports _lastUpdated and -_lastUpdated (other sort keys are not \
-                             supported yet)",
-                        ));
-                    }
-                };
-                query.sort = Some(Sort {
-                    key,
-                    descending,
-                    after: None,
-                });
+                query.order = sort_order(resource_type, name, value)?;
             }
             "_id" => {
                 no_modifier(name, modifier)?;
@@ -170,6 +164,7 @@ pub fn parse_with(
             },
         }
     }
+    let mut direction = Direction::Forward;
     if let Some(cursor) = cursor {
         let invalid = || {
             error(
@@ -177,17 +172,17 @@ pub fn parse_with(
                 "is not a cursor this server issued for this search",
             )
         };
-        let (after_value, after_id) = decode_cursor(cursor).ok_or_else(invalid)?;
-        // A cursor carries a sort value exactly when the search is sorted.
-        match (&mut query.sort, after_value) {
-            (Some(sort), Some(value)) => sort.after = Some(value),
-            (None, None) => {}
-            _ => return Err(invalid()),
+        let (cursor_direction, position) = decode_cursor(cursor).ok_or_else(invalid)?;
+        // A cursor carries a sort value exactly when the search is sorted by one.
+        if position.value.is_some() == (query.order.key == SortKey::Id) {
+            return Err(invalid());
         }
-        query.after_id = Some(after_id);
+        direction = cursor_direction;
+        query.after = Some(position);
     }
     Ok(Parsed {
         query,
+        direction,
         ignored,
         total,
         includes,
@@ -487,29 +482,88 @@ fn date_match(name: &str, value: &str) -> Result<DateMatch, SearchError> {
     })
 }
 
-/// The opaque cursor of the page after the resource `id` (with its sort value, if sorted).
-pub fn encode_cursor(id: &str, sort_value: Option<time::OffsetDateTime>) -> String {
-    let text = match sort_value {
-        Some(value) => format!("after:{}:{id}", value.unix_timestamp_nanos()),
-        None => format!("after:{id}"),
+/// `_sort=[-]key`: one key, `_id`, `_lastUpdated` or a date parameter that is not blind.
+fn sort_order(resource_type: ResourceType, name: &str, value: &str) -> Result<Order, SearchError> {
+    if value.contains(',') {
+        return Err(error(
+            name,
+            "takes one sort key (several are not supported)",
+        ));
+    }
+    let (descending, key) = match value.strip_prefix('-') {
+        Some(key) => (true, key),
+        None => (false, value),
     };
-    URL_SAFE_NO_PAD.encode(text)
+    let key = match key {
+        "_id" => SortKey::Id,
+        "_lastUpdated" => SortKey::LastUpdated,
+        _ => match search_param(resource_type, key) {
+            Some(param) if param.kind == ParamKind::Date => {
+                if param.protection == Protection::Blind {
+                    return Err(error(
+                        name,
+                        format!(
+                            "{key} is blind-indexed (it identifies patients), so results cannot \
+                             be sorted by it"
+                        ),
+                    ));
+                }
+                if descending {
+                    SortKey::DateHigh(param.code)
+                } else {
+                    SortKey::DateLow(param.code)
+                }
+            }
+            Some(_) => {
+                return Err(error(
+                    name,
+                    format!("sorting by {key} is not supported (only _id, _lastUpdated and dates)"),
+                ));
+            }
+            None => {
+                return Err(error(
+                    name,
+                    format!("{resource_type} has no search parameter {key} to sort by"),
+                ));
+            }
+        },
+    };
+    Ok(Order { key, descending })
 }
 
-fn decode_cursor(cursor: &str) -> Option<(Option<time::OffsetDateTime>, String)> {
+/// The opaque cursor of the page `direction` of `position`.
+pub fn encode_cursor(direction: Direction, position: &Position) -> String {
+    let word = match direction {
+        Direction::Forward => "after",
+        Direction::Backward => "before",
+    };
+    let value = position
+        .value
+        .map_or_else(|| "-".to_owned(), |v| v.unix_timestamp_nanos().to_string());
+    URL_SAFE_NO_PAD.encode(format!("{word}:{value}:{}", position.id))
+}
+
+fn decode_cursor(cursor: &str) -> Option<(Direction, Position)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
-    let rest = text.strip_prefix("after:")?;
-    // Ids have no ':', so a colon means a sort value comes first.
-    let (value, id) = match rest.split_once(':') {
-        Some((nanos, id)) => {
-            let nanos: i128 = nanos.parse().ok()?;
-            (
-                Some(time::OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()?),
-                id,
-            )
-        }
-        None => (None, rest),
+    let mut parts = text.splitn(3, ':');
+    let direction = match parts.next()? {
+        "after" => Direction::Forward,
+        "before" => Direction::Backward,
+        _ => return None,
     };
-    fhir_model::is_valid_id(id).then(|| (value, id.to_owned()))
+    let value = match parts.next()? {
+        "-" => None,
+        nanos => Some(time::OffsetDateTime::from_unix_timestamp_nanos(nanos.parse().ok()?).ok()?),
+    };
+    let id = parts.next()?;
+    fhir_model::is_valid_id(id).then(|| {
+        (
+            direction,
+            Position {
+                value,
+                id: id.to_owned(),
+            },
+        )
+    })
 }

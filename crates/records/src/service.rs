@@ -9,10 +9,10 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::error::RecordsError;
-use crate::index::{IndexRows, index_rows};
+use crate::index::{IndexRows, Position, index_rows};
 use crate::ports::{
-    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, StoreError,
-    StoredVersion,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SearchMatch,
+    StoreError, StoredVersion,
 };
 use crate::search::{self, encode_cursor};
 
@@ -111,6 +111,8 @@ pub struct SearchPage {
     pub resources: Vec<StoredResource>,
     /// The cursor of the next page, if there may be one.
     pub next_cursor: Option<String>,
+    /// The cursor of the previous page, if this page is not the first.
+    pub previous_cursor: Option<String>,
     /// Parameters left out under lenient handling (unknown for the type).
     pub ignored: Vec<String>,
     /// Every match, when `_total` asked for it.
@@ -291,9 +293,9 @@ impl Records {
                 reason: "names no search criteria".to_owned(),
             }));
         }
-        query.after_id = None;
+        query.after = None;
         query.limit = 2;
-        query.sort = None;
+        query.order = crate::index::Order::default();
         let claim = blind
             .key(&format!("{resource_type}.conditional-create"))
             .digest(&query.canonical());
@@ -339,7 +341,7 @@ impl Records {
         match found.len() {
             0 => Ok(None),
             1 => match found.pop() {
-                Some(stored) => self.open_version(stored).await.map(Some),
+                Some(found) => self.open_version(found.version).await.map(Some),
                 None => Ok(None),
             },
             _ => Err(RecordsError::MultipleMatches {
@@ -637,7 +639,7 @@ impl Records {
         // The patient must be readable (404, 410 as for a read).
         self.read(ResourceType::PATIENT, patient_id).await?;
         let mut immunizations = Vec::new();
-        let mut after_id = None;
+        let mut after = None;
         loop {
             let query = crate::index::SearchQuery {
                 resource_type: ResourceType::IMMUNIZATION,
@@ -648,15 +650,18 @@ impl Records {
                         target_id: patient_id.to_owned(),
                     }],
                 }],
-                after_id: after_id.take(),
+                order: crate::index::Order::default(),
+                after: after.take(),
                 limit: search::MAX_COUNT,
-                sort: None,
             };
             let page = self.store.search(&query).await?;
             let full = u64::try_from(page.len()).unwrap_or(0) == search::MAX_COUNT;
-            after_id = page.last().map(|last| last.id.clone());
-            for stored in page {
-                let opened = self.open_version(stored).await?;
+            after = page.last().map(|last| crate::index::Position {
+                value: None,
+                id: last.version.id.clone(),
+            });
+            for found in page {
+                let opened = self.open_version(found.version).await?;
                 if let Ok(Resource::Immunization(immunization)) = Resource::from_json(&opened.body)
                 {
                     immunizations.push(*immunization);
@@ -790,6 +795,7 @@ impl Records {
     ) -> Result<SearchPage, RecordsError> {
         let search::Parsed {
             mut query,
+            direction,
             ignored,
             total,
             includes,
@@ -801,18 +807,39 @@ impl Records {
             None
         };
         let limit = query.limit;
-        // One more than asked says whether a next page exists.
+        let forward = query.order;
+        // A previous page is the page after the cursor in the reverse order, turned around.
+        if direction == search::Direction::Backward {
+            query.order = forward.reversed();
+        }
+        // One more than asked says whether a further page exists that way.
         query.limit = limit.saturating_add(1);
         let mut found = self.store.search(&query).await?;
-        let more = u64::try_from(found.len()).unwrap_or(u64::MAX) > limit;
+        let further = u64::try_from(found.len()).unwrap_or(u64::MAX) > limit;
         found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_cursor = if more {
-            found
-                .last()
-                .map(|last| encode_cursor(&last.id, query.sort.map(|_| last.last_updated)))
-        } else {
-            None
+        if direction == search::Direction::Backward {
+            found.reverse();
+        }
+        let position = |m: &SearchMatch| Position {
+            value: m.sort_value,
+            id: m.version.id.clone(),
         };
+        let came_from_cursor = query.after.is_some();
+        let (has_next, has_previous) = match direction {
+            search::Direction::Forward => (further, came_from_cursor),
+            search::Direction::Backward => (came_from_cursor, further),
+        };
+        let next_cursor = match (found.last(), has_next) {
+            (Some(last), true) => Some(encode_cursor(search::Direction::Forward, &position(last))),
+            _ => None,
+        };
+        let previous_cursor = match (found.first(), has_previous) {
+            (Some(first), true) => {
+                Some(encode_cursor(search::Direction::Backward, &position(first)))
+            }
+            _ => None,
+        };
+        let found: Vec<StoredVersion> = found.into_iter().map(|m| m.version).collect();
         let mut resources = Vec::with_capacity(found.len());
         for stored in found {
             resources.push(self.open_version(stored).await?);
@@ -821,6 +848,7 @@ impl Records {
         Ok(SearchPage {
             resources,
             next_cursor,
+            previous_cursor,
             ignored,
             total,
             included,
@@ -888,11 +916,12 @@ impl Records {
                     param: param.code,
                     any_of,
                 }],
-                after_id: None,
+                order: crate::index::Order::default(),
+                after: None,
                 limit: search::MAX_COUNT,
-                sort: None,
             };
-            for stored in self.store.search(&query).await? {
+            for found in self.store.search(&query).await? {
+                let stored = found.version;
                 if seen.insert((stored.resource_type, stored.id.clone())) {
                     included.push(self.open_version(stored).await?);
                 }

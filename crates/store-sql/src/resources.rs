@@ -3,10 +3,12 @@
 use async_trait::async_trait;
 use fhir_model::ResourceType;
 use phi_crypto::BlindToken;
-use records::index::{Clause, IndexRows, SearchQuery};
-use records::{Erasure, HistoryPosition, NewVersion, ResourceStore, StoreError, StoredVersion};
+use records::index::{Clause, IndexRows, SearchQuery, SortKey};
+use records::{
+    Erasure, HistoryPosition, NewVersion, ResourceStore, SearchMatch, StoreError, StoredVersion,
+};
 use sea_orm::sea_query::{
-    Cond, Expr, ExprTrait, InsertStatement, LikeExpr, Order, Query, SelectStatement,
+    Cond, Expr, ExprTrait, Func, InsertStatement, LikeExpr, Order, Query, SelectStatement,
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
@@ -146,15 +148,28 @@ impl ResourceStore for SqlStore {
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type, clauses = query.clauses.len()))]
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<StoredVersion>, StoreError> {
-        let statement = search_statement(query);
-        let rows = resource_version::Entity::find()
-            .from_raw_sql(self.db.get_database_backend().build(&statement))
-            .all(&self.db)
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError> {
+        let rows = self
+            .db
+            .query_all(&search_statement(query))
             .await
             .map_err(unavailable)?;
         rows.into_iter()
-            .map(|row| to_stored(query.resource_type, row))
+            .map(|row| {
+                let version =
+                    <resource_version::Model as sea_orm::FromQueryResult>::from_query_result(
+                        &row, "",
+                    )
+                    .map_err(unavailable)?;
+                let sort_value = match query.order.key {
+                    SortKey::Id => None,
+                    _ => row.try_get("", SORT_VALUE).map_err(unavailable)?,
+                };
+                Ok(SearchMatch {
+                    version: to_stored(query.resource_type, version)?,
+                    sort_value,
+                })
+            })
             .collect()
     }
 
@@ -514,39 +529,72 @@ fn search_statement(query: &SearchQuery) -> SelectStatement {
                 .add(col("v", "version").equals((name("r"), name("version")))),
         )
         .limit(query.limit);
-    match query.sort {
+    let direction = if query.order.descending {
+        Order::Desc
+    } else {
+        Order::Asc
+    };
+    let beyond = |column: Expr, value| {
+        if query.order.descending {
+            column.lt(value)
+        } else {
+            column.gt(value)
+        }
+    };
+    match sort_value(query) {
         None => {
-            if let Some(after) = &query.after_id {
-                select.and_where(col("r", "id").gt(after.as_str()));
+            if let Some(after) = &query.after {
+                select.and_where(beyond(col("r", "id"), after.id.clone().into()));
             }
         }
-        Some(sort) => {
-            // The only sort key so far is the head row's last_updated; ties go by id.
-            let order = if sort.descending {
-                Order::Desc
-            } else {
-                Order::Asc
-            };
-            select.order_by((name("r"), name("last_updated")), order);
-            if let (Some(after_id), Some(after)) = (&query.after_id, sort.after) {
-                let beyond = if sort.descending {
-                    col("r", "last_updated").lt(after)
-                } else {
-                    col("r", "last_updated").gt(after)
-                };
+        Some(value) => {
+            select.expr_as(value.clone(), name(SORT_VALUE));
+            select.order_by_expr(value.clone(), direction.clone());
+            if let Some(after) = &query.after {
+                let at: sea_orm::Value = after.value.into();
                 select.cond_where(
-                    Cond::any().add(beyond).add(
+                    Cond::any().add(beyond(value.clone(), at.clone())).add(
                         Cond::all()
-                            .add(col("r", "last_updated").eq(after))
-                            .add(col("r", "id").gt(after_id.as_str())),
+                            .add(value.eq(at))
+                            .add(beyond(col("r", "id"), after.id.clone().into())),
                     ),
                 );
             }
         }
     }
-    select.order_by((name("r"), name("id")), Order::Asc);
+    select.order_by((name("r"), name("id")), direction);
     matching(&mut select, query);
     select.to_owned()
+}
+
+/// The column alias of a search row's sort value.
+const SORT_VALUE: &str = "sort_value";
+
+/// The SQL of the query's sort value, or `None` when it sorts by id alone. A date key is the
+/// earliest start (or latest end) of the parameter's index rows, with a value that puts
+/// resources without one last.
+fn sort_value(query: &SearchQuery) -> Option<Expr> {
+    let (param, aggregate) = match query.order.key {
+        SortKey::Id => return None,
+        SortKey::LastUpdated => return Some(col("r", "last_updated")),
+        SortKey::DateLow(param) => (param, Func::min(col("i", "low"))),
+        SortKey::DateHigh(param) => (param, Func::max(col("i", "high"))),
+    };
+    let mut extreme = Query::select();
+    extreme
+        .expr(aggregate)
+        .from_as(name(SEARCH_DATE), name("i"))
+        .and_where(col("i", "resource_type").equals((name("r"), name("resource_type"))))
+        .and_where(col("i", "id").equals((name("r"), name("id"))))
+        .and_where(col("i", "param").eq(param));
+    let missing: sea_orm::Value = query.order.key.missing_value().into();
+    Some(
+        Func::coalesce([
+            Expr::SubQuery(None, Box::new(extreme.to_owned().into())),
+            Expr::val(missing),
+        ])
+        .into(),
+    )
 }
 
 /// `SELECT COUNT(*) FROM resource r WHERE <clauses>`: every match, regardless of paging.

@@ -197,25 +197,50 @@ fn sorted_paging_by_last_updated_walks_every_match_once_in_order() {
         let body = json!({"resourceType": "Patient", "name": [{"family": format!("Sorted{n}")}]});
         block_on(clock_records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
     }
-    for sort in ["_lastUpdated", "-_lastUpdated"] {
-        let mut seen = Vec::new();
+    let search = |sort: &str, cursor: &Option<String>| {
+        let mut pairs = params(&[("family", "sorted"), ("_count", "2"), ("_sort", sort)]);
+        if let Some(c) = cursor {
+            pairs.push(("_cursor".to_owned(), c.clone()));
+        }
+        block_on(records.search(ResourceType::PATIENT, &pairs)).unwrap()
+    };
+    let ascending = ["id-1", "id-2", "id-3", "id-4", "id-5"];
+    let descending = ["id-5", "id-4", "id-3", "id-2", "id-1"];
+    for (sort, want) in [("_lastUpdated", ascending), ("-_lastUpdated", descending)] {
+        // Forward with `next` to the last page, then back with `previous` to the first.
+        let mut pages: Vec<Vec<String>> = Vec::new();
         let mut cursor: Option<String> = None;
-        loop {
-            let mut pairs = params(&[("family", "sorted"), ("_count", "2"), ("_sort", sort)]);
-            if let Some(c) = &cursor {
-                pairs.push(("_cursor".to_owned(), c.clone()));
-            }
-            let page = block_on(records.search(ResourceType::PATIENT, &pairs)).unwrap();
-            seen.extend(page.resources.into_iter().map(|r| r.id));
+        let last = loop {
+            let page = search(sort, &cursor);
+            assert_eq!(page.previous_cursor.is_some(), cursor.is_some(), "{sort}");
+            pages.push(page.resources.iter().map(|r| r.id.clone()).collect());
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
-                None => break,
+                None => break page,
             }
+        };
+        assert_eq!(pages.concat(), want, "{sort}: equal times go by id");
+        let mut back = Vec::new();
+        let mut cursor = last.previous_cursor;
+        while let Some(previous) = cursor.take() {
+            let page = search(sort, &Some(previous));
+            assert!(
+                page.next_cursor.is_some(),
+                "{sort}: a previous page has a next"
+            );
+            back.push(
+                page.resources
+                    .iter()
+                    .map(|r| r.id.clone())
+                    .collect::<Vec<_>>(),
+            );
+            cursor = page.previous_cursor;
         }
+        back.reverse();
         assert_eq!(
-            seen,
-            ["id-1", "id-2", "id-3", "id-4", "id-5"],
-            "{sort}: equal times go by id"
+            back,
+            pages[..pages.len() - 1],
+            "{sort}: back through the same pages"
         );
     }
     // A cursor from an unsorted search does not fit a sorted one.
