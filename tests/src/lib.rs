@@ -108,3 +108,75 @@ pub async fn fhir_json(response: reqwest::Response) -> serde_json::Value {
     );
     response.json().await.expect("JSON body")
 }
+
+/// The independent FHIR tools (`cargo xtask conformance-tools` makes them): a Python with the
+/// validators and client of `tests/conformance/requirements.txt`, and the FHIR R4 JSON schema.
+#[derive(Debug, Clone)]
+pub struct ConformanceTools {
+    pub python: std::path::PathBuf,
+    pub schema: std::path::PathBuf,
+}
+
+impl ConformanceTools {
+    /// The tools named by `CAIRN_TEST_PYTHON` and `CAIRN_TEST_FHIR_SCHEMA`. Without them the test
+    /// is skipped with a notice, unless `CAIRN_TEST_REQUIRE_CONFORMANCE=1` (as `cargo xtask ci`
+    /// sets) turns the skip into a failure.
+    pub fn from_env() -> Option<Self> {
+        let python = std::env::var_os("CAIRN_TEST_PYTHON");
+        let schema = std::env::var_os("CAIRN_TEST_FHIR_SCHEMA");
+        match (python, schema) {
+            (Some(python), Some(schema)) => Some(Self {
+                python: python.into(),
+                schema: schema.into(),
+            }),
+            _ => {
+                assert!(
+                    std::env::var("CAIRN_TEST_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
+                    "CAIRN_TEST_REQUIRE_CONFORMANCE=1 but CAIRN_TEST_PYTHON or \
+                     CAIRN_TEST_FHIR_SCHEMA is not set (run `cargo xtask conformance-tools`)"
+                );
+                eprintln!(
+                    "conformance tools not configured: skipped (`eval \"$(cargo xtask \
+                     conformance-tools)\"` sets them up)"
+                );
+                None
+            }
+        }
+    }
+
+    /// Runs `tests/conformance/<script>` with `args` and `stdin`; returns (success, output).
+    pub async fn run(&self, script: &str, args: &[&str], stdin: Vec<u8>) -> (bool, String) {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("conformance")
+            .join(script);
+        let python = self.python.clone();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        tokio::task::spawn_blocking(move || {
+            let mut child = Command::new(&python)
+                .arg(&script)
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("the conformance Python starts");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&stdin)
+                .expect("stdin written");
+            let output = child.wait_with_output().expect("the script finishes");
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            );
+            (output.status.success(), text)
+        })
+        .await
+        .expect("the script's thread")
+    }
+}

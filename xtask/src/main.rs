@@ -4,10 +4,17 @@
 //!   OpenAPI drift, and the whole test suite.
 //! - `openapi [--check]`: writes `docs/api/openapi.json` from the code; `--check` fails on drift.
 //! - `deps-check`: fails when a domain crate reaches an IO framework (see `deps.rs`).
+//! - `conformance-tools`: makes the independent FHIR validators and client the end-to-end suite
+//!   uses (see `conformance.rs`) and prints the variables that point the tests at them.
+//! - `fhir-summary [--check]`: regenerates the `_summary=true` element table of `fhir-model`
+//!   from the official definitions; `--check` fails on drift.
 
+mod conformance;
 mod deps;
+mod summary;
 
 use std::path::{Path, PathBuf};
+use std::io::Write as _;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -27,7 +34,20 @@ fn main() -> anyhow::Result<()> {
         ["openapi"] => openapi(&root, false),
         ["openapi", "--check"] => openapi(&root, true),
         ["deps-check"] => deps_check(&root),
-        _ => bail!("usage: cargo xtask <ci | openapi [--check] | deps-check>"),
+        ["fhir-summary"] => summary::generate(&root, false),
+        ["fhir-summary", "--check"] => summary::generate(&root, true),
+        ["conformance-tools"] => {
+            // Printed for `eval "$(cargo xtask conformance-tools)"`.
+            let mut out = std::io::stdout().lock();
+            for (name, value) in conformance::prepare(&root)?.env() {
+                writeln!(out, "export {name}={}", value.display())?;
+            }
+            Ok(())
+        }
+        _ => bail!(
+            "usage: cargo xtask <ci | openapi [--check] | deps-check | conformance-tools | \
+             fhir-summary [--check]>"
+        ),
     }
 }
 
@@ -78,10 +98,14 @@ fn deps_check(root: &Path) -> anyhow::Result<()> {
 
 fn ci(root: &Path) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let tools = conformance::prepare(root)?;
     let run = |args: &[&str]| -> anyhow::Result<()> {
         eprintln!("\n==> cargo {}", args.join(" "));
         let status = Command::new(&cargo)
             .args(args)
+            .envs(tools.env())
+            // The conformance tests fail rather than skip when the tools are missing.
+            .env("CAIRN_TEST_REQUIRE_CONFORMANCE", "1")
             .current_dir(root)
             .status()
             .with_context(|| format!("cannot run cargo {args:?}"))?;
@@ -104,6 +128,8 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     deps_check(root)?;
     eprintln!("\n==> openapi --check");
     openapi(root, true)?;
+    eprintln!("\n==> fhir-summary --check");
+    summary::generate(root, true)?;
     run(&[
         "test",
         "--workspace",

@@ -235,11 +235,12 @@ impl FhirApi {
     /// Generated from the tables the server runs on: every resource type, interaction, search
     /// parameter (with how identifying ones are protected) and operation.
     #[oai(path = "/fhir/metadata", method = "get")]
-    async fn metadata(&self, request: &Request) -> MetadataResponse {
+    async fn metadata(&self, request: &Request) -> Result<MetadataResponse, FhirError> {
+        let shaping = read_shaping(request)?;
         let statement = crate::capability::capability_statement(&base_url(request), self.started);
-        MetadataResponse::Ok(FhirJson(
+        Ok(MetadataResponse::Ok(FhirJson(shaping.body(
             fhir_model::Resource::CapabilityStatement(Box::new(statement)).to_json(),
-        ))
+        ))))
     }
 
     /// $series-status: a patient's immunization series.
@@ -839,9 +840,17 @@ fn searchset(
             .map(|(name, value)| (name.as_str(), value.as_str()));
         page_url(base, &path, kept.chain(extra))
     };
-    let mut links = vec![json!({"relation": "self", "url": url_for(None)})];
+    // `self` is this very page: the cursor it was asked with, if any.
+    let this_cursor = params
+        .iter()
+        .find(|(name, _)| name == "_cursor")
+        .map(|(_, value)| ("_cursor", value.as_str()));
+    let mut links = vec![json!({"relation": "self", "url": url_for(this_cursor)})];
     if let Some(cursor) = &page.next_cursor {
         links.push(json!({"relation": "next", "url": url_for(Some(("_cursor", cursor)))}));
+    }
+    if let Some(cursor) = &page.previous_cursor {
+        links.push(json!({"relation": "previous", "url": url_for(Some(("_cursor", cursor)))}));
     }
     let entries: Vec<Value> = page
         .resources

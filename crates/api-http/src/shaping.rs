@@ -18,6 +18,8 @@ pub(crate) struct Shaping {
 pub(crate) enum Summary {
     #[default]
     False,
+    /// Only the elements the specification marks as summary.
+    True,
     /// Only the narrative (and id, meta).
     Text,
     /// Everything but the narrative.
@@ -68,14 +70,8 @@ impl Shaping {
                         "text" => Summary::Text,
                         "data" => Summary::Data,
                         "count" => Summary::Count,
-                        "true" => {
-                            return Err(bad(
-                                "_summary",
-                                "=true is not supported yet; use text, data, count, false, or \
-                                 _elements",
-                            ));
-                        }
-                        _ => return Err(bad("_summary", "takes text, data, count or false")),
+                        "true" => Summary::True,
+                        _ => return Err(bad("_summary", "takes true, text, data, count or false")),
                     };
                 }
                 "_elements" => {
@@ -112,6 +108,14 @@ impl Shaping {
                 .retain(|key, _| matches!(key.as_str(), "resourceType" | "id" | "meta" | "text")),
             Summary::Data => {
                 object.remove("text");
+            }
+            Summary::True => {
+                let resource_type = object
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                object.retain(|key, _| fhir_model::summary::is_summary_member(&resource_type, key));
             }
             Summary::False | Summary::Count => {}
         }

@@ -21,6 +21,8 @@ mod resource;
 mod resource_type;
 mod resources;
 pub mod search;
+pub mod summary;
+mod summary_elements;
 mod validation;
 
 pub use datatypes::*;
