@@ -6,15 +6,18 @@
 //! - `deps-check`: fails when a domain crate reaches an IO framework (see `deps.rs`).
 //! - `conformance-tools`: makes the independent FHIR validators and client the end-to-end suite
 //!   uses (see `conformance.rs`) and prints the variables that point the tests at them.
+//! - `bench [--patients N] [--clients N] [--seconds N] [--sqlite]`: HTTP throughput and
+//!   latency over a loaded database (see `bench.rs`).
 //! - `fhir-summary [--check]`: regenerates the `_summary=true` element table of `fhir-model`
 //!   from the official definitions; `--check` fails on drift.
 
+mod bench;
 mod conformance;
 mod deps;
 mod summary;
 
-use std::path::{Path, PathBuf};
 use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -34,6 +37,10 @@ fn main() -> anyhow::Result<()> {
         ["openapi"] => openapi(&root, false),
         ["openapi", "--check"] => openapi(&root, true),
         ["deps-check"] => deps_check(&root),
+        ["bench", rest @ ..] => bench::run(
+            &root,
+            &rest.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        ),
         ["fhir-summary"] => summary::generate(&root, false),
         ["fhir-summary", "--check"] => summary::generate(&root, true),
         ["conformance-tools"] => {
@@ -46,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask <ci | openapi [--check] | deps-check | conformance-tools | \
-             fhir-summary [--check]>"
+             fhir-summary [--check] | bench [options]>"
         ),
     }
 }

@@ -1,0 +1,537 @@
+//! `cargo xtask bench`: Cairn's HTTP performance on a realistic data set, measured the way a
+//! client sees it.
+//!
+//! Builds the release binary, starts `cairn serve` on a fresh database (PostgreSQL by default,
+//! or the embedded SQLite), creates `--patients` Patients (default 100,000) through the API
+//! with `--clients` concurrent clients (default 16), then for `--seconds` each (default 20)
+//! reads random patients and searches random identifiers, with that many clients and with one
+//! (latency without queueing), and searches family-name prefixes with birth years.
+//! Prints the throughput and latency percentiles of each phase as a Markdown table.
+//!
+//! Options: `--patients N`, `--clients N`, `--seconds N`, `--sqlite`,
+//! `--postgres URL` (an admin URL; default `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, bail};
+
+const IDENTIFIER_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.72.5.9.1";
+const BENCH_DATABASE: &str = "cairn_bench";
+
+struct Options {
+    patients: u64,
+    clients: u64,
+    seconds: u64,
+    postgres: Option<String>,
+}
+
+fn options(args: &[String]) -> anyhow::Result<Options> {
+    let mut options = Options {
+        patients: 100_000,
+        clients: 16,
+        seconds: 20,
+        postgres: Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().context("a value after the option");
+        match arg.as_str() {
+            "--patients" => options.patients = value()?.parse()?,
+            "--clients" => options.clients = value()?.parse()?,
+            "--seconds" => options.seconds = value()?.parse()?,
+            "--sqlite" => options.postgres = None,
+            "--postgres" => options.postgres = Some(value()?.clone()),
+            other => bail!("unknown option {other}"),
+        }
+    }
+    if options.patients == 0 || options.clients == 0 {
+        bail!("--patients and --clients must be at least 1");
+    }
+    Ok(options)
+}
+
+pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
+    let options = options(args)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    eprintln!("bench: building the release binary");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--locked", "-p", "cairn"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    let binary = target.join("release/cairn");
+    let work = target.join("bench-run");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let database_url = match &options.postgres {
+        Some(admin) => fresh_postgres_database(admin)?,
+        None => format!("sqlite://{}/cairn.db?mode=rwc", work.display()),
+    };
+    let port = free_port()?;
+    let server = Server::start(&binary, &work, &database_url, port)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let analyze_url = options.postgres.is_some().then_some(database_url.as_str());
+    let result = runtime.block_on(measure(
+        &options,
+        &format!("http://127.0.0.1:{port}"),
+        analyze_url,
+    ));
+    drop(server);
+    let mut phases = result?;
+    server_latencies(&work.join("server.log"), &mut phases)?;
+    let mut report = String::from(
+        "| phase | requests | per second | p50 ms | p90 ms | p99 ms | max ms | server p50 ms | \
+         server p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for phase in &mut phases {
+        report.push_str(&phase.row());
+        report.push('\n');
+    }
+    let backend = if options.postgres.is_some() {
+        "PostgreSQL"
+    } else {
+        "SQLite"
+    };
+    #[allow(clippy::print_stdout)] // the report is the command's output
+    {
+        println!(
+            "\n{backend}, {} patients, {} concurrent clients, {} s per phase\n",
+            options.patients, options.clients, options.seconds
+        );
+        println!("{report}");
+    }
+    Ok(())
+}
+
+/// Drops and recreates the bench database; returns its URL.
+fn fresh_postgres_database(admin: &str) -> anyhow::Result<String> {
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
+        format!("CREATE DATABASE {BENCH_DATABASE}"),
+    ] {
+        let status = Command::new("psql")
+            .args([admin, "-q", "-c", &sql])
+            .status()
+            .context("cannot run psql")?;
+        if !status.success() {
+            bail!("psql failed: {sql}");
+        }
+    }
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin, |(server, _database)| server);
+    Ok(format!("{base}/{BENCH_DATABASE}"))
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The server under test; stopped when dropped.
+struct Server(Child);
+
+impl Server {
+    fn start(binary: &Path, work: &Path, database_url: &str, port: u16) -> anyhow::Result<Self> {
+        let keyring = work.join("keyring.json");
+        let log = std::fs::File::create(work.join("server.log"))?;
+        let env = [
+            ("CAIRN_DATABASE_URL", database_url.to_owned()),
+            ("CAIRN_LISTEN", format!("127.0.0.1:{port}")),
+            ("CAIRN_KEYRING", keyring.display().to_string()),
+            ("CAIRN_LOG_FORMAT", "json".to_owned()),
+        ];
+        let status = Command::new(binary)
+            .args(["keys", "init"])
+            .envs(env.clone())
+            .stdout(Stdio::null())
+            .stderr(log.try_clone()?)
+            .status()?;
+        if !status.success() {
+            bail!("cairn keys init failed (see {})", work.display());
+        }
+        let child = Command::new(binary)
+            .arg("serve")
+            .envs(env)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        let server = Self(child);
+        for _ in 0..300 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Ok(server);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "the server did not start (see {}/server.log)",
+            work.display()
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Latencies of one phase, in microseconds, as the client saw them and as the server logged
+/// them (from request arrival to response, without the client's side and the network).
+struct Phase {
+    name: &'static str,
+    latencies: Vec<u64>,
+    server: Vec<u64>,
+    elapsed: Duration,
+    window: (SystemTime, SystemTime),
+}
+
+/// The `q` quantile of sorted microseconds, in milliseconds.
+fn quantile(sorted: &[u64], q: f64) -> f64 {
+    let n = sorted.len();
+    if n == 0 {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let i = ((n as f64 * q).ceil() as usize).clamp(1, n) - 1;
+    #[allow(clippy::cast_precision_loss)]
+    let ms = sorted.get(i).copied().unwrap_or_default() as f64 / 1000.0;
+    ms
+}
+
+impl Phase {
+    fn row(&mut self) -> String {
+        self.latencies.sort_unstable();
+        self.server.sort_unstable();
+        #[allow(clippy::cast_precision_loss)]
+        let rate = self.latencies.len() as f64 / self.elapsed.as_secs_f64();
+        format!(
+            "| {} | {} | {rate:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            self.name,
+            self.latencies.len(),
+            quantile(&self.latencies, 0.50),
+            quantile(&self.latencies, 0.90),
+            quantile(&self.latencies, 0.99),
+            quantile(&self.latencies, 1.0),
+            quantile(&self.server, 0.50),
+            quantile(&self.server, 0.99),
+        )
+    }
+}
+
+/// Adds the server's logged latency of each request to the phase it fell in.
+fn server_latencies(log: &Path, phases: &mut [Phase]) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(log)?;
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let (Some("request"), Some(latency_ms), Some(at)) = (
+            entry["message"].as_str(),
+            entry["latency_ms"].as_f64(),
+            entry["timestamp"].as_str(),
+        ) else {
+            continue;
+        };
+        let at: SystemTime =
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)?.into();
+        if let Some(phase) = phases
+            .iter_mut()
+            .find(|p| p.window.0 <= at && at <= p.window.1)
+        {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            phase.server.push((latency_ms * 1000.0) as u64);
+        }
+    }
+    Ok(())
+}
+
+async fn measure(
+    options: &Options,
+    base: &str,
+    analyze_url: Option<&str>,
+) -> anyhow::Result<Vec<Phase>> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(usize::try_from(options.clients)?)
+        .build()?;
+    let base = Arc::new(base.to_owned());
+
+    eprintln!("bench: creating {} patients", options.patients);
+    let next = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let create = {
+        let (base, next, ids) = (base.clone(), next.clone(), ids.clone());
+        let total = options.patients;
+        run_clients(options.clients, &client, move |client| {
+            let (base, next, ids) = (base.clone(), next.clone(), ids.clone());
+            async move {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok(false);
+                }
+                let response = client
+                    .post(format!("{base}/fhir/Patient"))
+                    .header("content-type", "application/fhir+json")
+                    .header("prefer", "return=minimal")
+                    .body(patient(n).to_string())
+                    .send()
+                    .await?;
+                if response.status() != 201 {
+                    bail!("create answered {}", response.status());
+                }
+                let location = response.headers()["location"].to_str()?.to_owned();
+                let id = location
+                    .split("/Patient/")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .context("a Location naming the patient")?
+                    .to_owned();
+                ids.lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .push((n, id));
+                Ok(true)
+            }
+        })
+        .await?
+    };
+    let ids: Arc<Vec<(u64, String)>> =
+        Arc::new(ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone());
+    if let Some(url) = analyze_url {
+        // What autovacuum does within a minute of a bulk load; without it the planner guesses
+        // from an empty table's statistics.
+        eprintln!("bench: ANALYZE after the load");
+        let status = Command::new("psql")
+            .args([url, "-q", "-c", "ANALYZE"])
+            .status()?;
+        if !status.success() {
+            bail!("ANALYZE failed");
+        }
+    }
+    let deadline = Duration::from_secs(options.seconds);
+    let read = |base: Arc<String>, ids: Arc<Vec<(u64, String)>>| {
+        move |client: reqwest::Client, seed: u64| {
+            let (base, ids) = (base.clone(), ids.clone());
+            async move {
+                let (_, id) = &ids[pick(seed, ids.len())];
+                let response = client
+                    .get(format!("{base}/fhir/Patient/{id}"))
+                    .send()
+                    .await?;
+                if response.status() != 200 {
+                    bail!("read answered {}", response.status());
+                }
+                response.bytes().await?;
+                Ok(())
+            }
+        }
+    };
+    let identifier = |base: Arc<String>, ids: Arc<Vec<(u64, String)>>| {
+        move |client: reqwest::Client, seed: u64| {
+            let (base, ids) = (base.clone(), ids.clone());
+            async move {
+                let (n, id) = &ids[pick(seed, ids.len())];
+                let response = client
+                    .get(format!(
+                        "{base}/fhir/Patient?identifier={IDENTIFIER_SYSTEM}|MRN-{n}"
+                    ))
+                    .send()
+                    .await?;
+                if response.status() != 200 {
+                    bail!("search answered {}", response.status());
+                }
+                let bundle: serde_json::Value = response.json().await?;
+                if bundle["entry"][0]["resource"]["id"].as_str() != Some(id) {
+                    bail!("the identifier search did not find patient {n}");
+                }
+                Ok(())
+            }
+        }
+    };
+    let family = {
+        let base = base.clone();
+        move |client: reqwest::Client, seed: u64| {
+            let base = base.clone();
+            async move {
+                let family = FAMILIES[pick(seed, FAMILIES.len())];
+                let prefix = &family[..4];
+                let response = client
+                    .get(format!(
+                        "{base}/fhir/Patient?family={prefix}&birthdate=19{:02}&_count=20",
+                        (seed >> 8) % 100
+                    ))
+                    .send()
+                    .await?;
+                if response.status() != 200 {
+                    bail!("search answered {}", response.status());
+                }
+                response.bytes().await?;
+                Ok(())
+            }
+        }
+    };
+    let clients = options.clients;
+    let mut phases = vec![Phase {
+        name: "create Patient",
+        ..create
+    }];
+    for (name, n, kind) in [
+        ("read Patient", clients, 0),
+        ("read Patient, 1 client", 1, 0),
+        ("search identifier=system|value", clients, 1),
+        ("search identifier=system|value, 1 client", 1, 1),
+        ("search family=prefix & birthdate=year", clients, 2),
+    ] {
+        eprintln!("bench: {name} for {} s", options.seconds);
+        let phase = match kind {
+            0 => timed(n, &client, deadline, read(base.clone(), ids.clone())).await?,
+            1 => timed(n, &client, deadline, identifier(base.clone(), ids.clone())).await?,
+            _ => timed(n, &client, deadline, family.clone()).await?,
+        };
+        phases.push(Phase { name, ..phase });
+    }
+    Ok(phases)
+}
+
+/// Runs `clients` loops of `step` until a step returns `false`; times every step.
+async fn run_clients<F, Fut>(
+    clients: u64,
+    client: &reqwest::Client,
+    step: F,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(reqwest::Client) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<bool>> + Send,
+{
+    let started = Instant::now();
+    let window_start = SystemTime::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (client, step) = (client.clone(), step.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let at = Instant::now();
+                if !step(client.clone()).await? {
+                    return anyhow::Ok(latencies);
+                }
+                latencies.push(u64::try_from(at.elapsed().as_micros())?);
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Phase {
+        name: "",
+        latencies,
+        server: Vec::new(),
+        elapsed: started.elapsed(),
+        window: (window_start, SystemTime::now()),
+    })
+}
+
+/// Runs `clients` loops of `step` for `duration`; times every step.
+async fn timed<F, Fut>(
+    clients: u64,
+    client: &reqwest::Client,
+    duration: Duration,
+    step: F,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(reqwest::Client, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let end = Instant::now() + duration;
+    run_clients(clients, client, move |client| {
+        let (step, counter) = (step.clone(), counter.clone());
+        async move {
+            if Instant::now() >= end {
+                return Ok(false);
+            }
+            // A different pseudo-random patient each request, the same sequence every run.
+            let seed = counter
+                .fetch_add(1, Ordering::Relaxed)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            step(client, seed >> 17).await?;
+            Ok(true)
+        }
+    })
+    .await
+}
+
+fn pick(seed: u64, len: usize) -> usize {
+    usize::try_from(seed % u64::try_from(len).unwrap_or(1)).unwrap_or(0)
+}
+
+const FAMILIES: [&str; 16] = [
+    "Johnson",
+    "Williams",
+    "Garcia",
+    "Martinez",
+    "Anderson",
+    "Thompson",
+    "Robinson",
+    "Rodriguez",
+    "Hernandez",
+    "Nakamura",
+    "Okafor",
+    "Kowalski",
+    "Lindqvist",
+    "Fitzgerald",
+    "Castellano",
+    "Abernathy",
+];
+const GIVEN: [&str; 12] = [
+    "Olivia", "Liam", "Amara", "Noah", "Sofia", "Mateo", "Aisha", "Lucas", "Yuki", "Elena",
+    "Kwame", "Ingrid",
+];
+
+/// A realistic registry Patient, different for each `n`.
+fn patient(n: u64) -> serde_json::Value {
+    let mix = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
+    // Each attribute from its own bits of `mix`, so that they vary independently.
+    let family = FAMILIES[pick(mix, FAMILIES.len())];
+    let given = GIVEN[pick(mix >> 4, GIVEN.len())];
+    let gender = ["female", "male", "other", "unknown"][pick(mix >> 8, 4)];
+    let (year, month, day) = (
+        (mix >> 10) % 100,
+        1 + (mix >> 17) % 12,
+        1 + (mix >> 21) % 28,
+    );
+    serde_json::json!({
+        "resourceType": "Patient",
+        "identifier": [
+            {"use": "usual", "system": IDENTIFIER_SYSTEM, "value": format!("MRN-{n}")},
+            {"system": "http://hl7.org/fhir/sid/us-ssn", "value": format!("{:09}", (mix >> 26) % 1_000_000_000)}
+        ],
+        "active": true,
+        "name": [{"use": "official", "family": family, "given": [given, "Marie"]}],
+        "telecom": [{"system": "phone", "value": format!("+1 555 {:04}", n % 10_000), "use": "home"}],
+        "gender": gender,
+        "birthDate": format!("19{year:02}-{month:02}-{day:02}"),
+        "address": [{"line": [format!("{} Main Street", n % 997)], "city": "Springfield",
+                     "state": "IL", "postalCode": format!("62{:03}", n % 1000), "country": "US"}],
+        "managingOrganization": {"reference": "Organization/registry"}
+    })
+}
