@@ -187,14 +187,8 @@ pub struct Position {
 impl Order {
     /// Whether a resource with sort value `value` and id `id` comes strictly after `position`.
     pub fn is_after(&self, value: Option<OffsetDateTime>, id: &str, position: &Position) -> bool {
-        let ordering = value
-            .cmp(&position.value)
-            .then_with(|| id.cmp(&position.id));
-        if self.descending {
-            ordering.is_lt()
-        } else {
-            ordering.is_gt()
-        }
+        self.compare((value, id), (position.value, &position.id))
+            .is_gt()
     }
 
     /// Compares two resources by (sort value, id) in this order.
