@@ -105,10 +105,19 @@ impl Vault {
     /// The owner's data key for opening what it sealed. [`CryptoError::Erased`] if destroyed.
     /// `Ok(None)` if the owner never had a key (nothing can have been sealed for them).
     pub async fn key_for_reading(&self, owner: &KeyOwner) -> Result<Option<DataKey>, CryptoError> {
-        match self.store.find(owner).await.map_err(CryptoError::Store)? {
-            Some(record) => self.unwrap(record).map(Some),
-            None => Ok(None),
-        }
+        let record = self.store.find(owner).await.map_err(CryptoError::Store)?;
+        self.key_from_record(record)
+    }
+
+    /// As [`Vault::key_for_reading`], from a key record the caller read itself, typically in
+    /// the same statement as the data it opens (one round trip instead of two). The record
+    /// must come from the key store as it is now, never from a cache: that is what makes an
+    /// erasure take effect on the next read everywhere.
+    pub fn key_from_record(
+        &self,
+        record: Option<KeyRecord>,
+    ) -> Result<Option<DataKey>, CryptoError> {
+        record.map(|record| self.unwrap(record)).transpose()
     }
 
     fn unwrap(&self, record: KeyRecord) -> Result<DataKey, CryptoError> {

@@ -189,6 +189,11 @@ async fn created_versions_read_back_exactly(store: &dyn ResourceStore) {
     );
     assert_eq!(read.resource_type, ResourceType::PATIENT);
     assert_eq!(read.last_updated, datetime!(2026-11-22 10:00:00.123456 UTC));
+    assert_eq!(
+        read.key,
+        Some(key_of("system")),
+        "a version comes with its owner's key record"
+    );
 
     let big = vec![7u8; 4 * 1024 * 1024];
     store
@@ -565,9 +570,45 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
         .read_current(ResourceType::IMMUNIZATION, "e-imm-1")
         .await
         .unwrap();
-    assert!(
-        sealed.is_some(),
-        "the sealed versions stay; the destroyed key guards them"
+    let sealed = sealed.expect("the sealed versions stay; the destroyed key guards them");
+    assert_eq!(
+        sealed.key.map(|key| key.state),
+        Some(KeyState::Destroyed { at }),
+        "an erased version comes with its key's tombstone"
+    );
+    for version in store
+        .history(ResourceType::IMMUNIZATION, "e-imm-1", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .chain(
+            store
+                .read_version(ResourceType::IMMUNIZATION, "e-imm-1", 1)
+                .await
+                .unwrap(),
+        )
+        .chain(
+            store
+                .history_all(Some(ResourceType::IMMUNIZATION), None, None, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|v| v.key_owner == "Patient/e1"),
+        )
+    {
+        assert!(
+            matches!(
+                version.key.map(|key| key.state),
+                Some(KeyState::Destroyed { .. })
+            ),
+            "every read of an erased version carries the tombstone"
+        );
+    }
+    let other = &left[0].version;
+    assert_eq!(
+        other.key.as_ref().map(|key| &key.owner),
+        Some(&KeyOwner::Patient("e2".into())),
+        "search results come with their own owner's key"
     );
     let late = store.create(indexed("e-imm-3", "Patient/e1", rows)).await;
     assert!(matches!(late, Err(StoreError::Erased { .. })), "{late:?}");

@@ -89,6 +89,7 @@ impl MemoryStore {
             last_updated: version.last_updated,
             deleted: version.deleted,
             key_owner: version.key_owner,
+            key: None,
             body: version.body,
         });
         entry.index = version.index;
@@ -130,103 +131,8 @@ impl MemoryStore {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Entry>>, StoreError> {
-        self.entries.lock().map_err(|_| {
-            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
-        })
-    }
-}
-
-#[async_trait]
-impl ResourceStore for MemoryStore {
-    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
-        self.write(version, None).await
-    }
-
-    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
-        self.write(version, Some(expected)).await
-    }
-
-    async fn read_version(
-        &self,
-        resource_type: ResourceType,
-        id: &str,
-        version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
-        let entries = self.lock()?;
-        Ok(entries
-            .get(&(resource_type, id.to_owned()))
-            .and_then(|entry| {
-                entry
-                    .versions
-                    .iter()
-                    .find(|v| v.version == version)
-                    .cloned()
-            }))
-    }
-
-    async fn history(
-        &self,
-        resource_type: ResourceType,
-        id: &str,
-        since: Option<OffsetDateTime>,
-        limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
-        let entries = self.lock()?;
-        Ok(entries
-            .get(&(resource_type, id.to_owned()))
-            .map(|entry| {
-                entry
-                    .versions
-                    .iter()
-                    .rev()
-                    .filter(|v| since.is_none_or(|since| v.last_updated >= since))
-                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn history_all(
-        &self,
-        resource_type: Option<ResourceType>,
-        since: Option<OffsetDateTime>,
-        after: Option<&HistoryPosition>,
-        limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
-        let entries = self.lock()?;
-        let mut all: Vec<StoredVersion> = entries
-            .iter()
-            .filter(|((rt, _), _)| resource_type.is_none_or(|wanted| *rt == wanted))
-            .flat_map(|(_, entry)| entry.versions.iter().cloned())
-            .filter(|v| since.is_none_or(|since| v.last_updated >= since))
-            .filter(|v| after.is_none_or(|after| after.is_before(v)))
-            .collect();
-        all.sort_by(|a, b| {
-            (b.last_updated, b.resource_type.as_str(), &b.id, b.version).cmp(&(
-                a.last_updated,
-                a.resource_type.as_str(),
-                &a.id,
-                a.version,
-            ))
-        });
-        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        Ok(all)
-    }
-
-    async fn read_current(
-        &self,
-        resource_type: ResourceType,
-        id: &str,
-    ) -> Result<Option<StoredVersion>, StoreError> {
-        let entries = self.lock()?;
-        Ok(entries
-            .get(&(resource_type, id.to_owned()))
-            .and_then(|entry| entry.versions.last().cloned()))
-    }
-
-    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError> {
+    /// The current versions matching `query`, in its order, without their keys.
+    fn current_matches(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError> {
         let entries = self.lock()?;
         let mut found: Vec<SearchMatch> = entries
             .iter()
@@ -255,6 +161,143 @@ impl ResourceStore for MemoryStore {
                 .compare((a.sort_value, &a.version.id), (b.sort_value, &b.version.id))
         });
         found.truncate(usize::try_from(query.limit).unwrap_or(usize::MAX));
+        Ok(found)
+    }
+
+    /// The version with its owner's current key record, as the SQL store joins it.
+    async fn keyed(&self, mut version: StoredVersion) -> Result<StoredVersion, StoreError> {
+        version.key = match KeyOwner::parse(&version.key_owner) {
+            Some(owner) => self
+                .keys
+                .find(&owner)
+                .await
+                .map_err(StoreError::Unavailable)?,
+            None => None,
+        };
+        Ok(version)
+    }
+
+    async fn all_keyed(
+        &self,
+        versions: Vec<StoredVersion>,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let mut keyed = Vec::with_capacity(versions.len());
+        for version in versions {
+            keyed.push(self.keyed(version).await?);
+        }
+        Ok(keyed)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<Key, Entry>>, StoreError> {
+        self.entries.lock().map_err(|_| {
+            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+        })
+    }
+}
+
+#[async_trait]
+impl ResourceStore for MemoryStore {
+    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
+        self.write(version, None).await
+    }
+
+    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
+        self.write(version, Some(expected)).await
+    }
+
+    async fn read_version(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let found = self
+            .lock()?
+            .get(&(resource_type, id.to_owned()))
+            .and_then(|entry| {
+                entry
+                    .versions
+                    .iter()
+                    .find(|v| v.version == version)
+                    .cloned()
+            });
+        match found {
+            Some(version) => self.keyed(version).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn history(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        since: Option<OffsetDateTime>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let found = self
+            .lock()?
+            .get(&(resource_type, id.to_owned()))
+            .map(|entry| {
+                entry
+                    .versions
+                    .iter()
+                    .rev()
+                    .filter(|v| since.is_none_or(|since| v.last_updated >= since))
+                    .take(usize::try_from(limit).unwrap_or(usize::MAX))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.all_keyed(found).await
+    }
+
+    async fn history_all(
+        &self,
+        resource_type: Option<ResourceType>,
+        since: Option<OffsetDateTime>,
+        after: Option<&HistoryPosition>,
+        limit: u64,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        let mut all: Vec<StoredVersion> = self
+            .lock()?
+            .iter()
+            .filter(|((rt, _), _)| resource_type.is_none_or(|wanted| *rt == wanted))
+            .flat_map(|(_, entry)| entry.versions.iter().cloned())
+            .filter(|v| since.is_none_or(|since| v.last_updated >= since))
+            .filter(|v| after.is_none_or(|after| after.is_before(v)))
+            .collect();
+        all.sort_by(|a, b| {
+            (b.last_updated, b.resource_type.as_str(), &b.id, b.version).cmp(&(
+                a.last_updated,
+                a.resource_type.as_str(),
+                &a.id,
+                a.version,
+            ))
+        });
+        all.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        self.all_keyed(all).await
+    }
+
+    async fn read_current(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<Option<StoredVersion>, StoreError> {
+        let found = self
+            .lock()?
+            .get(&(resource_type, id.to_owned()))
+            .and_then(|entry| entry.versions.last().cloned());
+        match found {
+            Some(version) => self.keyed(version).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError> {
+        let mut found = self.current_matches(query)?;
+        for found in &mut found {
+            found.version = self.keyed(found.version.clone()).await?;
+        }
         Ok(found)
     }
 

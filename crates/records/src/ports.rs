@@ -46,6 +46,10 @@ pub struct StoredVersion {
     pub last_updated: OffsetDateTime,
     pub deleted: bool,
     pub key_owner: String,
+    /// The owner's data-key record (wrapped, or the tombstone left by an erasure), read in the
+    /// same statement as the version: a read is one round trip, and the key and the body come
+    /// from one snapshot. `None` if the owner has no key record.
+    pub key: Option<KeyRecord>,
     pub body: Vec<u8>,
 }
 
@@ -125,6 +129,7 @@ impl fmt::Debug for StoredVersion {
             .field("last_updated", &self.last_updated)
             .field("deleted", &self.deleted)
             .field("key_owner", &self.key_owner)
+            .field("key_id", &self.key.as_ref().map(|key| key.key_id))
             .field("body_len", &self.body.len())
             .finish()
     }

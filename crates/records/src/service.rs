@@ -341,7 +341,7 @@ impl Records {
         match found.len() {
             0 => Ok(None),
             1 => match found.pop() {
-                Some(found) => self.open_version(found.version).await.map(Some),
+                Some(found) => self.open_version(found.version).map(Some),
                 None => Ok(None),
             },
             _ => Err(RecordsError::MultipleMatches {
@@ -515,7 +515,7 @@ impl Records {
             .read_version(resource_type, id, version)
             .await?
             .ok_or_else(not_found)?;
-        self.open_version(stored).await
+        self.open_version(stored)
     }
 
     /// FHIR instance `history`: versions newest first, at most `count`, since `since`.
@@ -548,7 +548,7 @@ impl Records {
             let body = if stored.deleted {
                 None
             } else {
-                Some(self.open_version(stored).await?.body)
+                Some(self.open_version(stored)?.body)
             };
             entries.push(HistoryEntry {
                 resource_type,
@@ -609,7 +609,7 @@ impl Records {
             let body = if stored.deleted {
                 None
             } else {
-                match self.open_version(stored).await {
+                match self.open_version(stored) {
                     Ok(opened) => Some(opened.body),
                     Err(RecordsError::Erased { .. }) => continue,
                     Err(other) => return Err(other),
@@ -661,7 +661,7 @@ impl Records {
                 id: last.version.id.clone(),
             });
             for found in page {
-                let opened = self.open_version(found.version).await?;
+                let opened = self.open_version(found.version)?;
                 if let Ok(Resource::Immunization(immunization)) = Resource::from_json(&opened.body)
                 {
                     immunizations.push(*immunization);
@@ -772,7 +772,7 @@ impl Records {
             .await?
             .ok_or_else(not_found)?;
         // The key is checked before the deleted flag: an erased resource answers 410 "erased".
-        let resource = self.open_version(stored).await?;
+        let resource = self.open_version(stored)?;
         Ok(resource)
     }
 
@@ -842,7 +842,7 @@ impl Records {
         let found: Vec<StoredVersion> = found.into_iter().map(|m| m.version).collect();
         let mut resources = Vec::with_capacity(found.len());
         for stored in found {
-            resources.push(self.open_version(stored).await?);
+            resources.push(self.open_version(stored)?);
         }
         let included = self.included(&resources, &includes, &revincludes).await?;
         Ok(SearchPage {
@@ -923,7 +923,7 @@ impl Records {
             for found in self.store.search(&query).await? {
                 let stored = found.version;
                 if seen.insert((stored.resource_type, stored.id.clone())) {
-                    included.push(self.open_version(stored).await?);
+                    included.push(self.open_version(stored)?);
                 }
             }
         }
@@ -957,9 +957,9 @@ impl Records {
         Ok(erasure)
     }
 
-    /// Opens a stored version: finds its owner's data key and checks the ciphertext belongs to
-    /// exactly this type, id and version.
-    async fn open_version(&self, stored: StoredVersion) -> Result<StoredResource, RecordsError> {
+    /// Opens a stored version with its owner's data key (read with it) and checks the
+    /// ciphertext belongs to exactly this type, id and version.
+    fn open_version(&self, mut stored: StoredVersion) -> Result<StoredResource, RecordsError> {
         let resource_type = stored.resource_type;
         let owner = KeyOwner::parse(&stored.key_owner).ok_or_else(|| RecordsError::Integrity {
             resource_type,
@@ -969,7 +969,18 @@ impl Records {
                 what: "unknown key owner",
             },
         })?;
-        let key = match self.vault.key_for_reading(&owner).await {
+        let record = stored.key.take();
+        if record.as_ref().is_some_and(|record| record.owner != owner) {
+            return Err(RecordsError::Integrity {
+                resource_type,
+                id: stored.id,
+                version: stored.version,
+                cause: CryptoError::Integrity {
+                    what: "the store returned another owner's key",
+                },
+            });
+        }
+        let key = match self.vault.key_from_record(record) {
             Ok(Some(key)) => key,
             Err(CryptoError::Erased) => {
                 return Err(RecordsError::Erased {

@@ -12,13 +12,16 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    FromQueryResult, QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, SqlErr,
+    TransactionTrait,
 };
 use time::OffsetDateTime;
 
 use crate::connect::SqlStore;
 use crate::entity::{Body, resource, resource_version};
-use crate::keys::{StoredKey, destroy_key, insert_if_absent_statement, stored_key};
+use crate::keys::{
+    StoredKey, destroy_key, insert_if_absent_statement, join_owner_key, joined_record, stored_key,
+};
 use crate::tables::{
     CONDITIONAL_CLAIM, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SEARCH_BLIND, SEARCH_DATE,
     SEARCH_REFERENCE, SEARCH_STRING, SEARCH_TOKEN, col, name,
@@ -43,15 +46,12 @@ impl ResourceStore for SqlStore {
         id: &str,
         version: u64,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let row = resource_version::Entity::find_by_id((
+        let select = resource_version::Entity::find_by_id((
             resource_type.as_str().to_owned(),
             id.to_owned(),
             to_db_version(version),
-        ))
-        .one(&self.db)
-        .await
-        .map_err(unavailable)?;
-        row.map(|row| to_stored(resource_type, row)).transpose()
+        ));
+        Ok(self.versions(select.into_query()).await?.pop())
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id))]
@@ -70,10 +70,7 @@ impl ResourceStore for SqlStore {
         if let Some(since) = since {
             query = query.filter(resource_version::Column::LastUpdated.gte(since));
         }
-        let rows = query.all(&self.db).await.map_err(unavailable)?;
-        rows.into_iter()
-            .map(|row| to_stored(resource_type, row))
-            .collect()
+        self.versions(query.into_query()).await
     }
 
     #[tracing::instrument(skip_all)]
@@ -115,18 +112,7 @@ impl ResourceStore for SqlStore {
                 ])),
             );
         }
-        let rows = query.all(&self.db).await.map_err(unavailable)?;
-        rows.into_iter()
-            .map(|row| {
-                let resource_type =
-                    ResourceType::parse(&row.resource_type).map_err(|_| StoreError::Corrupt {
-                        resource_type: row.resource_type.clone(),
-                        id: row.id.clone(),
-                        what: "unknown resource type",
-                    })?;
-                to_stored(resource_type, row)
-            })
-            .collect()
+        self.versions(query.into_query()).await
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id))]
@@ -135,16 +121,15 @@ impl ResourceStore for SqlStore {
         resource_type: ResourceType,
         id: &str,
     ) -> Result<Option<StoredVersion>, StoreError> {
-        let row = resource_version::Entity::find()
+        let select = resource_version::Entity::find()
             .filter(resource_version::Column::ResourceType.eq(resource_type.as_str()))
             .filter(resource_version::Column::Id.eq(id))
             .order_by_desc(resource_version::Column::Version)
-            .one(&self.db)
-            .await
-            .map_err(unavailable)?;
-        // After an erasure the version rows keep their sealed bodies; the destroyed key is what
-        // makes them unreadable, so this returns them like any other.
-        row.map(|row| to_stored(resource_type, row)).transpose()
+            .limit(1);
+        // After an erasure the version rows keep their sealed bodies; the destroyed key (its
+        // tombstone comes with the row) is what makes them unreadable, so this returns them
+        // like any other.
+        Ok(self.versions(select.into_query()).await?.pop())
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type, clauses = query.clauses.len()))]
@@ -154,19 +139,14 @@ impl ResourceStore for SqlStore {
             .query_all(&search_statement(query))
             .await
             .map_err(unavailable)?;
-        rows.into_iter()
+        rows.iter()
             .map(|row| {
-                let version =
-                    <resource_version::Model as sea_orm::FromQueryResult>::from_query_result(
-                        &row, "",
-                    )
-                    .map_err(unavailable)?;
                 let sort_value = match query.order.key {
                     SortKey::Id => None,
                     _ => row.try_get("", SORT_VALUE).map_err(unavailable)?,
                 };
                 Ok(SearchMatch {
-                    version: to_stored(query.resource_type, version)?,
+                    version: to_stored(row)?,
                     sort_value,
                 })
             })
@@ -269,6 +249,16 @@ impl SqlStore {
     /// Create (`expected` = None: the head row's primary key refuses a duplicate) or update
     /// (the head row moves from `expected` to the new version, or nothing is written), in one
     /// transaction with the version row, the index rows and the key checks.
+    /// Runs a select of `resource_version` rows with their owners' keys joined in.
+    async fn versions(
+        &self,
+        mut select: SelectStatement,
+    ) -> Result<Vec<StoredVersion>, StoreError> {
+        join_owner_key(&mut select, RESOURCE_VERSION);
+        let rows = self.db.query_all(&select).await.map_err(unavailable)?;
+        rows.iter().map(to_stored).collect()
+    }
+
     async fn write(&self, version: NewVersion, expected: Option<u64>) -> Result<(), StoreError> {
         // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
         // at once instead of failing to upgrade a read transaction later.
@@ -394,23 +384,28 @@ impl SqlStore {
     }
 }
 
-fn to_stored(
-    resource_type: ResourceType,
-    row: resource_version::Model,
-) -> Result<StoredVersion, StoreError> {
-    let version = u64::try_from(row.version).map_err(|_| StoreError::Corrupt {
-        resource_type: row.resource_type.clone(),
-        id: row.id.clone(),
-        what: "negative version number",
-    })?;
+/// A version row with its owner's key (see [`join_owner_key`]).
+fn to_stored(row: &QueryResult) -> Result<StoredVersion, StoreError> {
+    let model = <resource_version::Model as FromQueryResult>::from_query_result(row, "")
+        .map_err(unavailable)?;
+    let corrupt = |what| StoreError::Corrupt {
+        resource_type: model.resource_type.clone(),
+        id: model.id.clone(),
+        what,
+    };
+    let resource_type =
+        ResourceType::parse(&model.resource_type).map_err(|_| corrupt("unknown resource type"))?;
+    let version = u64::try_from(model.version).map_err(|_| corrupt("negative version number"))?;
+    let key = joined_record(row).map_err(StoreError::Unavailable)?;
     Ok(StoredVersion {
         resource_type,
-        id: row.id,
+        id: model.id,
         version,
-        last_updated: row.last_updated,
-        deleted: row.deleted,
-        key_owner: row.key_owner,
-        body: row.body.0,
+        last_updated: model.last_updated,
+        deleted: model.deleted,
+        key_owner: model.key_owner,
+        key,
+        body: model.body.0,
     })
 }
 
@@ -511,24 +506,25 @@ async fn write_index(
     Ok(())
 }
 
-/// `SELECT v.* FROM resource r JOIN resource_version v ON (current version) WHERE <clauses>
-/// ORDER BY r.id LIMIT n`, every clause an `EXISTS` over its index table.
+/// `SELECT v.*, m.sort_value, dk.* FROM (SELECT the page's heads FROM resource r WHERE
+/// <clauses> ORDER BY … LIMIT n) m JOIN resource_version v (their versions) LEFT JOIN data_key dk
+/// (their keys) ORDER BY …`, every clause an `EXISTS` over its index table.
+///
+/// The page is chosen in a subquery over `resource` alone and only then joined to the bodies and
+/// keys: its `LIMIT` keeps PostgreSQL from flattening the joins into one search over four
+/// relations, which it re-plans on every execution (the best plan depends on how common the
+/// searched values are, so plans are custom). Planning that was 0.48 ms of a 0.55 ms identifier
+/// search; the split plans in 0.27 ms, and the page is still read in one statement and one
+/// snapshot.
 fn search_statement(query: &SearchQuery) -> SelectStatement {
-    let mut select = Query::select();
-    select
-        .column((name("v"), sea_orm::sea_query::Asterisk))
-        .from_as(name(RESOURCE), name("r"))
-        .inner_join(
-            sea_orm::sea_query::TableRef::Table(
-                name(RESOURCE_VERSION).into(),
-                Some(name("v").into()),
-            ),
-            Cond::all()
-                .add(col("v", "resource_type").equals((name("r"), name("resource_type"))))
-                .add(col("v", "id").equals((name("r"), name("id"))))
-                .add(col("v", "version").equals((name("r"), name("version")))),
-        )
-        .limit(query.limit);
+    let mut page = Query::select();
+    page.columns([
+        (name("r"), name("resource_type")),
+        (name("r"), name("id")),
+        (name("r"), name("version")),
+    ])
+    .from_as(name(RESOURCE), name("r"))
+    .limit(query.limit);
     let direction = if query.order.descending {
         Order::Desc
     } else {
@@ -541,29 +537,51 @@ fn search_statement(query: &SearchQuery) -> SelectStatement {
             column.gt(value)
         }
     };
-    match sort_value(query) {
+    let sorted = sort_value(query);
+    match &sorted {
         None => {
             if let Some(after) = &query.after {
-                select.and_where(beyond(col("r", "id"), after.id.clone().into()));
+                page.and_where(beyond(col("r", "id"), after.id.clone().into()));
             }
         }
         Some(value) => {
-            select.expr_as(value.clone(), name(SORT_VALUE));
-            select.order_by_expr(value.clone(), direction.clone());
+            page.expr_as(value.clone(), name(SORT_VALUE));
+            page.order_by_expr(value.clone(), direction.clone());
             if let Some(after) = &query.after {
                 let at: sea_orm::Value = after.value.into();
-                select.cond_where(
+                page.cond_where(
                     Cond::any().add(beyond(value.clone(), at.clone())).add(
                         Cond::all()
-                            .add(value.eq(at))
+                            .add(value.clone().eq(at))
                             .add(beyond(col("r", "id"), after.id.clone().into())),
                     ),
                 );
             }
         }
     }
-    select.order_by((name("r"), name("id")), direction);
-    matching(&mut select, query);
+    page.order_by((name("r"), name("id")), direction.clone());
+    matching(&mut page, query);
+
+    let mut select = Query::select();
+    select
+        .column((name("v"), sea_orm::sea_query::Asterisk))
+        .from_subquery(page, name("m"))
+        .inner_join(
+            sea_orm::sea_query::TableRef::Table(
+                name(RESOURCE_VERSION).into(),
+                Some(name("v").into()),
+            ),
+            Cond::all()
+                .add(col("v", "resource_type").equals((name("m"), name("resource_type"))))
+                .add(col("v", "id").equals((name("m"), name("id"))))
+                .add(col("v", "version").equals((name("m"), name("version")))),
+        );
+    if sorted.is_some() {
+        select.column((name("m"), name(SORT_VALUE)));
+        select.order_by((name("m"), name(SORT_VALUE)), direction.clone());
+    }
+    select.order_by((name("m"), name("id")), direction);
+    join_owner_key(&mut select, "v");
     select.to_owned()
 }
 
