@@ -9,7 +9,9 @@
 //! Prints the throughput and latency percentiles of each phase as a Markdown table.
 //!
 //! Options: `--patients N`, `--clients N`, `--seconds N`, `--sqlite`,
-//! `--postgres URL` (an admin URL; default `postgres://postgres@127.0.0.1:5432/postgres`).
+//! `--postgres URL` (an admin URL; default `postgres://postgres@localhost/postgres?host=/var/run/postgresql`,
+//! the local server's Unix socket, as a co-located database is reached),
+//! `--reuse` (measure again on the previous run's database and keyring, without loading).
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -21,12 +23,16 @@ use anyhow::{Context, bail};
 
 const IDENTIFIER_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.72.5.9.1";
 const BENCH_DATABASE: &str = "cairn_bench";
+/// The local PostgreSQL through its Unix socket: no TCP stack and no TLS between two processes
+/// on one host (over TCP, libpq and sqlx negotiate TLS when the server offers it).
+const DEFAULT_POSTGRES: &str = "postgres://postgres@localhost/postgres?host=/var/run/postgresql";
 
 struct Options {
     patients: u64,
     clients: u64,
     seconds: u64,
     postgres: Option<String>,
+    reuse: bool,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
@@ -34,7 +40,8 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         patients: 100_000,
         clients: 16,
         seconds: 20,
-        postgres: Some("postgres://postgres@127.0.0.1:5432/postgres".to_owned()),
+        postgres: Some(DEFAULT_POSTGRES.to_owned()),
+        reuse: false,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -45,6 +52,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             "--seconds" => options.seconds = value()?.parse()?,
             "--sqlite" => options.postgres = None,
             "--postgres" => options.postgres = Some(value()?.clone()),
+            "--reuse" => options.reuse = true,
             other => bail!("unknown option {other}"),
         }
     }
@@ -56,29 +64,48 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
 
 pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let options = options(args)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    eprintln!("bench: building the release binary");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "--locked", "-p", "cairn"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("cargo build --release failed");
-    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), std::path::PathBuf::from);
+    if cfg!(debug_assertions) {
+        // `cargo xtask` is a debug build, and the load generator shares the two cores with the
+        // server and PostgreSQL: unoptimized, it took a third of the CPU and queued the very
+        // requests it timed. Measure from an optimized build of this same command instead.
+        // (Two builds, not one `-p cairn -p xtask`: that would unify their dependencies'
+        // features and the server measured would not be the one `cargo build -p cairn` makes.)
+        release_build(root, "cairn")?;
+        release_build(root, "xtask")?;
+        let status = Command::new(target.join("release/xtask"))
+            .arg("bench")
+            .args(args)
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            bail!("the bench failed");
+        }
+        return Ok(());
+    }
     let binary = target.join("release/cairn");
     let work = target.join("bench-run");
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
+    if options.reuse {
+        if !work.join(IDS_FILE).exists() {
+            bail!(
+                "--reuse needs a previous complete run in {}",
+                work.display()
+            );
+        }
+    } else {
+        if work.exists() {
+            std::fs::remove_dir_all(&work)?;
+        }
+        std::fs::create_dir_all(&work)?;
     }
-    std::fs::create_dir_all(&work)?;
     let database_url = match &options.postgres {
+        Some(admin) if options.reuse => database_url(admin),
         Some(admin) => fresh_postgres_database(admin)?,
         None => format!("sqlite://{}/cairn.db?mode=rwc", work.display()),
     };
     let port = free_port()?;
-    let server = Server::start(&binary, &work, &database_url, port)?;
+    let server = Server::start(&binary, &work, &database_url, port, !options.reuse)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -88,6 +115,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         &options,
         &format!("http://127.0.0.1:{port}"),
         analyze_url,
+        &work.join(IDS_FILE),
     ));
     drop(server);
     let mut phases = result?;
@@ -116,6 +144,19 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn release_build(root: &Path, package: &str) -> anyhow::Result<()> {
+    eprintln!("bench: building {package} (release)");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "--locked", "-p", package])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("cargo build --release -p {package} failed");
+    }
+    Ok(())
+}
+
 /// Drops and recreates the bench database; returns its URL.
 fn fresh_postgres_database(admin: &str) -> anyhow::Result<String> {
     for sql in [
@@ -130,11 +171,26 @@ fn fresh_postgres_database(admin: &str) -> anyhow::Result<String> {
             bail!("psql failed: {sql}");
         }
     }
-    let base = admin
-        .rsplit_once('/')
-        .map_or(admin, |(server, _database)| server);
-    Ok(format!("{base}/{BENCH_DATABASE}"))
+    Ok(database_url(admin))
 }
+
+/// The bench database's URL on the server of `admin` (its query, such as `?host=/socket/dir`,
+/// kept).
+fn database_url(admin: &str) -> String {
+    let (location, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(location, query)| (location, Some(query)));
+    let server = location
+        .rsplit_once('/')
+        .map_or(location, |(server, _database)| server);
+    match query {
+        Some(query) => format!("{server}/{BENCH_DATABASE}?{query}"),
+        None => format!("{server}/{BENCH_DATABASE}"),
+    }
+}
+
+/// The loaded patients, `n<TAB>id` per line, for `--reuse`.
+const IDS_FILE: &str = "patients.tsv";
 
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -146,7 +202,13 @@ fn free_port() -> anyhow::Result<u16> {
 struct Server(Child);
 
 impl Server {
-    fn start(binary: &Path, work: &Path, database_url: &str, port: u16) -> anyhow::Result<Self> {
+    fn start(
+        binary: &Path,
+        work: &Path,
+        database_url: &str,
+        port: u16,
+        new_keyring: bool,
+    ) -> anyhow::Result<Self> {
         let keyring = work.join("keyring.json");
         let log = std::fs::File::create(work.join("server.log"))?;
         let env = [
@@ -155,14 +217,16 @@ impl Server {
             ("CAIRN_KEYRING", keyring.display().to_string()),
             ("CAIRN_LOG_FORMAT", "json".to_owned()),
         ];
-        let status = Command::new(binary)
-            .args(["keys", "init"])
-            .envs(env.clone())
-            .stdout(Stdio::null())
-            .stderr(log.try_clone()?)
-            .status()?;
-        if !status.success() {
-            bail!("cairn keys init failed (see {})", work.display());
+        if new_keyring {
+            let status = Command::new(binary)
+                .args(["keys", "init"])
+                .envs(env.clone())
+                .stdout(Stdio::null())
+                .stderr(log.try_clone()?)
+                .status()?;
+            if !status.success() {
+                bail!("cairn keys init failed (see {})", work.display());
+            }
         }
         let child = Command::new(binary)
             .arg("serve")
@@ -269,63 +333,40 @@ async fn measure(
     options: &Options,
     base: &str,
     analyze_url: Option<&str>,
+    ids_file: &Path,
 ) -> anyhow::Result<Vec<Phase>> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::try_from(options.clients)?)
         .build()?;
     let base = Arc::new(base.to_owned());
 
-    eprintln!("bench: creating {} patients", options.patients);
-    let next = Arc::new(AtomicU64::new(0));
-    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let create = {
-        let (base, next, ids) = (base.clone(), next.clone(), ids.clone());
-        let total = options.patients;
-        run_clients(options.clients, &client, move |client| {
-            let (base, next, ids) = (base.clone(), next.clone(), ids.clone());
-            async move {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
-                    return Ok(false);
-                }
-                let response = client
-                    .post(format!("{base}/fhir/Patient"))
-                    .header("content-type", "application/fhir+json")
-                    .header("prefer", "return=minimal")
-                    .body(patient(n).to_string())
-                    .send()
-                    .await?;
-                if response.status() != 201 {
-                    bail!("create answered {}", response.status());
-                }
-                let location = response.headers()["location"].to_str()?.to_owned();
-                let id = location
-                    .split("/Patient/")
-                    .nth(1)
-                    .and_then(|rest| rest.split('/').next())
-                    .context("a Location naming the patient")?
-                    .to_owned();
-                ids.lock()
-                    .map_err(|_| anyhow::anyhow!("poisoned"))?
-                    .push((n, id));
-                Ok(true)
+    let mut phases = Vec::new();
+    let ids = if options.reuse {
+        read_ids(ids_file)?
+    } else {
+        let (create, ids) = load(options, &client, &base).await?;
+        phases.push(Phase {
+            name: "create Patient",
+            ..create
+        });
+        write_ids(ids_file, &ids)?;
+        if let Some(url) = analyze_url {
+            // What autovacuum does in the minutes after a bulk load: statistics for the
+            // planner (without them it plans for empty tables) and visibility maps and hint
+            // bits for the new rows (without them the first reads of each page write it, and
+            // autovacuum competes with the measured phases). The server measured is one that
+            // has settled, not one still digesting its load.
+            eprintln!("bench: VACUUM ANALYZE after the load");
+            let status = Command::new("psql")
+                .args([url, "-q", "-c", "VACUUM (ANALYZE)"])
+                .status()?;
+            if !status.success() {
+                bail!("VACUUM ANALYZE failed");
             }
-        })
-        .await?
-    };
-    let ids: Arc<Vec<(u64, String)>> =
-        Arc::new(ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone());
-    if let Some(url) = analyze_url {
-        // What autovacuum does within a minute of a bulk load; without it the planner guesses
-        // from an empty table's statistics.
-        eprintln!("bench: ANALYZE after the load");
-        let status = Command::new("psql")
-            .args([url, "-q", "-c", "ANALYZE"])
-            .status()?;
-        if !status.success() {
-            bail!("ANALYZE failed");
         }
-    }
+        ids
+    };
+    let ids = Arc::new(ids);
     let deadline = Duration::from_secs(options.seconds);
     let read = |base: Arc<String>, ids: Arc<Vec<(u64, String)>>| {
         move |client: reqwest::Client, seed: u64| {
@@ -389,10 +430,25 @@ async fn measure(
         }
     };
     let clients = options.clients;
-    let mut phases = vec![Phase {
-        name: "create Patient",
-        ..create
-    }];
+    // Not measured: opens the server's database connections and prepares its statements,
+    // and brings the data into PostgreSQL's buffers, as a server that has been up a while has.
+    eprintln!("bench: warming up for 5 s");
+    for kind in [0, 1, 2] {
+        let warm = Duration::from_millis(1_500);
+        match kind {
+            0 => timed(clients, &client, warm, read(base.clone(), ids.clone())).await?,
+            1 => {
+                timed(
+                    clients,
+                    &client,
+                    warm,
+                    identifier(base.clone(), ids.clone()),
+                )
+                .await?
+            }
+            _ => timed(clients, &client, warm, family.clone()).await?,
+        };
+    }
     for (name, n, kind) in [
         ("read Patient", clients, 0),
         ("read Patient, 1 client", 1, 0),
@@ -408,7 +464,95 @@ async fn measure(
         };
         phases.push(Phase { name, ..phase });
     }
+    // The same requests offered at a steady rate, as a registry's traffic arrives, rather than
+    // as fast as the machine can answer: the latency a client sees below saturation.
+    for (name, rate, kind) in [
+        ("read Patient, 2,000/s over the clients", 2_000, 0),
+        ("search identifier, 1,000/s over the clients", 1_000, 1),
+    ] {
+        eprintln!("bench: {name} for {} s", options.seconds);
+        let phase = match kind {
+            0 => {
+                paced(
+                    clients,
+                    rate,
+                    &client,
+                    deadline,
+                    read(base.clone(), ids.clone()),
+                )
+                .await?
+            }
+            _ => {
+                let step = identifier(base.clone(), ids.clone());
+                paced(clients, rate, &client, deadline, step).await?
+            }
+        };
+        phases.push(Phase { name, ..phase });
+    }
     Ok(phases)
+}
+
+/// Creates the patients through the API; returns the phase and each patient's (n, id).
+async fn load(
+    options: &Options,
+    client: &reqwest::Client,
+    base: &Arc<String>,
+) -> anyhow::Result<(Phase, Vec<(u64, String)>)> {
+    eprintln!("bench: creating {} patients", options.patients);
+    let next = Arc::new(AtomicU64::new(0));
+    let ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let create = {
+        let (base, next, ids) = (base.clone(), next.clone(), ids.clone());
+        let total = options.patients;
+        run_clients(options.clients, client, move |client| {
+            let (base, next, ids) = (base.clone(), next.clone(), ids.clone());
+            async move {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= total {
+                    return Ok(false);
+                }
+                let response = client
+                    .post(format!("{base}/fhir/Patient"))
+                    .header("content-type", "application/fhir+json")
+                    .header("prefer", "return=minimal")
+                    .body(patient(n).to_string())
+                    .send()
+                    .await?;
+                if response.status() != 201 {
+                    bail!("create answered {}", response.status());
+                }
+                let location = response.headers()["location"].to_str()?.to_owned();
+                let id = location
+                    .split("/Patient/")
+                    .nth(1)
+                    .and_then(|rest| rest.split('/').next())
+                    .context("a Location naming the patient")?
+                    .to_owned();
+                ids.lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?
+                    .push((n, id));
+                Ok(true)
+            }
+        })
+        .await?
+    };
+    let ids = ids.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    Ok((create, ids))
+}
+
+fn write_ids(path: &Path, ids: &[(u64, String)]) -> anyhow::Result<()> {
+    let text: String = ids.iter().map(|(n, id)| format!("{n}\t{id}\n")).collect();
+    Ok(std::fs::write(path, text)?)
+}
+
+fn read_ids(path: &Path) -> anyhow::Result<Vec<(u64, String)>> {
+    std::fs::read_to_string(path)?
+        .lines()
+        .map(|line| {
+            let (n, id) = line.split_once('\t').context("n<TAB>id")?;
+            Ok((n.parse()?, id.to_owned()))
+        })
+        .collect()
 }
 
 /// Runs `clients` loops of `step` until a step returns `false`; times every step.
@@ -478,6 +622,56 @@ where
         }
     })
     .await
+}
+
+/// Runs `clients` concurrent clients that together start `rate` steps a second on a fixed
+/// schedule (open loop) for `duration`. Each latency is measured from the step's scheduled
+/// start, not its actual one, so a server that falls behind is charged for the wait it causes
+/// (no coordinated omission).
+async fn paced<F, Fut>(
+    clients: u64,
+    rate: u64,
+    client: &reqwest::Client,
+    duration: Duration,
+    step: F,
+) -> anyhow::Result<Phase>
+where
+    F: Fn(reqwest::Client, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let started = Instant::now();
+    let window_start = SystemTime::now();
+    let interval = Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX);
+    let total = duration.as_nanos() / interval.as_nanos().max(1);
+    let total = u64::try_from(total)?;
+    let mut tasks = Vec::new();
+    for first in 0..clients {
+        let (client, step) = (client.clone(), step.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            // Client `first` takes steps first, first + clients, …: the schedule interleaved.
+            let mut n = first;
+            while n < total {
+                let at = started + interval * u32::try_from(n)?;
+                tokio::time::sleep_until(at.into()).await;
+                step(client.clone(), n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17).await?;
+                latencies.push(u64::try_from(at.elapsed().as_micros())?);
+                n += clients;
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok(Phase {
+        name: "",
+        latencies,
+        server: Vec::new(),
+        elapsed: started.elapsed(),
+        window: (window_start, SystemTime::now()),
+    })
 }
 
 fn pick(seed: u64, len: usize) -> usize {
