@@ -625,9 +625,11 @@ where
 }
 
 /// Runs `clients` concurrent clients that together start `rate` steps a second on a fixed
-/// schedule (open loop) for `duration`. Each latency is measured from the step's scheduled
-/// start, not its actual one, so a server that falls behind is charged for the wait it causes
-/// (no coordinated omission).
+/// schedule (open loop) for `duration`. A step that could not start on time because its client
+/// was still waiting for the previous answer is timed from its scheduled start, so a server
+/// that falls behind is charged for the queue it causes (no coordinated omission); one that
+/// starts late only because the generator's timer woke late (tokio's timers tick in whole
+/// milliseconds) is timed from its actual start.
 async fn paced<F, Fut>(
     clients: u64,
     rate: u64,
@@ -651,11 +653,18 @@ where
             let mut latencies = Vec::new();
             // Client `first` takes steps first, first + clients, …: the schedule interleaved.
             let mut n = first;
+            let mut free = started;
             while n < total {
-                let at = started + interval * u32::try_from(n)?;
-                tokio::time::sleep_until(at.into()).await;
+                let scheduled = started + interval * u32::try_from(n)?;
+                tokio::time::sleep_until(scheduled.into()).await;
+                let from = if free > scheduled {
+                    scheduled
+                } else {
+                    Instant::now()
+                };
                 step(client.clone(), n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17).await?;
-                latencies.push(u64::try_from(at.elapsed().as_micros())?);
+                free = Instant::now();
+                latencies.push(u64::try_from(free.duration_since(from).as_micros())?);
                 n += clients;
             }
             anyhow::Ok(latencies)
