@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_resources;
 mod m20261122_000002_phi_protection;
 mod m20261122_000003_conditional_claims;
+mod m20261122_000004_blind_index_by_token;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_resources::Migration),
             Box::new(m20261122_000002_phi_protection::Migration),
             Box::new(m20261122_000003_conditional_claims::Migration),
+            Box::new(m20261122_000004_blind_index_by_token::Migration),
         ]
     }
 }
