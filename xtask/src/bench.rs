@@ -432,7 +432,7 @@ async fn measure(
     let clients = options.clients;
     // Not measured: opens the server's database connections and prepares its statements,
     // and brings the data into PostgreSQL's buffers, as a server that has been up a while has.
-    eprintln!("bench: warming up for 5 s");
+    eprintln!("bench: warming up for 4.5 s");
     for kind in [0, 1, 2] {
         let warm = Duration::from_millis(1_500);
         match kind {
