@@ -174,11 +174,14 @@ pub fn parse_with(
         };
         let (cursor_direction, position) = decode_cursor(cursor).ok_or_else(invalid)?;
         // A cursor carries a sort value exactly when the search is sorted by one.
-        if position.value.is_some() == (query.order.key == SortKey::Id) {
+        if position
+            .as_ref()
+            .is_some_and(|p| p.value.is_some() == (query.order.key == SortKey::Id))
+        {
             return Err(invalid());
         }
         direction = cursor_direction;
-        query.after = Some(position);
+        query.after = position;
     }
     Ok(Parsed {
         query,
@@ -531,8 +534,16 @@ fn sort_order(resource_type: ResourceType, name: &str, value: &str) -> Result<Or
     Ok(Order { key, descending })
 }
 
-/// The opaque cursor of the page `direction` of `position`.
-pub fn encode_cursor(direction: Direction, position: &Position) -> String {
+/// The opaque cursor of the page `direction` of `position`; without a position, the first page
+/// (forward) or the last (backward). Those two are the links out of an empty page: every match
+/// before (or after) its cursor is gone, so the way back is the search's first (or last) page.
+pub fn encode_cursor(direction: Direction, position: Option<&Position>) -> String {
+    let Some(position) = position else {
+        return URL_SAFE_NO_PAD.encode(match direction {
+            Direction::Forward => "start",
+            Direction::Backward => "end",
+        });
+    };
     let word = match direction {
         Direction::Forward => "after",
         Direction::Backward => "before",
@@ -543,9 +554,14 @@ pub fn encode_cursor(direction: Direction, position: &Position) -> String {
     URL_SAFE_NO_PAD.encode(format!("{word}:{value}:{}", position.id))
 }
 
-fn decode_cursor(cursor: &str) -> Option<(Direction, Position)> {
+fn decode_cursor(cursor: &str) -> Option<(Direction, Option<Position>)> {
     let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
     let text = String::from_utf8(bytes).ok()?;
+    match text.as_str() {
+        "start" => return Some((Direction::Forward, None)),
+        "end" => return Some((Direction::Backward, None)),
+        _ => {}
+    }
     let mut parts = text.splitn(3, ':');
     let direction = match parts.next()? {
         "after" => Direction::Forward,
@@ -560,10 +576,10 @@ fn decode_cursor(cursor: &str) -> Option<(Direction, Position)> {
     fhir_model::is_valid_id(id).then(|| {
         (
             direction,
-            Position {
+            Some(Position {
                 value,
                 id: id.to_owned(),
-            },
+            }),
         )
     })
 }

@@ -829,16 +829,21 @@ impl Records {
             search::Direction::Forward => (further, came_from_cursor),
             search::Direction::Backward => (came_from_cursor, further),
         };
-        let next_cursor = match (found.last(), has_next) {
-            (Some(last), true) => Some(encode_cursor(search::Direction::Forward, &position(last))),
+        // An empty page reached through a cursor (every match that way deleted since) still
+        // links back: to the first page (nothing is before its cursor) or the last (nothing
+        // after it).
+        let next_cursor = match (found.last(), has_next, direction) {
+            (Some(last), true, _) => Some(Some(position(last))),
+            (None, true, search::Direction::Backward) => Some(None),
             _ => None,
-        };
-        let previous_cursor = match (found.first(), has_previous) {
-            (Some(first), true) => {
-                Some(encode_cursor(search::Direction::Backward, &position(first)))
-            }
+        }
+        .map(|at| encode_cursor(search::Direction::Forward, at.as_ref()));
+        let previous_cursor = match (found.first(), has_previous, direction) {
+            (Some(first), true, _) => Some(Some(position(first))),
+            (None, true, search::Direction::Forward) => Some(None),
             _ => None,
-        };
+        }
+        .map(|at| encode_cursor(search::Direction::Backward, at.as_ref()));
         let found: Vec<StoredVersion> = found.into_iter().map(|m| m.version).collect();
         let mut resources = Vec::with_capacity(found.len());
         for stored in found {

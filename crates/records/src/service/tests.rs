@@ -190,6 +190,55 @@ fn blind_indexed_parameters_find_patients_with_fhir_semantics() {
 }
 
 #[test]
+fn an_empty_page_reached_through_a_cursor_links_back() {
+    let records = records();
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        let body = json!({"resourceType": "Patient", "name": [{"family": format!("Gone{n}")}]});
+        let created =
+            block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+        ids.push(created.id);
+    }
+    let search = |cursor: Option<&str>| {
+        let mut pairs = params(&[("family", "gone"), ("_count", "2")]);
+        if let Some(c) = cursor {
+            pairs.push(("_cursor".to_owned(), c.to_owned()));
+        }
+        block_on(records.search(ResourceType::PATIENT, &pairs)).unwrap()
+    };
+    let first = search(None);
+    let second = search(first.next_cursor.as_deref());
+    let back = second.previous_cursor.clone().unwrap();
+    let next = second.next_cursor.clone();
+    assert!(next.is_none(), "four matches, two pages");
+    // Everything on the first page goes, then the second page's `previous` is followed.
+    for id in &ids[..2] {
+        block_on(records.delete(ResourceType::PATIENT, id, None)).unwrap();
+    }
+    let empty = search(Some(&back));
+    assert!(empty.resources.is_empty());
+    assert!(empty.previous_cursor.is_none(), "nothing before it");
+    let onward = search(Some(&empty.next_cursor.expect("a way back")));
+    let onward_ids: Vec<&str> = onward.resources.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(
+        onward_ids,
+        [ids[2].as_str(), ids[3].as_str()],
+        "the first page now"
+    );
+    // And forward: the last page's matches go, then its `next` from the page before is empty.
+    let page_one = search(None);
+    for id in &ids[2..] {
+        block_on(records.delete(ResourceType::PATIENT, id, None)).unwrap();
+    }
+    assert!(page_one.next_cursor.is_none());
+    let again = search(Some(&first.next_cursor.clone().unwrap()));
+    assert!(again.resources.is_empty() && again.next_cursor.is_none());
+    let last = search(Some(&again.previous_cursor.expect("a way back")));
+    assert!(last.resources.is_empty(), "every match is gone");
+    assert!(last.next_cursor.is_none() && last.previous_cursor.is_none());
+}
+
+#[test]
 fn sorted_paging_by_last_updated_walks_every_match_once_in_order() {
     let records = records();
     let clock_records = records.clone();
