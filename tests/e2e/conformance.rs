@@ -185,6 +185,28 @@ async fn every_kind_of_answer(app: &TestApp) -> Vec<Value> {
         200,
     )
     .await;
+    // Immunization has mandatory elements (status, vaccineCode, patient, occurrence[x]): the
+    // text summary keeps them, or it would not be a valid Immunization.
+    let text = a
+        .get(
+            "_summary=text of a type with mandatory elements",
+            &format!("/fhir/Immunization?patient={id}&_summary=text"),
+            200,
+        )
+        .await;
+    let doses = text["entry"].as_array().unwrap();
+    assert_eq!(doses.len(), 3);
+    for dose in doses.iter().map(|e| &e["resource"]) {
+        // The validators forgive a subsetted resource its missing required elements; the
+        // specification does not forgive _summary=text.
+        for kept in ["status", "vaccineCode", "patient", "occurrenceDateTime"] {
+            assert!(
+                dose.get(kept).is_some(),
+                "_summary=text keeps {kept}: {dose}"
+            );
+        }
+        assert!(dose.get("lotNumber").is_none() && dose.get("protocolApplied").is_none());
+    }
     a.get(
         "_elements",
         &format!("/fhir/Patient?_id={id}&_elements=birthDate"),

@@ -104,8 +104,16 @@ impl Shaping {
         };
         let before = object.len();
         match self.summary {
-            Summary::Text => object
-                .retain(|key, _| matches!(key.as_str(), "resourceType" | "id" | "meta" | "text")),
+            Summary::Text => {
+                let resource_type = object
+                    .get("resourceType")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                object.retain(|key, _| {
+                    fhir_model::summary::is_text_summary_member(&resource_type, key)
+                });
+            }
             Summary::Data => {
                 object.remove("text");
             }
