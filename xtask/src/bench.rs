@@ -581,17 +581,7 @@ where
             }
         }));
     }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    Ok(Phase {
-        name: "",
-        latencies,
-        server: Vec::new(),
-        elapsed: started.elapsed(),
-        window: (window_start, SystemTime::now()),
-    })
+    gather(tasks, started, window_start).await
 }
 
 /// Runs `clients` loops of `step` for `duration`; times every step.
@@ -670,6 +660,15 @@ where
             anyhow::Ok(latencies)
         }));
     }
+    gather(tasks, started, window_start).await
+}
+
+/// The phase the client tasks started at `started` measured.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u64>>>>,
+    started: Instant,
+    window_start: SystemTime,
+) -> anyhow::Result<Phase> {
     let mut latencies = Vec::new();
     for task in tasks {
         latencies.extend(task.await??);

@@ -103,29 +103,22 @@ impl Shaping {
             return resource;
         };
         let before = object.len();
-        match self.summary {
-            Summary::Text => {
-                let resource_type = object
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                object.retain(|key, _| {
-                    fhir_model::summary::is_text_summary_member(&resource_type, key)
-                });
-            }
-            Summary::Data => {
-                object.remove("text");
-            }
-            Summary::True => {
-                let resource_type = object
-                    .get("resourceType")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                object.retain(|key, _| fhir_model::summary::is_summary_member(&resource_type, key));
-            }
-            Summary::False | Summary::Count => {}
+        // Which members of its type each summary keeps.
+        let keep: Option<fn(&str, &str) -> bool> = match self.summary {
+            Summary::Text => Some(fhir_model::summary::is_text_summary_member),
+            Summary::True => Some(fhir_model::summary::is_summary_member),
+            Summary::Data | Summary::False | Summary::Count => None,
+        };
+        if let Some(keep) = keep {
+            let resource_type = object
+                .get("resourceType")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            object.retain(|key, _| keep(&resource_type, key));
+        }
+        if self.summary == Summary::Data {
+            object.remove("text");
         }
         if let Some(elements) = &self.elements {
             object.retain(|key, _| {

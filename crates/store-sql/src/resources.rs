@@ -517,11 +517,7 @@ async fn write_index(
 /// does better still (see [`single_token_page`]).
 fn search_statement(query: &SearchQuery) -> SelectStatement {
     let page = single_token_page(query).unwrap_or_else(|| resource_page(query));
-    let direction = if query.order.descending {
-        Order::Desc
-    } else {
-        Order::Asc
-    };
+    let direction = direction(query);
     let mut select = Query::select();
     select
         .column((name("v"), sea_orm::sea_query::Asterisk))
@@ -590,11 +586,7 @@ fn single_token_page(query: &SearchQuery) -> Option<SelectStatement> {
             id.gt(after)
         });
     }
-    let direction = if query.order.descending {
-        Order::Desc
-    } else {
-        Order::Asc
-    };
+    let direction = direction(query);
     page.order_by((name("i"), name("id")), direction);
     Some(page)
 }
@@ -610,11 +602,7 @@ fn resource_page(query: &SearchQuery) -> SelectStatement {
     ])
     .from_as(name(RESOURCE), name("r"))
     .limit(query.limit);
-    let direction = if query.order.descending {
-        Order::Desc
-    } else {
-        Order::Asc
-    };
+    let direction = direction(query);
     let beyond = |column: Expr, value| {
         if query.order.descending {
             column.lt(value)
@@ -647,6 +635,15 @@ fn resource_page(query: &SearchQuery) -> SelectStatement {
     page.order_by((name("r"), name("id")), direction);
     matching(&mut page, query);
     page
+}
+
+/// The SQL order of the query's order.
+fn direction(query: &SearchQuery) -> Order {
+    if query.order.descending {
+        Order::Desc
+    } else {
+        Order::Asc
+    }
 }
 
 /// The column alias of a search row's sort value.
