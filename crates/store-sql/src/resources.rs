@@ -543,11 +543,12 @@ fn search_statement(query: &SearchQuery) -> SelectStatement {
 
 /// The page of a search for one blind token in id order (an identifier, a name, a telecom…),
 /// straight from the blind index: `SELECT i.resource_type, i.id, r.version FROM search_blind i
-/// JOIN resource r WHERE (type, param, token) = … AND id > after ORDER BY id LIMIT n`. The index `(resource_type, param,
-/// token, id)` answers it with an index-only scan already in order, as well for a token
-/// 100,000 resources share as for one only one has, so PostgreSQL's generic plan is right for
-/// every value and it stops planning the statement anew on each execution. `None` for any
-/// other search.
+/// JOIN resource r WHERE (type, param, token) = … AND id > after ORDER BY id LIMIT n`.
+///
+/// The index `(resource_type, param, token, id)` answers it with an index-only scan already in
+/// order, as well for a token 100,000 resources share as for one only one has, so PostgreSQL's
+/// generic plan is right for every value and it stops planning the statement anew on each
+/// execution. `None` for any other search.
 fn single_token_page(query: &SearchQuery) -> Option<SelectStatement> {
     let ([Clause::Blind { param, any_of }], SortKey::Id) =
         (query.clauses.as_slice(), query.order.key)
