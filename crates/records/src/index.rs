@@ -357,7 +357,7 @@ impl SearchQuery {
                         .iter()
                         .map(|m| format!("{:?}/{}", m.target_type, m.target_id))
                         .collect(),
-                    Clause::Date { any_of, .. } => any_of
+                    Clause::Date { any_of, .. } | Clause::LastUpdated(any_of) => any_of
                         .iter()
                         .map(|m| {
                             format!(
@@ -369,17 +369,6 @@ impl SearchQuery {
                         })
                         .collect(),
                     Clause::String { any_of, .. } => any_of.clone(),
-                    Clause::LastUpdated(any_of) => any_of
-                        .iter()
-                        .map(|m| {
-                            format!(
-                                "{:?}:{}:{}",
-                                m.comparator,
-                                m.low.unix_timestamp_nanos(),
-                                m.high.unix_timestamp_nanos()
-                            )
-                        })
-                        .collect(),
                     Clause::Missing { missing, .. } => vec![missing.to_string()],
                     Clause::Chain {
                         target_type, inner, ..
