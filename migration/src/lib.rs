@@ -11,6 +11,7 @@ mod m20261122_000001_resources;
 mod m20261122_000002_phi_protection;
 mod m20261122_000003_conditional_claims;
 mod m20261122_000004_blind_index_by_token;
+mod m20261122_000005_access_tokens;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_phi_protection::Migration),
             Box::new(m20261122_000003_conditional_claims::Migration),
             Box::new(m20261122_000004_blind_index_by_token::Migration),
+            Box::new(m20261122_000005_access_tokens::Migration),
         ]
     }
 }

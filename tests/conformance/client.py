@@ -14,8 +14,8 @@ from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 SYSTEM = "urn:oid:2.16.840.1.113883.3.72.5.9.1"
 
 
-def main(base):
-    client = SyncFHIRClient(base)
+def main(base, token):
+    client = SyncFHIRClient(base, authorization=f"Bearer {token}")
     run = uuid.uuid4().hex[:10]
     family = f"Fhirpy{run}"
 
@@ -95,4 +95,5 @@ def main(base):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    # The bearer token comes on stdin, never on the command line.
+    main(sys.argv[1], sys.stdin.read().strip())

@@ -290,7 +290,7 @@ async fn every_kind_of_answer(app: &TestApp) -> Vec<Value> {
     .await;
     a.send(
         "$erase",
-        a.client
+        app.admin
             .post(format!("{}/fhir/Patient/{id}/$erase", app.base)),
         200,
     )
@@ -362,7 +362,10 @@ async fn a_real_fhir_client_creates_reads_searches_and_updates() {
     };
     for app in TestApp::on_every_backend().await {
         let base = app.url("/fhir");
-        let (ok, output) = tools.run("client.py", &[&base], Vec::new()).await;
+        // The token goes on stdin: command lines are visible to every user of the machine.
+        let (ok, output) = tools
+            .run("client.py", &[&base], app.token.clone().into_bytes())
+            .await;
         assert!(ok, "{}: fhirpy failed:\n{output}", app.backend());
         eprintln!("{}: {}", app.backend(), output.trim());
         app.stop().await;

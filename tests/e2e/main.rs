@@ -2,9 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod access;
 mod conformance;
 mod errors;
 mod fhir_crud;
+mod hardening;
 mod operations;
 mod phi;
 mod rest;

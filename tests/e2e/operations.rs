@@ -54,6 +54,28 @@ async fn the_openapi_document_describes_every_endpoint_and_the_ui_is_served() {
             "{method} {path} has no summary"
         );
     }
+    // The bearer scheme on every protected operation, and only on those.
+    assert_eq!(
+        spec["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            let protected = !path.starts_with("/health/");
+            assert_eq!(
+                operation["security"] == serde_json::json!([{"bearer": []}]),
+                protected,
+                "{method} {path}: security {}",
+                operation["security"]
+            );
+            if protected {
+                assert!(
+                    operation["responses"]["401"].is_object(),
+                    "{method} {path}: no 401"
+                );
+            }
+        }
+    }
     let create = &paths["/fhir/{resource_type}"]["post"];
     assert!(create["requestBody"]["content"]["application/fhir+json"].is_object());
     for status in ["201", "400", "404", "413", "415", "503"] {

@@ -296,7 +296,7 @@ async fn erasing_a_patient_shreds_every_version_of_their_compartment() {
         let blind_before = app.db.row_count("search_blind").await;
 
         let response = app
-            .client
+            .admin
             .delete(app.url(&format!("/fhir/Patient/{id}/$erase")))
             .send()
             .await
@@ -352,7 +352,7 @@ async fn erasing_a_patient_shreds_every_version_of_their_compartment() {
 
         // Erasing twice answers Gone; writing into the erased compartment is refused.
         let again = app
-            .client
+            .admin
             .post(app.url(&format!("/fhir/Patient/{id}/$erase")))
             .send()
             .await
@@ -363,7 +363,7 @@ async fn erasing_a_patient_shreds_every_version_of_their_compartment() {
             .await;
         assert_eq!(late.status(), 409, "{backend}");
         let unknown = app
-            .client
+            .admin
             .post(app.url("/fhir/Patient/no-such-patient/$erase"))
             .send()
             .await

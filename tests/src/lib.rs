@@ -10,7 +10,14 @@ use store_sql::testing::TestDatabase;
 #[derive(Debug)]
 pub struct TestApp {
     pub base: String,
+    /// Sends a `system` token with `system/*.cruds`: every clinical interaction.
     pub client: reqwest::Client,
+    /// Sends an `admin` token: token management and erasure, no clinical data.
+    pub admin: reqwest::Client,
+    /// Sends no token.
+    pub anonymous: reqwest::Client,
+    /// The token `client` sends.
+    pub token: String,
     pub db: TestDatabase,
     /// The configuration the server runs with (its keyring is in a temporary directory).
     pub config: Config,
@@ -26,6 +33,9 @@ impl TestApp {
             database_url: db.url().to_owned(),
             listen: "127.0.0.1:0".to_owned(),
             keyring: keys.path().join("keyring.json"),
+            // Load tests send thousands of requests with one token; the limit has its own test.
+            rate_limit_per_second: 1_000_000,
+            rate_limit_burst: 1_000_000,
             ..Config::default()
         };
         adjust(&mut config);
@@ -34,9 +44,15 @@ impl TestApp {
         }
         let running = cairn::start(&config).await.expect("server starts");
         let base = format!("http://{}", running.local_addr);
+        let feed = request_for("service:test-feed", "system", &["system/*.cruds"], None);
+        let token = issue(&config, &feed).await;
+        let admin = issue(&config, &request_for("user:test-admin", "admin", &[], None)).await;
         Self {
             base,
-            client: reqwest::Client::new(),
+            client: client_with(&token),
+            admin: client_with(&admin),
+            anonymous: reqwest::Client::new(),
+            token,
             db,
             config,
             running: Some(running),
@@ -55,6 +71,22 @@ impl TestApp {
             apps.push(Self::start(db).await);
         }
         apps
+    }
+
+    /// Issues a token through `cairn token issue`'s code path (recorded in the database).
+    pub async fn issue(&self, request: cairn::tokens::IssueRequest) -> String {
+        issue(&self.config, &request).await
+    }
+
+    /// A token of `role` for `subject`, with `scopes` and a `patient` if given.
+    pub async fn token_for(
+        &self,
+        subject: &str,
+        role: &str,
+        scopes: &[&str],
+        patient: Option<&str>,
+    ) -> String {
+        issue(&self.config, &request_for(subject, role, scopes, patient)).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -94,6 +126,45 @@ impl TestApp {
     pub fn take_running(&mut self) -> Running {
         self.running.take().expect("running")
     }
+}
+
+/// An hour-long token request of `role` for `subject`, with `scopes` and a `patient` if given.
+fn request_for(
+    subject: &str,
+    role: &str,
+    scopes: &[&str],
+    patient: Option<&str>,
+) -> cairn::tokens::IssueRequest {
+    cairn::tokens::IssueRequest {
+        subject: subject.to_owned(),
+        role: role.to_owned(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        patient: patient.map(str::to_owned),
+        ttl: "1h".to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn issue(config: &Config, request: &cairn::tokens::IssueRequest) -> String {
+    cairn::tokens::issue(config, request)
+        .await
+        .expect("token issued")
+        .token
+        .expose()
+        .to_owned()
+}
+
+/// A client that sends `token` as its bearer token on every request.
+pub fn client_with(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut value =
+        reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("header");
+    value.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 /// The JSON body of a response, after checking it is FHIR JSON.

@@ -113,6 +113,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let analyze_url = options.postgres.is_some().then_some(database_url.as_str());
     let result = runtime.block_on(measure(
         &options,
+        &server.1,
         &format!("http://127.0.0.1:{port}"),
         analyze_url,
         &work.join(IDS_FILE),
@@ -198,8 +199,8 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-/// The server under test; stopped when dropped.
-struct Server(Child);
+/// The server under test (and a bearer token for it); stopped when dropped.
+struct Server(Child, String);
 
 impl Server {
     fn start(
@@ -216,6 +217,9 @@ impl Server {
             ("CAIRN_LISTEN", format!("127.0.0.1:{port}")),
             ("CAIRN_KEYRING", keyring.display().to_string()),
             ("CAIRN_LOG_FORMAT", "json".to_owned()),
+            // The bench measures throughput, not the per-token throttle.
+            ("CAIRN_RATE_LIMIT_PER_SECOND", "100000000".to_owned()),
+            ("CAIRN_RATE_LIMIT_BURST", "100000000".to_owned()),
         ];
         if new_keyring {
             let status = Command::new(binary)
@@ -228,13 +232,31 @@ impl Server {
                 bail!("cairn keys init failed (see {})", work.display());
             }
         }
+        // A system token, as an integration feeding a registry would hold.
+        let issued = Command::new(binary)
+            .args([
+                "token",
+                "issue",
+                "--sub",
+                "service:bench",
+                "--role",
+                "system",
+            ])
+            .args(["--scope", "system/*.cruds", "--ttl", "1d"])
+            .envs(env.clone())
+            .stderr(log.try_clone()?)
+            .output()?;
+        if !issued.status.success() {
+            bail!("cairn token issue failed (see {})", work.display());
+        }
+        let token = String::from_utf8(issued.stdout)?.trim().to_owned();
         let child = Command::new(binary)
             .arg("serve")
             .envs(env)
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()?;
-        let server = Self(child);
+        let server = Self(child, token);
         for _ in 0..300 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return Ok(server);
@@ -331,12 +353,18 @@ fn server_latencies(log: &Path, phases: &mut [Phase]) -> anyhow::Result<()> {
 
 async fn measure(
     options: &Options,
+    token: &str,
     base: &str,
     analyze_url: Option<&str>,
     ids_file: &Path,
 ) -> anyhow::Result<Vec<Phase>> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let mut bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    bearer.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(usize::try_from(options.clients)?)
+        .default_headers(headers)
         .build()?;
     let base = Arc::new(base.to_owned());
 

@@ -101,7 +101,9 @@ mod tests {
             .map(|p| p.name.to_string())
             .collect();
         assert!(
-            domain.contains(&"fhir-model".to_owned()) && domain.contains(&"records".to_owned()),
+            ["fhir-model", "phi-crypto", "access", "records"]
+                .iter()
+                .all(|name| domain.contains(&(*name).to_owned())),
             "domain crates not found: {domain:?}"
         );
         assert_eq!(violations(&metadata), Vec::<String>::new());

@@ -66,7 +66,8 @@ fn workspace_root() -> PathBuf {
 
 fn openapi(root: &Path, check: bool) -> anyhow::Result<()> {
     let spec: serde_json::Value =
-        serde_json::from_str(&api_http::openapi_json()?).context("the generated spec is JSON")?;
+        serde_json::from_str(&api_http::openapi_json().map_err(|err| anyhow::anyhow!(err))?)
+            .context("the generated spec is JSON")?;
     let text = format!("{}\n", serde_json::to_string_pretty(&spec)?);
     let path = root.join(OPENAPI_PATH);
     if check {

@@ -1,13 +1,16 @@
 //! Assembling the HTTP application.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 use records::Records;
 
+use crate::admin::AdminApi;
+use crate::auth::{AccessControl, RateLimit};
 use crate::fhir::{FhirApi, PublicBase};
-use crate::front::{RouteTable, front};
+use crate::front::{Front, RouteTable, front};
 use crate::health::HealthApi;
 use crate::payload::BodyLimit;
 
@@ -23,6 +26,14 @@ pub struct HttpConfig {
     pub public_base_url: Option<String>,
     /// Serve the interactive API UI at `/docs`.
     pub docs: bool,
+    /// Whether clients reach the server over TLS (adds `Strict-Transport-Security`).
+    pub tls: bool,
+    /// The largest request target, and separately the largest sum of header field sizes, in
+    /// bytes (414 and 431 beyond).
+    pub max_header_bytes: usize,
+    /// How long one request may take before it is answered 408 (its body was still arriving)
+    /// or 503 (the server was too slow).
+    pub request_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -31,17 +42,25 @@ impl Default for HttpConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             public_base_url: None,
             docs: true,
+            tls: false,
+            max_header_bytes: 32 * 1024,
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
 
-fn service(records: Records) -> OpenApiService<(FhirApi, HealthApi), ()> {
+fn service(
+    records: Records,
+    access: AccessControl,
+) -> OpenApiService<(FhirApi, AdminApi, HealthApi), ()> {
     OpenApiService::new(
         (
             FhirApi {
                 records: records.clone(),
+                access: access.clone(),
                 started: time::OffsetDateTime::now_utc(),
             },
+            AdminApi { access },
             HealthApi { records },
         ),
         "Cairn",
@@ -50,13 +69,14 @@ fn service(records: Records) -> OpenApiService<(FhirApi, HealthApi), ()> {
     .description(
         "Cairn: a compliance-first FHIR R4 server for patient and immunization records. \
          FHIR interactions live under /fhir and speak application/fhir+json; every error is a \
-         FHIR OperationOutcome.",
+         FHIR OperationOutcome. Every FHIR and admin operation needs `Authorization: Bearer` \
+         with a biscuit token (`cairn token issue`); /health/* and /openapi.json do not.",
     )
 }
 
 /// The OpenAPI document, as served at `/openapi.json` (built over in-memory fakes: the document
 /// depends on the routes, not on the data). Fails only if the system RNG does.
-pub fn openapi_json() -> Result<String, phi_crypto::CryptoError> {
+pub fn openapi_json() -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
     let store = Arc::new(records::fakes::MemoryStore::default());
     let keyring = phi_crypto::Keyring::generate(time::OffsetDateTime::UNIX_EPOCH)?;
     let vault = phi_crypto::Vault::new(
@@ -69,18 +89,35 @@ pub fn openapi_json() -> Result<String, phi_crypto::CryptoError> {
         Arc::new(records::SystemClock),
         Arc::new(records::RandomIds),
     );
-    Ok(service(records).spec())
+    Ok(service(records, document_access()?).spec())
 }
 
-/// The whole HTTP application over `records`.
-pub fn app(records: Records, config: &HttpConfig) -> impl Endpoint + 'static {
-    let api = service(records);
+/// Access control for building the document only: a throwaway key, an empty registry.
+fn document_access() -> Result<AccessControl, access::AccessError> {
+    let gate = access::Gate::new(access::SigningKey::from_seed(&[0; 32])?.verifying_key())?;
+    Ok(AccessControl::new(
+        gate,
+        Arc::new(access::fakes::MemoryTokenRegistry::default()),
+        RateLimit::default(),
+    ))
+}
+
+/// The whole HTTP application over `records`, guarded by `access`.
+pub fn app(
+    records: Records,
+    access: AccessControl,
+    config: &HttpConfig,
+) -> impl Endpoint + 'static {
+    let api = service(records, access.clone());
     let spec = api.spec();
-    let routes = Arc::new(
-        serde_json::from_str(&spec)
+    let front_config = Arc::new(Front {
+        routes: serde_json::from_str(&spec)
             .map(|value| RouteTable::from_openapi(&value))
             .unwrap_or_default(),
-    );
+        tls: config.tls,
+        max_header_bytes: config.max_header_bytes,
+        request_timeout: config.request_timeout,
+    });
     let mut route = Route::new();
     if config.docs {
         route = route.nest("/docs", api.swagger_ui());
@@ -89,6 +126,7 @@ pub fn app(records: Records, config: &HttpConfig) -> impl Endpoint + 'static {
         .at("/openapi.json", api.spec_endpoint())
         .nest("/", api)
         .data(BodyLimit(config.body_limit))
+        .data(access)
         .data(PublicBase(config.public_base_url.clone()))
-        .around(move |next, request| front(next, request, Arc::clone(&routes)))
+        .around(move |next, request| front(next, request, Arc::clone(&front_config)))
 }

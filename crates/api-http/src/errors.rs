@@ -13,7 +13,20 @@ pub enum FhirError {
     /// The request or the resource in it is malformed or invalid; the issues say where and why.
     #[oai(status = 400)]
     BadRequest(FhirJson),
-    /// No such resource, or no such resource type.
+    /// No valid bearer token: missing, malformed, tampered, expired or revoked.
+    #[oai(status = 401)]
+    Unauthorized(
+        FhirJson,
+        /// The RFC 6750 challenge, saying why the token was refused.
+        #[oai(header = "WWW-Authenticate")]
+        String,
+    ),
+    /// The token is valid but does not allow this request; the OperationOutcome says which
+    /// rule or check refused it.
+    #[oai(status = 403)]
+    Forbidden(FhirJson),
+    /// No such resource, or no such resource type (also a resource outside the only patient
+    /// compartment the token may see: its existence is not admitted).
     #[oai(status = 404)]
     NotFound(FhirJson),
     /// The resource conflicts with one already stored.
@@ -28,6 +41,14 @@ pub enum FhirError {
     /// `If-Match` named another version than the current one.
     #[oai(status = 412)]
     PreconditionFailed(FhirJson),
+    /// This token sent more requests than its rate allows; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        FhirJson,
+        /// Seconds until the token's next request is accepted.
+        #[oai(header = "Retry-After")]
+        String,
+    ),
     /// The request body is larger than the server accepts.
     #[oai(status = 413)]
     PayloadTooLarge(FhirJson),
@@ -57,6 +78,18 @@ fn single(code: IssueType, diagnostics: impl Into<String>) -> FhirJson {
 impl FhirError {
     pub(crate) fn unknown_type(err: fhir_model::UnknownResourceType) -> Self {
         Self::NotFound(single(IssueType::NotSupported, err.to_string()))
+    }
+
+    /// A store failure outside the records (e.g. the token registry): logged, answered 503.
+    pub(crate) fn unavailable(cause: &str, request_id: &RequestId) -> Self {
+        tracing::error!(request_id = %request_id.0, error = %cause, "store unavailable");
+        Self::Unavailable(single(
+            IssueType::Transient,
+            format!(
+                "the database is unavailable; retry later (correlation id {})",
+                request_id.0
+            ),
+        ))
     }
 
     pub(crate) fn invalid(issues: &[Issue]) -> Self {
@@ -96,6 +129,9 @@ impl FhirError {
             }
             RecordsError::CompartmentErased { .. } => {
                 Self::Conflict(single(IssueType::Conflict, err.to_string()))
+            }
+            RecordsError::OutsideCompartment { .. } => {
+                Self::Forbidden(single(IssueType::Forbidden, err.to_string()))
             }
             RecordsError::Search(search) => {
                 let mut outcome = OperationOutcome::single(

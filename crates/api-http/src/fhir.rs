@@ -1,5 +1,6 @@
 //! The FHIR RESTful API (http://hl7.org/fhir/R4/http.html) under `/fhir`.
 
+use access::{Action, Caller, Need, Operation};
 use fhir_model::ResourceType;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
@@ -8,6 +9,7 @@ use records::{Records, StoredResource};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
+use crate::auth::{AccessControl, BearerAuth};
 use crate::errors::FhirError;
 use crate::front::RequestId;
 use crate::payload::FhirJson;
@@ -143,6 +145,7 @@ enum MetadataResponse {
 
 pub(crate) struct FhirApi {
     pub records: Records,
+    pub access: AccessControl,
     /// When this server started: the CapabilityStatement's date.
     pub started: OffsetDateTime,
 }
@@ -164,20 +167,25 @@ impl FhirApi {
         #[oai(name = "If-None-Exist")]
         if_none_exist: Header<Option<String>>,
         body: FhirJson,
+        auth: BearerAuth,
     ) -> Result<CreateResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let mut needs = vec![Need::data(resource_type.as_str(), Action::Create)];
+        if if_none_exist.0.is_some() {
+            needs.push(Need::data(resource_type.as_str(), Action::Search));
+        }
+        let records = self.allow(request, &auth.0, &needs)?;
         let stored = match if_none_exist.0.as_deref() {
-            None => self.records.create(resource_type, &body.0).await,
+            None => records.create(resource_type, &body.0).await,
             Some(criteria) => {
                 // `identifier=…`, `?identifier=…` or `Patient?identifier=…`.
                 let query = criteria.rsplit_once('?').map_or(criteria, |(_, q)| q);
                 let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
                     .into_owned()
                     .collect();
-                match self
-                    .records
+                match records
                     .create_conditional(resource_type, &body.0, &params)
                     .await
                 {
@@ -212,13 +220,18 @@ impl FhirApi {
         request: &Request,
         resource_type: Path<String>,
         id: Path<String>,
+        auth: BearerAuth,
     ) -> Result<ReadResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Read)],
+        )?;
         let shaping = read_shaping(request)?;
-        let stored = self
-            .records
+        let stored = records
             .read(resource_type, &id.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -235,7 +248,12 @@ impl FhirApi {
     /// Generated from the tables the server runs on: every resource type, interaction, search
     /// parameter (with how identifying ones are protected) and operation.
     #[oai(path = "/fhir/metadata", method = "get")]
-    async fn metadata(&self, request: &Request) -> Result<MetadataResponse, FhirError> {
+    async fn metadata(
+        &self,
+        request: &Request,
+        // Any valid token: the statement holds no PHI, but says what this server holds.
+        _auth: BearerAuth,
+    ) -> Result<MetadataResponse, FhirError> {
         let shaping = read_shaping(request)?;
         let statement = crate::capability::capability_statement(&base_url(request), self.started);
         Ok(MetadataResponse::Ok(FhirJson(shaping.body(
@@ -254,10 +272,18 @@ impl FhirApi {
         &self,
         request: &Request,
         id: Path<String>,
+        auth: BearerAuth,
     ) -> Result<SeriesStatusResponse, FhirError> {
-        let request_id = request_id(request);
-        let status = self
-            .records
+        let request_id = RequestId::of(request);
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[
+                Need::data("Patient", Action::Read),
+                Need::data("Immunization", Action::Search),
+            ],
+        )?;
+        let status = records
             .series_status(&id.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -273,11 +299,19 @@ impl FhirApi {
     #[oai(path = "/fhir/:resource_type/$validate", method = "post")]
     async fn validate(
         &self,
+        request: &Request,
         resource_type: Path<String>,
         body: FhirJson,
+        auth: BearerAuth,
     ) -> Result<ValidateResponse, FhirError> {
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        // Validating stores nothing, but is part of writing: who may create may validate.
+        self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Create)],
+        )?;
         let issues = self.records.validate(resource_type, &body.0);
         let outcome = if issues.is_empty() {
             fhir_model::OperationOutcome::single(
@@ -306,13 +340,18 @@ impl FhirApi {
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
         body: FhirJson,
+        auth: BearerAuth,
     ) -> Result<UpdateResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Update)],
+        )?;
         let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
-        let (stored, created) = self
-            .records
+        let (stored, created) = records
             .update(resource_type, &id.0, &body.0, if_match)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -331,15 +370,25 @@ impl FhirApi {
         request: &Request,
         resource_type: Path<String>,
         body: FhirJson,
+        auth: BearerAuth,
     ) -> Result<UpdateResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let t = resource_type.as_str();
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[
+                Need::data(t, Action::Create),
+                Need::data(t, Action::Update),
+                Need::data(t, Action::Search),
+            ],
+        )?;
         let criteria: Vec<(String, String)> = request
             .params()
             .map_err(|_| bad_parameter("criteria", "are not valid URL encoding"))?;
-        let (stored, created) = self
-            .records
+        let (stored, created) = records
             .update_conditional(resource_type, &body.0, &criteria)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -360,13 +409,18 @@ impl FhirApi {
         /// `W/"n"`: delete only if the current version is n.
         #[oai(name = "If-Match")]
         if_match: Header<Option<String>>,
+        auth: BearerAuth,
     ) -> Result<DeleteResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Delete)],
+        )?;
         let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
-        let version = self
-            .records
+        let version = records
             .delete(resource_type, &id.0, if_match)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -382,13 +436,18 @@ impl FhirApi {
         resource_type: Path<String>,
         id: Path<String>,
         version: Path<String>,
+        auth: BearerAuth,
     ) -> Result<ReadResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Read)],
+        )?;
         let shaping = read_shaping(request)?;
-        let stored = self
-            .records
+        let stored = records
             .vread(resource_type, &id.0, &version.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -412,13 +471,18 @@ impl FhirApi {
         id: Path<String>,
         #[oai(name = "_count")] count: Query<Option<String>>,
         #[oai(name = "_since")] since: Query<Option<String>>,
+        auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Read)],
+        )?;
         let (count, since) = history_params(count.0.as_deref(), since.0.as_deref())?;
-        let entries = self
-            .records
+        let entries = records
             .history(resource_type, &id.0, since, count)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -441,11 +505,18 @@ impl FhirApi {
         #[oai(name = "_count")] count: Query<Option<String>>,
         #[oai(name = "_since")] since: Query<Option<String>>,
         #[oai(name = "_cursor")] cursor: Query<Option<String>>,
+        auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            &auth.0,
+            &[Need::data(resource_type.as_str(), Action::Search)],
+        )?;
         let path = format!("/fhir/{resource_type}/_history");
         self.history_page(
+            &records,
             request,
             Some(resource_type),
             &path,
@@ -466,9 +537,20 @@ impl FhirApi {
         #[oai(name = "_count")] count: Query<Option<String>>,
         #[oai(name = "_since")] since: Query<Option<String>>,
         #[oai(name = "_cursor")] cursor: Query<Option<String>>,
+        auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
-        self.history_page(request, None, "/fhir/_history", count.0, since.0, cursor.0)
-            .await
+        // Every type: only a role and scope that allow searching every type.
+        let records = self.allow(request, &auth.0, &[Need::data("*", Action::Search)])?;
+        self.history_page(
+            &records,
+            request,
+            None,
+            "/fhir/_history",
+            count.0,
+            since.0,
+            cursor.0,
+        )
+        .await
     }
 
     /// search: resources of a type matching every parameter.
@@ -489,8 +571,9 @@ impl FhirApi {
         &self,
         request: &Request,
         resource_type: Path<String>,
+        auth: BearerAuth,
     ) -> Result<SearchResponse, FhirError> {
-        self.search_impl(request, &resource_type.0).await
+        self.search_impl(request, &resource_type.0, &auth.0).await
     }
 
     /// $erase: crypto-shred a patient (GDPR Art. 17).
@@ -499,8 +582,13 @@ impl FhirApi {
     /// tombstone: afterwards every version of the Patient and of every resource in their
     /// compartment answers 410 Gone and matches no search, also straight from the database.
     #[oai(path = "/fhir/Patient/:id/$erase", method = "delete")]
-    async fn erase(&self, request: &Request, id: Path<String>) -> Result<EraseResponse, FhirError> {
-        self.erase_impl(request, &id.0).await
+    async fn erase(
+        &self,
+        request: &Request,
+        id: Path<String>,
+        auth: BearerAuth,
+    ) -> Result<EraseResponse, FhirError> {
+        self.erase_impl(request, &id.0, &auth.0).await
     }
 
     /// $erase (POST form): as `DELETE /fhir/Patient/{id}/$erase`.
@@ -509,14 +597,28 @@ impl FhirApi {
         &self,
         request: &Request,
         id: Path<String>,
+        auth: BearerAuth,
     ) -> Result<EraseResponse, FhirError> {
-        self.erase_impl(request, &id.0).await
+        self.erase_impl(request, &id.0, &auth.0).await
     }
 }
 
 impl FhirApi {
+    /// Decides `needs` for `caller`: the records as the caller may see them, or 401/403.
+    fn allow(
+        &self,
+        request: &Request,
+        caller: &Caller,
+        needs: &[Need],
+    ) -> Result<Records, FhirError> {
+        self.access
+            .allow(&self.records, caller, needs, &RequestId::of(request))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn history_page(
         &self,
+        records: &Records,
         request: &Request,
         resource_type: Option<ResourceType>,
         path: &str,
@@ -524,10 +626,9 @@ impl FhirApi {
         since: Option<String>,
         cursor: Option<String>,
     ) -> Result<HistoryResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let (count_value, since_value) = history_params(count.as_deref(), since.as_deref())?;
-        let page = self
-            .records
+        let page = records
             .history_all(resource_type, since_value, count_value, cursor.as_deref())
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -562,9 +663,15 @@ impl FhirApi {
         &self,
         request: &Request,
         resource_type: &str,
+        caller: &Caller,
     ) -> Result<SearchResponse, FhirError> {
-        let request_id = request_id(request);
+        let request_id = RequestId::of(request);
         let resource_type = ResourceType::parse(resource_type).map_err(FhirError::unknown_type)?;
+        let records = self.allow(
+            request,
+            caller,
+            &[Need::data(resource_type.as_str(), Action::Search)],
+        )?;
         let params: Vec<(String, String)> = request
             .params()
             .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
@@ -577,8 +684,7 @@ impl FhirApi {
             criteria.push(("_total".to_owned(), "accurate".to_owned()));
         }
         let lenient = preference(request, "handling").as_deref() == Some("lenient");
-        let page = self
-            .records
+        let page = records
             .search_with(resource_type, &criteria, lenient)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -593,10 +699,16 @@ impl FhirApi {
         ))))
     }
 
-    async fn erase_impl(&self, request: &Request, id: &str) -> Result<EraseResponse, FhirError> {
-        let request_id = request_id(request);
-        let erasure = self
-            .records
+    async fn erase_impl(
+        &self,
+        request: &Request,
+        id: &str,
+        caller: &Caller,
+    ) -> Result<EraseResponse, FhirError> {
+        let request_id = RequestId::of(request);
+        // Erasure destroys a key without reading anything: key management, an admin's job.
+        let records = self.allow(request, caller, &[Need::Operation(Operation::PatientErase)])?;
+        let erasure = records
             .erase_patient(id)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -899,13 +1011,6 @@ fn searchset(
         bundle["entry"] = Value::Array(entries);
     }
     shaping.render(&bundle)
-}
-
-fn request_id(request: &Request) -> RequestId {
-    request
-        .data::<RequestId>()
-        .cloned()
-        .unwrap_or_else(RequestId::generate)
 }
 
 /// The configured public base, or else the scheme and Host of the request.

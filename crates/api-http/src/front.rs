@@ -1,8 +1,10 @@
-//! What every request passes through: a request id, one log line, and the guarantee that an
-//! error leaves as an OperationOutcome (with `Allow` on 405).
+//! What every request passes through: a request id, one log line, security headers, and the
+//! guarantee that an error leaves as an OperationOutcome (with `Allow` on 405 and
+//! `WWW-Authenticate` on 401).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use fhir_model::{IssueSeverity, IssueType, OperationOutcome};
 use poem::PathPattern;
@@ -20,6 +22,14 @@ pub struct RequestId(pub String);
 impl RequestId {
     pub fn generate() -> Self {
         Self(uuid::Uuid::new_v4().simple().to_string())
+    }
+
+    /// The id `front` gave this request (a fresh one outside `front`, as in unit tests).
+    pub(crate) fn of(request: &Request) -> Self {
+        request
+            .data::<RequestId>()
+            .cloned()
+            .unwrap_or_else(RequestId::generate)
     }
 
     fn from_header(request: &Request) -> Option<Self> {
@@ -86,11 +96,37 @@ impl RouteTable {
     }
 }
 
-/// Wraps the app: request ids, logging, OperationOutcome for every error.
+/// What `front` enforces and adds beyond the routes.
+#[derive(Debug)]
+pub(crate) struct Front {
+    pub(crate) routes: RouteTable,
+    /// Clients come over TLS: send HSTS.
+    pub(crate) tls: bool,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) request_timeout: Duration,
+}
+
+/// Set on a request that declares a body; the payload reader marks it read, so a timeout can
+/// tell a client still sending (408) from a server too slow to answer (503).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyArrival(Arc<AtomicBool>);
+
+impl BodyArrival {
+    pub(crate) fn mark_read(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    fn is_read(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Wraps the app: request ids, limits on the request head and on time, logging, security
+/// headers, and OperationOutcome for every error.
 pub(crate) async fn front<E: Endpoint>(
     next: E,
     mut request: Request,
-    routes: Arc<RouteTable>,
+    front: Arc<Front>,
 ) -> poem::Result<Response> {
     let request_id = RequestId::from_header(&request).unwrap_or_else(RequestId::generate);
     request.set_data(request_id.clone());
@@ -98,26 +134,156 @@ pub(crate) async fn front<E: Endpoint>(
     let path = request.uri().path().to_owned();
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %request_id.0);
-    let mut response = next.get_response(request).instrument(span.clone()).await;
+    let arrival = declares_body(&request).then(|| {
+        let arrival = BodyArrival::default();
+        request.set_data(arrival.clone());
+        arrival
+    });
+    let mut response = match oversized_head(&request, front.max_header_bytes) {
+        Some(refusal) => refusal,
+        None => {
+            let answer = next.get_response(request).instrument(span.clone());
+            match tokio::time::timeout(front.request_timeout, answer).await {
+                Ok(response) => response,
+                Err(_) => timed_out(arrival.as_ref(), front.request_timeout),
+            }
+        }
+    };
 
     // The route's template, never the raw path or query: those can carry identifiers.
-    let route = match (routes.find(&path), response.data::<PathPattern>()) {
+    let route = match (front.routes.find(&path), response.data::<PathPattern>()) {
         (Some(route), _) => route.template.clone(),
         (None, Some(pattern)) => pattern.0.to_string(),
         (None, None) => "(no route)".to_owned(),
     };
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
-        response = as_operation_outcome(response, &request_id, &path, &routes).await;
+        response = as_operation_outcome(response, &request_id, &path, &front.routes).await;
     }
     if let Ok(value) = HeaderValue::from_str(&request_id.0) {
         response.headers_mut().insert("x-request-id", value);
     }
+    security_headers(&mut response, &path, front.tls);
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     span.in_scope(|| {
         tracing::info!(method = %method, route = %route, status = status.as_u16(), latency_ms, "request");
     });
     Ok(response)
+}
+
+fn declares_body(request: &Request) -> bool {
+    let headers = request.headers();
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0")
+}
+
+/// 414 for a request target over `limit` bytes, 431 for header fields over `limit` in all.
+/// hyper has its own, much larger bound on the whole head; this one is the configured policy.
+fn oversized_head(request: &Request, limit: usize) -> Option<Response> {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |p| p.as_str().len());
+    if target > limit {
+        return Some(refusal(
+            StatusCode::URI_TOO_LONG,
+            IssueType::TooLong,
+            format!("the request target is {target} bytes, over the limit of {limit}"),
+        ));
+    }
+    // As HTTP/2 counts a header list: name, value and 32 bytes of overhead per field.
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 32)
+        .sum();
+    (fields > limit).then(|| {
+        refusal(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            IssueType::TooLong,
+            format!("the request's header fields are {fields} bytes, over the limit of {limit}"),
+        )
+    })
+}
+
+/// The answer to a request that ran out of time: 408 if its body had not all arrived (and the
+/// connection is closed, since the rest of the body may still be coming), 503 otherwise. A
+/// write cut off here was rolled back unless it had committed; a client retrying should use a
+/// conditional interaction or read first.
+fn timed_out(arrival: Option<&BodyArrival>, limit: Duration) -> Response {
+    let seconds = limit.as_secs();
+    if arrival.is_some_and(|arrival| !arrival.is_read()) {
+        let mut response = refusal(
+            StatusCode::REQUEST_TIMEOUT,
+            IssueType::Timeout,
+            format!("the request body did not arrive within {seconds} s"),
+        );
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    tracing::warn!(seconds, "request timed out");
+    refusal(
+        StatusCode::SERVICE_UNAVAILABLE,
+        IssueType::Timeout,
+        format!(
+            "the server did not answer within {seconds} s; a write may or may not have taken \
+             effect, so read before retrying or retry conditionally"
+        ),
+    )
+}
+
+fn refusal(status: StatusCode, code: IssueType, diagnostics: String) -> Response {
+    let mut response = outcome_json(OperationOutcome::single(
+        IssueSeverity::Error,
+        code,
+        diagnostics,
+    ))
+    .into_response();
+    response.set_status(status);
+    response
+}
+
+/// The interactive docs run the Swagger UI's inline script and styles; nothing else needs any.
+const DOCS_POLICY: &str = "default-src 'self'; script-src 'self' 'unsafe-inline'; \
+     style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; \
+     frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const API_POLICY: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers every response carries: no MIME sniffing, no referrer, a content security policy,
+/// HSTS behind TLS, and `no-store` wherever PHI or access records may be in the body.
+fn security_headers(response: &mut Response, path: &str, tls: bool) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    let policy = if path == "/docs" || path.starts_with("/docs/") {
+        DOCS_POLICY
+    } else {
+        API_POLICY
+    };
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(policy),
+    );
+    if tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    if path.starts_with("/fhir") || path.starts_with("/admin") {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
 }
 
 /// Replaces the plain-text error bodies poem and poem-openapi write themselves (unknown route,
@@ -150,6 +316,11 @@ async fn as_operation_outcome(
         StatusCode::METHOD_NOT_ALLOWED => (
             IssueType::NotSupported,
             "this endpoint does not support this HTTP method; see the Allow header".to_owned(),
+        ),
+        StatusCode::UNAUTHORIZED => (
+            IssueType::Login,
+            "this endpoint needs a token: send `Authorization: Bearer <token>` (cairn token issue)"
+                .to_owned(),
         ),
         s if s.is_server_error() => {
             tracing::error!(request_id = %request_id.0, status = s.as_u16(), "server error from the HTTP layer");
@@ -188,6 +359,13 @@ async fn as_operation_outcome(
     ));
     let mut out = body.into_response();
     out.set_status(status);
+    if status == StatusCode::UNAUTHORIZED {
+        // No token at all (poem-openapi refused before any handler ran).
+        out.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(crate::auth::BARE_CHALLENGE),
+        );
+    }
     if status == StatusCode::METHOD_NOT_ALLOWED
         && let Some(route) = routes.find(path)
         && let Ok(value) = HeaderValue::from_str(&route.methods)
@@ -195,4 +373,78 @@ async fn as_operation_outcome(
         out.headers_mut().insert(header::ALLOW, value);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn front_with_timeout(timeout: Duration) -> Arc<Front> {
+        Arc::new(Front {
+            routes: RouteTable::default(),
+            tls: false,
+            max_header_bytes: 1024,
+            request_timeout: timeout,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_slow_answer_is_503_timeout_and_a_slow_body_408() {
+        let slow = poem::endpoint::make(|_| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            "late"
+        });
+        let config = front_with_timeout(Duration::from_millis(50));
+        let response = front(&slow, Request::builder().finish(), Arc::clone(&config))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = response.into_body().into_string().await.unwrap();
+        assert!(body.contains("\"timeout\""), "{body}");
+
+        let upload = Request::builder()
+            .method(poem::http::Method::POST)
+            .header(header::CONTENT_LENGTH, "10")
+            .finish();
+        let response = front(&slow, upload, config).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(response.headers()[header::CONNECTION], "close");
+    }
+
+    #[tokio::test]
+    async fn heads_over_the_limit_never_reach_the_app() {
+        let app = poem::endpoint::make(|_| async { "reached" });
+        let config = front_with_timeout(Duration::from_secs(1));
+        let long = format!("/fhir/Patient?name={}", "x".repeat(1024));
+        let response = front(
+            &app,
+            Request::builder().uri_str(&long).finish(),
+            Arc::clone(&config),
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
+        let response = front(
+            &app,
+            Request::builder()
+                .header("x-big", "y".repeat(1000))
+                .finish(),
+            Arc::clone(&config),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let response = front(
+            &app,
+            Request::builder().uri_str("/fhir/Patient").finish(),
+            config,
+        )
+        .await
+        .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
 }

@@ -5,7 +5,9 @@
 //! a FHIR OperationOutcome, including the ones poem itself produces (unknown route, wrong
 //! method, wrong content type), and a 5xx says nothing internal, only a correlation id.
 
+mod admin;
 mod app;
+mod auth;
 mod capability;
 mod errors;
 mod fhir;
@@ -15,4 +17,5 @@ mod payload;
 mod shaping;
 
 pub use app::{HttpConfig, app, openapi_json};
+pub use auth::{AccessControl, RateLimit};
 pub use front::RequestId;

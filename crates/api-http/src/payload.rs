@@ -9,6 +9,8 @@ use poem_openapi::impl_apirequest_for_payload;
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 
+use crate::front::BodyArrival;
+
 /// The most bytes a request body may have; set by [`crate::HttpConfig`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BodyLimit(pub usize);
@@ -60,20 +62,20 @@ impl ParsePayload for FhirJson {
         let limit = request
             .data::<BodyLimit>()
             .map_or(crate::app::DEFAULT_BODY_LIMIT, |l| l.0);
-        let bytes = body
-            .take()?
-            .into_bytes_limit(limit)
-            .await
-            .map_err(|err| match err {
-                poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from_string(
-                    format!("the request body is larger than the limit of {limit} bytes"),
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                ),
-                other => poem::Error::from_string(
-                    format!("the request body could not be read: {other}"),
-                    StatusCode::BAD_REQUEST,
-                ),
-            })?;
+        let bytes = body.take()?.into_bytes_limit(limit).await;
+        if let Some(arrival) = request.data::<BodyArrival>() {
+            arrival.mark_read();
+        }
+        let bytes = bytes.map_err(|err| match err {
+            poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from_string(
+                format!("the request body is larger than the limit of {limit} bytes"),
+                StatusCode::PAYLOAD_TOO_LARGE,
+            ),
+            other => poem::Error::from_string(
+                format!("the request body could not be read: {other}"),
+                StatusCode::BAD_REQUEST,
+            ),
+        })?;
         Ok(Self(bytes.to_vec()))
     }
 }

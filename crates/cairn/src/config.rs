@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::tls::TlsFiles;
+
 /// Where the embedded default keeps its data, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "cairn-data";
 
@@ -54,6 +56,20 @@ pub struct Config {
     pub keyring: PathBuf,
     /// A master key from the environment, used instead of the keyring file when set.
     pub master_key: Option<MasterKeySecret>,
+    /// Requests per second one token (with its attenuations) may make, sustained.
+    pub rate_limit_per_second: u32,
+    /// Requests one token may make at once before the per-second rate applies.
+    pub rate_limit_burst: u32,
+    /// How often each instance re-reads the revocation list, in milliseconds: a revocation
+    /// (by `cairn token revoke` or another instance) takes effect within this time.
+    pub revocation_poll_ms: u64,
+    /// Serve HTTPS with this certificate and key (`CAIRN_TLS_CERT`, `CAIRN_TLS_KEY`).
+    pub tls: Option<TlsFiles>,
+    /// The largest request head: the request target, and separately all header fields
+    /// together, in bytes. Larger gets 414 or 431.
+    pub max_header_bytes: usize,
+    /// Seconds a request may take from its head arriving to its response leaving.
+    pub request_timeout_seconds: u64,
 }
 
 /// Twice the cores this process may use, at least 2.
@@ -77,6 +93,12 @@ impl Default for Config {
             shutdown_grace_seconds: 30,
             keyring: Path::new(DEFAULT_DATA_DIR).join("keyring.json"),
             master_key: None,
+            rate_limit_per_second: 1000,
+            rate_limit_burst: 2000,
+            revocation_poll_ms: 250,
+            tls: None,
+            max_header_bytes: 32 * 1024,
+            request_timeout_seconds: 30,
         }
     }
 }
@@ -94,6 +116,10 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name} is not valid: {message}")]
     Env { name: &'static str, message: String },
+    #[error(
+        "TLS needs both a certificate and a key (CAIRN_TLS_CERT and CAIRN_TLS_KEY); only the {given} is set"
+    )]
+    HalfTls { given: &'static str },
 }
 
 /// The keys `cairn.toml` may have; all optional.
@@ -109,6 +135,13 @@ struct FileConfig {
     max_connections: Option<u32>,
     shutdown_grace_seconds: Option<u64>,
     keyring: Option<PathBuf>,
+    rate_limit_per_second: Option<u32>,
+    rate_limit_burst: Option<u32>,
+    revocation_poll_ms: Option<u64>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_header_bytes: Option<usize>,
+    request_timeout_seconds: Option<u64>,
 }
 
 impl Config {
@@ -178,9 +211,30 @@ impl Config {
                 .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
             shutdown_grace_seconds: number("CAIRN_SHUTDOWN_GRACE_SECONDS")?,
             keyring: parse("CAIRN_KEYRING").map(PathBuf::from),
+            rate_limit_per_second: number("CAIRN_RATE_LIMIT_PER_SECOND")?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            rate_limit_burst: number("CAIRN_RATE_LIMIT_BURST")?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+            revocation_poll_ms: number("CAIRN_REVOCATION_POLL_MS")?,
+            tls_cert: parse("CAIRN_TLS_CERT").map(PathBuf::from),
+            tls_key: parse("CAIRN_TLS_KEY").map(PathBuf::from),
+            max_header_bytes: number("CAIRN_MAX_HEADER_BYTES")?
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            request_timeout_seconds: number("CAIRN_REQUEST_TIMEOUT_SECONDS")?,
         };
         config.apply(env_config);
         config.master_key = parse("CAIRN_MASTER_KEY").map(MasterKeySecret);
+        if let Some(tls) = &config.tls {
+            let missing = |p: &Path| p.as_os_str().is_empty();
+            if missing(&tls.cert) || missing(&tls.key) {
+                let given = if missing(&tls.key) {
+                    "certificate"
+                } else {
+                    "key"
+                };
+                return Err(ConfigError::HalfTls { given });
+            }
+        }
         Ok(config)
     }
 
@@ -195,7 +249,44 @@ impl Config {
             max_connections,
             shutdown_grace_seconds,
             keyring,
+            rate_limit_per_second,
+            rate_limit_burst,
+            revocation_poll_ms,
+            tls_cert,
+            tls_key,
+            max_header_bytes,
+            request_timeout_seconds,
         } = file;
+        if tls_cert.is_some() || tls_key.is_some() {
+            // Either half may come from a different layer; an empty path marks the half not
+            // given (yet), checked once every layer is applied.
+            let tls = self.tls.get_or_insert_with(|| TlsFiles {
+                cert: PathBuf::new(),
+                key: PathBuf::new(),
+            });
+            if let Some(cert) = tls_cert {
+                tls.cert = cert;
+            }
+            if let Some(key) = tls_key {
+                tls.key = key;
+            }
+        }
+        if let Some(v) = max_header_bytes {
+            // Below 1 KiB even an ordinary browser request would not fit.
+            self.max_header_bytes = v.max(1024);
+        }
+        if let Some(v) = request_timeout_seconds {
+            self.request_timeout_seconds = v.max(1);
+        }
+        if let Some(v) = rate_limit_per_second {
+            self.rate_limit_per_second = v.max(1);
+        }
+        if let Some(v) = rate_limit_burst {
+            self.rate_limit_burst = v.max(1);
+        }
+        if let Some(v) = revocation_poll_ms {
+            self.revocation_poll_ms = v.clamp(10, 1000);
+        }
         if let Some(v) = keyring {
             self.keyring = v;
         }
@@ -295,6 +386,47 @@ mod tests {
             })
         ));
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn tls_needs_both_halves_and_limits_have_floors() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("CAIRN_TLS_CERT", "/etc/cairn/cert.pem"),
+                ("CAIRN_TLS_KEY", "/etc/cairn/key.pem"),
+                ("CAIRN_MAX_HEADER_BYTES", "10"),
+                ("CAIRN_REQUEST_TIMEOUT_SECONDS", "0"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: "/etc/cairn/cert.pem".into(),
+                key: "/etc/cairn/key.pem".into()
+            })
+        );
+        assert_eq!(config.max_header_bytes, 1024);
+        assert_eq!(config.request_timeout_seconds, 1);
+        assert!(matches!(
+            Config::load_from(None, env(&[("CAIRN_TLS_CERT", "/c.pem")])),
+            Err(ConfigError::HalfTls {
+                given: "certificate"
+            })
+        ));
+        assert!(matches!(
+            Config::load_from(None, env(&[("CAIRN_TLS_KEY", "/k.pem")])),
+            Err(ConfigError::HalfTls { given: "key" })
+        ));
+        assert_eq!(Config::load_from(None, env(&[])).unwrap().tls, None);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 mod config;
 pub mod keys;
 mod server;
+pub mod tls;
+pub mod tokens;
 
 pub use config::{Config, ConfigError, LogFormat, MasterKeySecret};
 pub use server::{Running, open_store, start};

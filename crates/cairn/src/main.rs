@@ -28,6 +28,51 @@ enum Command {
     /// Master keys: create, inspect, rotate, retire.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Access tokens: issue, attenuate, revoke, list.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Sign a token and print it; the issuance is recorded (never the token).
+    Issue(cairn::tokens::IssueRequest),
+    /// Narrow a token offline (no key, no database): print the attenuated token.
+    Attenuate {
+        /// The token to narrow.
+        token: String,
+        /// Confine it to one patient's compartment: Patient/<id>.
+        #[arg(long)]
+        patient: Option<String>,
+        /// Expire sooner: 1h, 15m.
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Reads and searches only.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Revoke every token of a subject, or one revocation id; running servers refuse them
+    /// within their revocation poll interval.
+    Revoke {
+        /// Every token issued to this subject.
+        #[arg(long = "sub", conflicts_with = "id", required_unless_present = "id")]
+        subject: Option<String>,
+        /// One revocation id (hex, from `cairn token list`).
+        #[arg(long)]
+        id: Option<String>,
+        /// Why, for the record.
+        #[arg(long, default_value = "revoked by an administrator")]
+        reason: String,
+    },
+    /// Issued tokens for access reviews: active ones, or --all.
+    List {
+        /// Only this subject's.
+        #[arg(long = "sub")]
+        subject: Option<String>,
+        /// Include expired and revoked tokens.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve => serve(&config).await,
         Command::Keys(command) => keys(&config, command).await,
+        Command::Token(command) => token(&config, command).await,
         Command::Migrate => {
             let store = cairn::open_store(&config).await?;
             tracing::info!(backend = ?store.backend(), "migrations applied");
@@ -107,6 +153,75 @@ async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::Retire { version } => {
             cairn::keys::retire(config, version).await?;
             writeln!(out, "master key version {version} retired")?;
+        }
+    }
+    Ok(())
+}
+
+async fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        TokenCommand::Issue(request) => {
+            let issued = cairn::tokens::issue(config, &request).await?;
+            writeln!(out, "{}", issued.token.expose())?;
+            eprintln!(
+                "token id {} (revoke with `cairn token revoke --id {}`), expires {}",
+                issued.token_id(),
+                issued.token_id(),
+                records::instant(issued.claims.expires_at)
+            );
+        }
+        TokenCommand::Attenuate {
+            token,
+            patient,
+            ttl,
+            read_only,
+        } => {
+            let narrowed = cairn::tokens::attenuate(&token, patient, ttl.as_deref(), read_only)?;
+            writeln!(out, "{}", narrowed.expose())?;
+        }
+        TokenCommand::Revoke {
+            subject,
+            id,
+            reason,
+        } => {
+            let which = match (subject, id) {
+                (Some(subject), _) => cairn::tokens::Revoke::Subject(subject),
+                (None, Some(id)) => cairn::tokens::Revoke::Id(id),
+                (None, None) => anyhow::bail!("give --sub or --id"),
+            };
+            let added = cairn::tokens::revoke(config, &which, &reason).await?;
+            writeln!(out, "{added} revocation id(s) added")?;
+        }
+        TokenCommand::List { subject, all } => {
+            writeln!(
+                out,
+                "{:<24}  {:<9}  {:<19}  {:<19}  {:<7}  {:<28}  token id",
+                "subject", "role", "issued", "expires", "state", "scopes (patient)"
+            )?;
+            let now = time::OffsetDateTime::now_utc();
+            for i in cairn::tokens::list(config, subject.as_deref(), all).await? {
+                let state = match (i.revoked_at, i.expires_at < now) {
+                    (Some(_), _) => "revoked",
+                    (None, true) => "expired",
+                    (None, false) => "active",
+                };
+                let scopes = format!(
+                    "{}{}",
+                    i.scopes,
+                    i.patient.map(|p| format!(" ({p})")).unwrap_or_default()
+                );
+                let day = |at| records::instant(at).chars().take(19).collect::<String>();
+                writeln!(
+                    out,
+                    "{:<24}  {:<9}  {:<19}  {:<19}  {state:<7}  {scopes:<28}  {}",
+                    i.subject,
+                    i.role,
+                    day(i.issued_at),
+                    day(i.expires_at),
+                    i.token_id,
+                )?;
+            }
         }
     }
     Ok(())

@@ -5,16 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use api_http::HttpConfig;
+use api_http::{AccessControl, HttpConfig, RateLimit};
 use phi_crypto::Vault;
 use poem::Server;
-use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
 use records::{RandomIds, Records, SystemClock};
 use store_sql::{SqlStore, StoreOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::tls::{self, TlsAcceptor};
+
+/// A kept-alive connection with no request for this long is closed, so idle clients cannot
+/// hold sockets (and their buffers) indefinitely.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(75);
 
 /// Opens the configured database (creating the embedded SQLite directory if needed) and
 /// applies pending migrations.
@@ -53,6 +58,7 @@ pub struct Running {
     pub local_addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    revocations: JoinHandle<()>,
     store: SqlStore,
 }
 
@@ -70,6 +76,7 @@ impl Running {
     /// Waits until the server stops (after [`Running::stop`] or a failure).
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await.context("the server task failed")?;
+        self.revocations.abort();
         self.store.close().await;
         result.context("the HTTP server failed")
     }
@@ -87,6 +94,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // The embedded default creates its keyring on first start; a production (Postgres)
     // deployment must be given one, so a missing key is never silently replaced.
     let master = crate::keys::server_master_keys(config, &store).await?;
+    let access = access_control(config, &store, master.as_ref())?;
+    // Serve nothing before the revocation list is known.
+    access
+        .refresh_revocations()
+        .await
+        .map_err(|err| anyhow::anyhow!(err))
+        .context("cannot read the token revocation list")?;
+    let revocations = tokio::spawn(keep_revocations_fresh(
+        access.clone(),
+        Duration::from_millis(config.revocation_poll_ms),
+    ));
     let vault = Vault::new(Arc::new(store.clone()), master);
     let records = Records::new(
         Arc::new(store.clone()),
@@ -98,12 +116,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         body_limit: config.body_limit,
         public_base_url: config.public_base_url.clone(),
         docs: config.docs,
+        tls: config.tls.is_some(),
+        max_header_bytes: config.max_header_bytes,
+        request_timeout: Duration::from_secs(config.request_timeout_seconds),
     };
-    let app = api_http::app(records, &http);
-    let acceptor = TcpListener::bind(config.listen.clone())
+    // Read the certificate before binding: a bad one must stop start-up, not the first client.
+    let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
+    let app = api_http::app(records, access, &http);
+    let tcp = TcpListener::bind(config.listen.clone())
         .into_acceptor()
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let acceptor = match tls {
+        Some(tls) => TlsAcceptor::new(tcp, tls).boxed(),
+        None => tcp.boxed(),
+    };
     let local_addr = acceptor
         .local_addr()
         .iter()
@@ -113,6 +140,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let grace = Duration::from_secs(config.shutdown_grace_seconds);
     let task = tokio::spawn(async move {
         Server::new_with_acceptor(acceptor)
+            .idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .run_with_graceful_shutdown(
                 app,
                 async move {
@@ -125,11 +153,50 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             )
             .await
     });
-    tracing::info!(%local_addr, backend = ?store.backend(), "cairn is serving");
+    tracing::info!(%local_addr, backend = ?store.backend(), tls = config.tls.is_some(), "cairn is serving");
     Ok(Running {
         local_addr,
         shutdown: Some(shutdown),
         task,
+        revocations,
         store,
     })
+}
+
+/// The gate of this server's tokens: its signing key from the keyring, the revocation list
+/// from the database, the configured rate limit.
+fn access_control(
+    config: &Config,
+    store: &SqlStore,
+    master: &dyn phi_crypto::MasterKeys,
+) -> anyhow::Result<AccessControl> {
+    let key = access::SigningKey::from_seed(master.keyring().token_signing_seed())?;
+    let gate = access::Gate::new(key.verifying_key())?;
+    Ok(AccessControl::new(
+        gate,
+        Arc::new(store.clone()),
+        RateLimit {
+            per_second: f64::from(config.rate_limit_per_second),
+            burst: f64::from(config.rate_limit_burst),
+        },
+    ))
+}
+
+/// Re-reads the revocation list whenever it changed, every `every`. A failed read keeps the
+/// last list and is retried; it is logged once per failure streak.
+async fn keep_revocations_fresh(access: AccessControl, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match access.refresh_revocations().await {
+            Ok(()) => failing = false,
+            Err(err) if !failing => {
+                failing = true;
+                tracing::error!(error = %err, "cannot re-read the token revocation list");
+            }
+            Err(_) => {}
+        }
+    }
 }

@@ -3,6 +3,10 @@
 //! A keyring also holds the root of the blind-index keys. It is separate from every encryption
 //! key, so knowing index values says nothing about ciphertexts, and it does not rotate with the
 //! master keys (rotating it means recomputing every index; see the classification document).
+//!
+//! And it holds the seed of the server's token signing key (Ed25519, for access tokens): beside
+//! the master keys and never in the database, and, like the index root, not rotated with them
+//! (a new signing key would invalidate every token issued).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -70,6 +74,7 @@ pub struct Keyring {
     keys: BTreeMap<u32, MasterKey>,
     active: u32,
     index_root: Secret,
+    token_seed: Secret,
 }
 
 impl fmt::Debug for Keyring {
@@ -88,6 +93,10 @@ struct KeyringFile {
     active: u32,
     master_keys: Vec<MasterKeyFile>,
     blind_index_key: String,
+    /// Absent in keyring files written before access tokens existed: the seed is then derived
+    /// from the blind-index key, so such a file keeps one signing key without being rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_signing_seed: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -109,6 +118,7 @@ impl Keyring {
             keys,
             active: 1,
             index_root: random_secret(&rng)?,
+            token_seed: random_secret(&rng)?,
         })
     }
 
@@ -116,17 +126,15 @@ impl Keyring {
     /// is derived from it with HKDF under its own label, so the two never coincide.
     pub fn from_master_key_base64(encoded: &str) -> Result<Self, CryptoError> {
         let secret = decode_secret(encoded.trim(), "CAIRN_MASTER_KEY")?;
-        let mut index_root = Zeroizing::new([0u8; 32]);
-        hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, secret.as_ref())
-            .expand(&[b"cairn blind-index root v1"], Len32)
-            .and_then(|okm| okm.fill(index_root.as_mut()))
-            .map_err(|_| CryptoError::Keyring("cannot derive the blind-index root".into()))?;
+        let index_root = derive(&secret, b"cairn blind-index root v1")?;
+        let token_seed = derive(&secret, b"cairn token signing seed v1")?;
         let mut keys = BTreeMap::new();
         keys.insert(1, master_key(secret, None)?);
         Ok(Self {
             keys,
             active: 1,
             index_root,
+            token_seed,
         })
     }
 
@@ -159,10 +167,16 @@ impl Keyring {
                 file.active
             )));
         }
+        let index_root = decode_secret(&file.blind_index_key, "the blind-index key")?;
+        let token_seed = match &file.token_signing_seed {
+            Some(seed) => decode_secret(seed, "the token signing seed")?,
+            None => derive(&index_root, b"cairn token signing seed v1")?,
+        };
         Ok(Self {
             keys,
             active: file.active,
-            index_root: decode_secret(&file.blind_index_key, "the blind-index key")?,
+            index_root,
+            token_seed,
         })
     }
 
@@ -192,6 +206,7 @@ impl Keyring {
             active: self.active,
             master_keys,
             blind_index_key: BASE64.encode(self.index_root.as_ref()),
+            token_signing_seed: Some(BASE64.encode(self.token_seed.as_ref())),
         };
         serde_json::to_vec_pretty(&file)
             .map(Zeroizing::new)
@@ -244,6 +259,12 @@ impl Keyring {
 
     pub fn has_version(&self, version: u32) -> bool {
         self.keys.contains_key(&version)
+    }
+
+    /// The 32-byte seed of the server's Ed25519 token signing key. Secret: it signs every
+    /// access token this server accepts.
+    pub fn token_signing_seed(&self) -> &[u8; 32] {
+        &self.token_seed
     }
 
     pub(crate) fn index_root(&self) -> &[u8; 32] {
@@ -336,8 +357,19 @@ impl Keyring {
             keys,
             active: self.active,
             index_root: self.index_root.clone(),
+            token_seed: self.token_seed.clone(),
         })
     }
+}
+
+/// A 256-bit key derived from `secret` with HKDF-SHA256 under `label`.
+fn derive(secret: &Secret, label: &'static [u8]) -> Result<Secret, CryptoError> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, secret.as_ref())
+        .expand(&[label], Len32)
+        .and_then(|okm| okm.fill(out.as_mut()))
+        .map_err(|_| CryptoError::Keyring("cannot derive a key from the keyring".into()))?;
+    Ok(out)
 }
 
 /// Associated data of a wrapped key: a wrapping moved to another owner or id fails to open.

@@ -65,6 +65,11 @@ pub enum RecordsError {
         resource_type: ResourceType,
         id: String,
     },
+    /// A caller confined to one patient's compartment wrote a resource outside it.
+    #[error(
+        "this {resource_type} would be outside the only patient compartment the caller may write to"
+    )]
+    OutsideCompartment { resource_type: ResourceType },
     /// A write for a patient whose compartment was erased.
     #[error("Patient/{patient} was erased; nothing more can be recorded for them")]
     CompartmentErased { patient: String },

@@ -142,7 +142,7 @@ impl MemoryStore {
                 let all = query
                     .clauses
                     .iter()
-                    .all(|c| matches(c, id, current.last_updated, &entry.index, &entries));
+                    .all(|c| matches(c, id, current, &entry.index, &entries));
                 (!current.deleted && all).then(|| SearchMatch {
                     sort_value: sort_value(query.order.key, current, &entry.index),
                     version: current.clone(),
@@ -392,12 +392,13 @@ fn sort_value(key: SortKey, current: &StoredVersion, index: &IndexRows) -> Optio
 fn matches(
     clause: &Clause,
     id: &str,
-    last_updated: OffsetDateTime,
+    current: &StoredVersion,
     index: &IndexRows,
     entries: &BTreeMap<Key, Entry>,
 ) -> bool {
     match clause {
         Clause::Id(ids) => ids.iter().any(|wanted| wanted == id),
+        Clause::Compartment(owner) => current.key_owner == *owner,
         Clause::Blind { param, any_of } => index
             .blind
             .iter()
@@ -420,7 +421,9 @@ fn matches(
             .dates
             .iter()
             .any(|row| row.param == *param && any_of.iter().any(|m| m.matches(row.low, row.high))),
-        Clause::LastUpdated(any_of) => any_of.iter().any(|m| m.matches_instant(last_updated)),
+        Clause::LastUpdated(any_of) => any_of
+            .iter()
+            .any(|m| m.matches_instant(current.last_updated)),
         Clause::Chain {
             param,
             target_type,
@@ -433,13 +436,7 @@ fn matches(
                     .and_then(|target| target.versions.last().map(|v| (target, v)))
                     .is_some_and(|(target, current)| {
                         !current.deleted
-                            && matches(
-                                inner,
-                                &row.target_id,
-                                current.last_updated,
-                                &target.index,
-                                entries,
-                            )
+                            && matches(inner, &row.target_id, current, &target.index, entries)
                     })
         }),
         Clause::Missing {

@@ -218,6 +218,9 @@ impl Order {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Clause {
     Id(Vec<String>),
+    /// The resource is in this compartment (its data key's owner, `Patient/{id}`): how a
+    /// caller confined to one patient searches.
+    Compartment(String),
     Blind {
         param: &'static str,
         any_of: Vec<BlindToken>,
@@ -348,6 +351,7 @@ impl SearchQuery {
             .map(|clause| {
                 let mut parts: Vec<String> = match clause {
                     Clause::Id(ids) => ids.clone(),
+                    Clause::Compartment(owner) => vec![owner.clone()],
                     Clause::Blind { any_of, .. } => any_of.iter().map(|t| hex(&t.0)).collect(),
                     Clause::Token { any_of, .. } => any_of
                         .iter()
@@ -387,6 +391,7 @@ impl SearchQuery {
                 parts.dedup();
                 let param = match clause {
                     Clause::Id(_) => "_id",
+                    Clause::Compartment(_) => "_compartment",
                     Clause::LastUpdated(_) => "_lastUpdated",
                     Clause::Missing { param, .. } | Clause::Chain { param, .. } => param,
                     Clause::Blind { param, .. }

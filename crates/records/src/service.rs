@@ -128,6 +128,8 @@ pub struct Records {
     vault: Vault,
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
+    /// `Patient/{id}` when the caller may touch only that patient's compartment.
+    confinement: Option<String>,
 }
 
 impl std::fmt::Debug for Records {
@@ -148,6 +150,38 @@ impl Records {
             vault,
             clock,
             ids,
+            confinement: None,
+        }
+    }
+
+    /// The same use cases for a caller who may touch only `patient_id`'s compartment: a
+    /// resource outside it does not exist for them (reads, vreads and history answer 404, and
+    /// searches, `_include`, `_revinclude`, `_total` and type or system history leave it out),
+    /// and a write outside it is refused.
+    pub fn confined_to_patient(&self, patient_id: &str) -> Self {
+        Self {
+            confinement: Some(
+                KeyOwner::Patient(patient_id.to_owned())
+                    .as_str()
+                    .into_owned(),
+            ),
+            ..self.clone()
+        }
+    }
+
+    /// Whether a stored version is visible to the caller.
+    fn visible(&self, key_owner: &str) -> bool {
+        self.confinement
+            .as_deref()
+            .is_none_or(|owner| owner == key_owner)
+    }
+
+    /// Adds the caller's compartment to a query, if confined.
+    fn confine(&self, query: &mut crate::index::SearchQuery) {
+        if let Some(owner) = &self.confinement {
+            query
+                .clauses
+                .push(crate::index::Clause::Compartment(owner.clone()));
         }
     }
 
@@ -299,6 +333,8 @@ impl Records {
         let claim = blind
             .key(&format!("{resource_type}.conditional-create"))
             .digest(&query.canonical());
+        // After the claim: equal criteria claim alike whoever asks.
+        self.confine(&mut query);
         Ok((query, claim))
     }
 
@@ -373,6 +409,15 @@ impl Records {
         loop {
             attempts += 1;
             let current = self.store.read_current(resource_type, id).await?;
+            if current
+                .as_ref()
+                .is_some_and(|c| !self.visible(&c.key_owner))
+            {
+                return Err(RecordsError::NotFound {
+                    resource_type,
+                    id: id.to_owned(),
+                });
+            }
             let current_version = current.as_ref().map(|c| c.version);
             if let Some(wanted) = if_match
                 && current_version != Some(wanted)
@@ -445,6 +490,7 @@ impl Records {
                 .store
                 .read_current(resource_type, id)
                 .await?
+                .filter(|c| self.visible(&c.key_owner))
                 .ok_or_else(not_found)?;
             if let Some(wanted) = if_match
                 && current.version != wanted
@@ -539,7 +585,16 @@ impl Records {
             .await?;
         // No versions: either the resource never existed, or none is recent enough for
         // `_since` (an empty history). Only then is the extra lookup needed.
-        if versions.is_empty() && self.store.read_current(resource_type, id).await?.is_none() {
+        if versions.is_empty()
+            && self
+                .store
+                .read_current(resource_type, id)
+                .await?
+                .is_none_or(|current| !self.visible(&current.key_owner))
+        {
+            return Err(not_found());
+        }
+        if versions.iter().any(|v| !self.visible(&v.key_owner)) {
             return Err(not_found());
         }
         let mut entries = Vec::with_capacity(versions.len());
@@ -600,6 +655,9 @@ impl Records {
         };
         let mut entries = Vec::with_capacity(versions.len());
         for stored in versions {
+            if !self.visible(&stored.key_owner) {
+                continue;
+            }
             let (rt, id, version, last_updated) = (
                 stored.resource_type,
                 stored.id.clone(),
@@ -698,6 +756,9 @@ impl Records {
         let resource_type = resource.resource_type();
         let id = resource.id().map(|id| id.as_str()).unwrap_or_default();
         let owner = key_owner(resource);
+        if !self.visible(&owner.as_str()) {
+            return Err(RecordsError::OutsideCompartment { resource_type });
+        }
         let body = resource.to_json();
         let index = index_rows(resource, &self.vault.blind_index());
         let context = SealContext {
@@ -801,6 +862,7 @@ impl Records {
             includes,
             revincludes,
         } = search::parse_with(resource_type, params, &self.vault.blind_index(), lenient)?;
+        self.confine(&mut query);
         let total = if total {
             Some(self.store.count(&query).await?)
         } else {
@@ -915,7 +977,7 @@ impl Records {
             if any_of.is_empty() {
                 continue;
             }
-            let query = crate::index::SearchQuery {
+            let mut query = crate::index::SearchQuery {
                 resource_type: param.resource_type,
                 clauses: vec![crate::index::Clause::Reference {
                     param: param.code,
@@ -925,6 +987,7 @@ impl Records {
                 after: None,
                 limit: search::MAX_COUNT,
             };
+            self.confine(&mut query);
             for found in self.store.search(&query).await? {
                 let stored = found.version;
                 if seen.insert((stored.resource_type, stored.id.clone())) {
@@ -966,6 +1029,12 @@ impl Records {
     /// ciphertext belongs to exactly this type, id and version.
     fn open_version(&self, mut stored: StoredVersion) -> Result<StoredResource, RecordsError> {
         let resource_type = stored.resource_type;
+        if !self.visible(&stored.key_owner) {
+            return Err(RecordsError::NotFound {
+                resource_type,
+                id: stored.id,
+            });
+        }
         let owner = KeyOwner::parse(&stored.key_owner).ok_or_else(|| RecordsError::Integrity {
             resource_type,
             id: stored.id.clone(),

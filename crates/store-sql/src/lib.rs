@@ -2,13 +2,14 @@
 //! default), with one code path for both.
 //!
 //! Only this crate knows SQL. Entity structs and `DbErr` never leave it: callers see the ports
-//! of `records` and their errors.
+//! of `records` and `access` and their errors.
 
 mod connect;
 mod entity;
 mod keys;
 mod resources;
 mod tables;
+mod tokens;
 
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -713,6 +713,7 @@ fn exists_in(r: &str, table: &str, param: &str, alternatives: Cond) -> Expr {
 fn clause_condition(r: &str, clause: &Clause) -> Expr {
     match clause {
         Clause::Id(ids) => col(r, "id").is_in(ids.iter().map(String::as_str)),
+        Clause::Compartment(owner) => col(r, "key_owner").eq(owner.as_str()),
         Clause::Blind { param, any_of } => exists_in(
             r,
             SEARCH_BLIND,

@@ -14,6 +14,9 @@ pub(crate) const SEARCH_STRING: &str = "search_string";
 
 pub(crate) const CONDITIONAL_CLAIM: &str = "conditional_claim";
 
+pub(crate) const TOKEN_ISSUANCE: &str = "token_issuance";
+pub(crate) const TOKEN_REVOCATION: &str = "token_revocation";
+
 /// Every table of rows derived from a resource's current version (index rows and conditional
 /// claims), keyed by (resource_type, id): cleared when the resource changes or is erased.
 pub(crate) const INDEX_TABLES: [&str; 6] = [

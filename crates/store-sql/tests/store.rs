@@ -20,6 +20,14 @@ async fn meets_the_resource_store_contract() {
 }
 
 #[tokio::test]
+async fn meets_the_token_registry_contract() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        access::contract::token_registry(&store).await;
+    }
+}
+
+#[tokio::test]
 async fn meets_the_key_store_contract() {
     for db in TestDatabase::all().await {
         let store = db.store().await;

@@ -122,3 +122,33 @@ fn a_master_key_from_the_environment_works_and_derives_a_separate_index_root() {
     );
     assert!(Keyring::from_master_key_base64("dG9vIHNob3J0").is_err());
 }
+
+#[test]
+fn the_token_signing_seed_survives_files_and_rotation_and_is_its_own_key() {
+    let keyring = Keyring::generate(datetime!(2026-11-22 10:00 UTC)).unwrap();
+    let seed = *keyring.token_signing_seed();
+    assert_ne!(&seed, keyring.index_root());
+    let again = Keyring::from_json(&keyring.to_json().unwrap()).unwrap();
+    assert_eq!(again.token_signing_seed(), &seed);
+    let rotated = keyring.rotated(datetime!(2026-11-23 10:00 UTC)).unwrap();
+    assert_eq!(rotated.token_signing_seed(), &seed);
+    assert_eq!(rotated.without(1).unwrap().token_signing_seed(), &seed);
+
+    // A file written before tokens existed derives one stable seed from its index key.
+    let mut old: serde_json::Value = serde_json::from_slice(&keyring.to_json().unwrap()).unwrap();
+    old.as_object_mut().unwrap().remove("tokenSigningSeed");
+    let old = serde_json::to_vec(&old).unwrap();
+    let first = *Keyring::from_json(&old).unwrap().token_signing_seed();
+    assert_eq!(
+        Keyring::from_json(&old).unwrap().token_signing_seed(),
+        &first
+    );
+    assert_ne!(&first, keyring.index_root());
+
+    // From the environment's one key: derived, stable, distinct from the other derived key.
+    let env = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+    let a = Keyring::from_master_key_base64(&env).unwrap();
+    let b = Keyring::from_master_key_base64(&env).unwrap();
+    assert_eq!(a.token_signing_seed(), b.token_signing_seed());
+    assert_ne!(a.token_signing_seed(), a.index_root());
+}

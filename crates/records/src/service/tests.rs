@@ -613,3 +613,99 @@ fn conditional_create_returns_the_one_match_or_creates() {
         ));
     }
 }
+
+#[test]
+fn a_confined_caller_sees_and_writes_only_its_patients_compartment() {
+    let records = records();
+    let pt = ResourceType::PATIENT;
+    let imm = ResourceType::parse("Immunization").unwrap();
+    let mine = block_on(records.create(pt, &patient_body("a", "Own"))).unwrap();
+    let theirs = block_on(records.create(pt, &patient_body("b", "Other"))).unwrap();
+    let shot = |patient: &str| {
+        json!({"resourceType": "Immunization", "status": "completed",
+            "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "207"}]},
+            "patient": {"reference": format!("Patient/{patient}")},
+            "occurrenceDateTime": "2026-01-01"})
+        .to_string()
+        .into_bytes()
+    };
+    let my_shot = block_on(records.create(imm, &shot(&mine.id))).unwrap();
+    let their_shot = block_on(records.create(imm, &shot(&theirs.id))).unwrap();
+    let confined = records.confined_to_patient(&mine.id);
+
+    let not_found = |r: Result<_, RecordsError>| matches!(r, Err(RecordsError::NotFound { .. }));
+    assert!(block_on(confined.read(pt, &mine.id)).is_ok());
+    assert!(not_found(
+        block_on(confined.read(pt, &theirs.id)).map(|_| ())
+    ));
+    assert!(not_found(
+        block_on(confined.read(imm, &their_shot.id)).map(|_| ())
+    ));
+    assert!(not_found(
+        block_on(confined.vread(pt, &theirs.id, "1")).map(|_| ())
+    ));
+    assert!(not_found(
+        block_on(confined.history(pt, &theirs.id, None, 10)).map(|_| ())
+    ));
+    assert!(not_found(
+        block_on(confined.series_status(&theirs.id)).map(|_| ())
+    ));
+
+    // Searches, totals, _include and _revinclude stay inside.
+    let page = block_on(confined.search(
+        imm,
+        &params(&[("_total", "accurate"), ("_include", "Immunization:patient")]),
+    ))
+    .unwrap();
+    assert_eq!(
+        page.resources.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&my_shot.id]
+    );
+    assert_eq!(page.total, Some(1));
+    assert_eq!(
+        page.included.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&mine.id]
+    );
+    let page =
+        block_on(confined.search(pt, &params(&[("_revinclude", "Immunization:patient")]))).unwrap();
+    assert_eq!(
+        page.resources.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&mine.id]
+    );
+    assert_eq!(
+        page.included.iter().map(|r| &r.id).collect::<Vec<_>>(),
+        [&my_shot.id]
+    );
+    // An Immunization pointing at another patient cannot be pulled in by _include either.
+    let page = block_on(confined.search(
+        imm,
+        &params(&[
+            ("patient", &format!("Patient/{}", theirs.id)),
+            ("_include", "Immunization:patient"),
+        ]),
+    ))
+    .unwrap();
+    assert!(page.resources.is_empty() && page.included.is_empty());
+    let history = block_on(confined.history_all(None, None, 100, None)).unwrap();
+    assert!(
+        history
+            .entries
+            .iter()
+            .all(|e| e.id == mine.id || e.id == my_shot.id)
+    );
+    assert_eq!(history.entries.len(), 2);
+
+    // Writes: inside allowed, outside refused or not found; nothing changes outside.
+    assert!(block_on(confined.create(imm, &shot(&mine.id))).is_ok());
+    assert!(matches!(
+        block_on(confined.create(imm, &shot(&theirs.id))),
+        Err(RecordsError::OutsideCompartment { .. })
+    ));
+    assert!(not_found(
+        block_on(confined.delete(pt, &theirs.id, None)).map(|_| ())
+    ));
+    assert!(not_found(
+        block_on(confined.update(pt, &theirs.id, &patient_body(&theirs.id, "X"), None)).map(|_| ())
+    ));
+    assert_eq!(block_on(records.read(pt, &theirs.id)).unwrap().version, 1);
+}

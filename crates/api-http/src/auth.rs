@@ -1,0 +1,274 @@
+//! Bearer tokens on the wire: who is calling (401 if nobody valid), whether they may do this
+//! (403, or 404 through a confined view of the records), and how often (429).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use access::{AccessError, Caller, Gate, Need, RevocationStamp, RevokedIds, TokenRegistry};
+use fhir_model::{IssueSeverity, IssueType, OperationOutcome};
+use poem::http::StatusCode;
+use poem::{IntoResponse, Request};
+use poem_openapi::SecurityScheme;
+use poem_openapi::auth::Bearer;
+use records::Records;
+use time::OffsetDateTime;
+
+use crate::errors::{FhirError, outcome_json};
+use crate::front::RequestId;
+
+/// A per-token request budget: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: f64,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 200.0,
+            burst: 400.0,
+        }
+    }
+}
+
+/// Token buckets per issued token (its first revocation id, shared by its attenuations).
+#[derive(Debug, Default)]
+struct Buckets(HashMap<String, (f64, Instant)>);
+
+/// How many tokens' buckets are kept; past it, full (idle) buckets are dropped.
+const MAX_BUCKETS: usize = 100_000;
+
+impl Buckets {
+    /// Takes one request from `key`'s bucket; `Err(wait)` when it is empty.
+    fn take(&mut self, key: &str, limit: RateLimit, now: Instant) -> Result<(), Duration> {
+        if self.0.len() >= MAX_BUCKETS {
+            self.0.retain(|_, (level, at)| {
+                *level + now.duration_since(*at).as_secs_f64() * limit.per_second < limit.burst
+            });
+        }
+        let (level, at) = self.0.entry(key.to_owned()).or_insert((limit.burst, now));
+        let refilled =
+            (*level + now.duration_since(*at).as_secs_f64() * limit.per_second).min(limit.burst);
+        *at = now;
+        if refilled >= 1.0 {
+            *level = refilled - 1.0;
+            Ok(())
+        } else {
+            *level = refilled;
+            Err(Duration::from_secs_f64(
+                (1.0 - refilled) / limit.per_second.max(f64::MIN_POSITIVE),
+            ))
+        }
+    }
+}
+
+/// Everything a request's access check needs, shared by every request.
+#[derive(Clone)]
+pub struct AccessControl {
+    gate: Gate,
+    registry: Arc<dyn TokenRegistry>,
+    revoked: Arc<RwLock<Arc<RevokedIds>>>,
+    stamp: Arc<Mutex<Option<RevocationStamp>>>,
+    limit: RateLimit,
+    buckets: Arc<Mutex<Buckets>>,
+}
+
+impl std::fmt::Debug for AccessControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessControl")
+            .field("gate", &self.gate)
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessControl {
+    pub fn new(gate: Gate, registry: Arc<dyn TokenRegistry>, limit: RateLimit) -> Self {
+        Self {
+            gate,
+            registry,
+            revoked: Arc::default(),
+            stamp: Arc::default(),
+            limit,
+            buckets: Arc::default(),
+        }
+    }
+
+    pub(crate) fn registry(&self) -> &Arc<dyn TokenRegistry> {
+        &self.registry
+    }
+
+    /// Reads the revocation list again if it changed since the last call (any instance may
+    /// have revoked). Call it before serving and then every fraction of a second.
+    pub async fn refresh_revocations(&self) -> Result<(), access::RegistryFailure> {
+        let stamp = self.registry.revocation_stamp().await?;
+        let known = self.stamp.lock().ok().and_then(|s| *s);
+        if known == Some(stamp) {
+            return Ok(());
+        }
+        let ids = self.registry.revoked_ids().await?;
+        if let Ok(mut revoked) = self.revoked.write() {
+            *revoked = Arc::new(ids);
+        }
+        if let Ok(mut known) = self.stamp.lock() {
+            *known = Some(stamp);
+        }
+        Ok(())
+    }
+
+    fn revoked(&self) -> Arc<RevokedIds> {
+        self.revoked
+            .read()
+            .map(|r| Arc::clone(&r))
+            .unwrap_or_default()
+    }
+
+    fn rate_limited(&self, caller: &Caller) -> Result<(), Duration> {
+        match self.buckets.lock() {
+            Ok(mut buckets) => buckets.take(caller.token_id(), self.limit, Instant::now()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Decides `needs` for `caller` and returns the records as the caller may see them
+    /// (confined to their patient's compartment if the token is).
+    pub(crate) fn allow(
+        &self,
+        records: &Records,
+        caller: &Caller,
+        needs: &[Need],
+        request_id: &RequestId,
+    ) -> Result<Records, FhirError> {
+        self.decide(caller, needs, request_id)?;
+        Ok(match caller.patient_id() {
+            Some(patient) => records.confined_to_patient(patient),
+            None => records.clone(),
+        })
+    }
+
+    /// Decides `needs` for `caller`: 401 if the token lapsed meanwhile, 403 with the reason
+    /// if it does not allow them. Every decision is logged with ids only.
+    pub(crate) fn decide(
+        &self,
+        caller: &Caller,
+        needs: &[Need],
+        request_id: &RequestId,
+    ) -> Result<(), FhirError> {
+        match self
+            .gate
+            .authorize(caller, needs, OffsetDateTime::now_utc())
+        {
+            Ok(allowed) => {
+                if caller.is_break_glass() {
+                    tracing::warn!(request_id = %request_id.0, subject = %caller.subject, token_id = caller.token_id(), policy = allowed.policy, "break-glass access (purpose ETREAT)");
+                } else {
+                    tracing::debug!(subject = %caller.subject, role = %caller.role, token_id = caller.token_id(), policy = allowed.policy, "allowed");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                tracing::info!(subject = %caller.subject, role = %caller.role, token_id = caller.token_id(), reason = %err, "access denied");
+                Err(if err.is_authentication() {
+                    unauthorized(&err)
+                } else {
+                    FhirError::Forbidden(outcome_json(OperationOutcome::single(
+                        IssueSeverity::Error,
+                        IssueType::Forbidden,
+                        err.to_string(),
+                    )))
+                })
+            }
+        }
+    }
+}
+
+/// 401 for a refused token, with the RFC 6750 challenge saying why.
+fn unauthorized(err: &AccessError) -> FhirError {
+    let body = outcome_json(OperationOutcome::single(
+        IssueSeverity::Error,
+        IssueType::Login,
+        err.to_string(),
+    ));
+    let challenge = format!(
+        "Bearer realm=\"cairn\", error=\"invalid_token\", error_description=\"{}\"",
+        err.to_string().replace('"', "'")
+    );
+    FhirError::Unauthorized(body, challenge)
+}
+
+/// The challenge when no token was sent at all (RFC 6750: no error code).
+pub(crate) const BARE_CHALLENGE: &str = "Bearer realm=\"cairn\"";
+
+/// The caller of a protected operation, from `Authorization: Bearer <biscuit>`.
+#[derive(SecurityScheme)]
+#[oai(
+    ty = "bearer",
+    rename = "bearer",
+    bearer_format = "biscuit",
+    checker = "authenticate"
+)]
+pub(crate) struct BearerAuth(pub(crate) Caller);
+
+async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller> {
+    let Some(access) = request.data::<AccessControl>() else {
+        return Err(poem::Error::from_status(StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let revoked = access.revoked();
+    let caller = access
+        .gate
+        .authenticate(&bearer.token, OffsetDateTime::now_utc(), &revoked)
+        .map_err(|err| {
+            // Never the token: only why it was refused.
+            tracing::info!(reason = %err, "authentication failed");
+            poem::Error::from_response(unauthorized(&err).into_response())
+        })?;
+    if let Err(wait) = access.rate_limited(&caller) {
+        tracing::info!(subject = %caller.subject, token_id = caller.token_id(), "rate limited");
+        let body = outcome_json(OperationOutcome::single(
+            IssueSeverity::Error,
+            IssueType::Throttled,
+            "too many requests with this token; retry after the time in Retry-After",
+        ));
+        let seconds = format!("{:.0}", wait.as_secs_f64().ceil().max(1.0));
+        let refused = FhirError::TooManyRequests(body, seconds);
+        return Err(poem::Error::from_response(refused.into_response()));
+    }
+    Ok(caller)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let limit = RateLimit {
+            per_second: 10.0,
+            burst: 3.0,
+        };
+        let mut buckets = Buckets::default();
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(buckets.take("t", limit, start).is_ok());
+        }
+        let wait = buckets.take("t", limit, start).unwrap_err();
+        assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100));
+        // Another token has its own bucket.
+        assert!(buckets.take("u", limit, start).is_ok());
+        // A tenth of a second refills one request.
+        assert!(
+            buckets
+                .take("t", limit, start + Duration::from_millis(101))
+                .is_ok()
+        );
+        assert!(
+            buckets
+                .take("t", limit, start + Duration::from_millis(102))
+                .is_err()
+        );
+    }
+}
