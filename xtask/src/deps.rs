@@ -101,9 +101,15 @@ mod tests {
             .map(|p| p.name.to_string())
             .collect();
         assert!(
-            ["fhir-model", "phi-crypto", "access", "records"]
-                .iter()
-                .all(|name| domain.contains(&(*name).to_owned())),
+            [
+                "fhir-model",
+                "phi-crypto",
+                "access",
+                "audit-chain",
+                "records"
+            ]
+            .iter()
+            .all(|name| domain.contains(&(*name).to_owned())),
             "domain crates not found: {domain:?}"
         );
         assert_eq!(violations(&metadata), Vec::<String>::new());

@@ -1,0 +1,107 @@
+//! Port: where the log lives. The store adapter implements [`AuditLog`] on SQL (one sequencer
+//! at a time by an advisory lock on PostgreSQL, in-process on SQLite); [`crate::fakes`] in
+//! memory.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::entry::AuditEntry;
+use crate::hash::Hash;
+use crate::merkle::{Frontier, Node, NodeId};
+use crate::note::Checkpoint;
+use crate::verify::LogRecord;
+
+/// The log's storage failed. Carries no entry content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("audit log unavailable: {0}")]
+pub struct AuditFailure(pub String);
+
+/// An entry as stored: its bytes and, once sequenced, its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    pub id: String,
+    pub body: Vec<u8>,
+    /// `None` until the sequencer reaches it (within about a second).
+    pub index: Option<u64>,
+}
+
+/// An entry waiting for the sequencer: its storage key (commit-order hint) and bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    pub key: i64,
+    pub body: Vec<u8>,
+}
+
+/// What the sequencer decided for one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    pub key: i64,
+    pub index: u64,
+    pub leaf_hash: Hash,
+    pub chain_hash: Hash,
+}
+
+/// The sequenced end of the log, as the sequencer needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub frontier: Frontier,
+    pub chain: Hash,
+}
+
+/// A signed checkpoint as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub checkpoint: Checkpoint,
+    pub note: String,
+    pub signed_at: OffsetDateTime,
+}
+
+/// The audit log's storage.
+#[async_trait]
+pub trait AuditLog: Send + Sync {
+    /// Makes `entries` durable, unsequenced. Returns only once they are committed.
+    async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure>;
+
+    /// Opens the sequencer's exclusive session; `None` if another sequencer holds it.
+    async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure>;
+
+    async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure>;
+
+    /// The stored hashes of `ids` (those that exist).
+    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, AuditFailure>;
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditFailure>;
+
+    /// Checkpoints with `from_size <= size <= to_size`, oldest first, at most `limit`.
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        to_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, AuditFailure>;
+
+    /// Sequenced entries from `from_index` on, in index order, at most `limit` (verification
+    /// and export).
+    async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure>;
+}
+
+/// The sequencer's exclusive session: everything in it commits together or not at all.
+#[async_trait]
+pub trait SequencerSession: Send {
+    async fn head(&mut self) -> Result<Head, AuditFailure>;
+
+    /// Unsequenced entries, oldest key first, at most `limit`.
+    async fn pending(&mut self, limit: usize) -> Result<Vec<Pending>, AuditFailure>;
+
+    /// Records the assignments and the tree nodes they completed.
+    async fn store(&mut self, assigned: &[Assigned], nodes: &[Node]) -> Result<(), AuditFailure>;
+
+    async fn latest_checkpoint(&mut self) -> Result<Option<StoredCheckpoint>, AuditFailure>;
+
+    async fn store_checkpoint(&mut self, checkpoint: &StoredCheckpoint)
+    -> Result<(), AuditFailure>;
+
+    async fn commit(self: Box<Self>) -> Result<(), AuditFailure>;
+}
