@@ -416,6 +416,30 @@ async fn sequenced_log(entries: u32, sequencer: &Sequencer) -> fakes::MemoryAudi
     log
 }
 
+/// A log of `entries` entries sequenced in rounds of 7, with its records, checkpoint notes
+/// and signer.
+async fn sequenced(
+    entries: u32,
+) -> (
+    fakes::MemoryAuditLog,
+    Vec<LogRecord>,
+    Vec<String>,
+    Arc<Ed25519Signer>,
+) {
+    let signer = signer();
+    let sequencer = Sequencer::new("cairn.test/audit", signer.clone());
+    let log = sequenced_log(entries, &sequencer).await;
+    let records = log.records(0, 1000).await.unwrap();
+    let notes = log
+        .checkpoints(0, u64::MAX, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.note)
+        .collect();
+    (log, records, notes, signer)
+}
+
 fn run<F: std::future::Future>(future: F) -> F::Output {
     futures_lite_block_on(future)
 }
@@ -440,18 +464,8 @@ fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
 #[test]
 fn the_sequencer_builds_a_log_that_verifies_and_receipts_that_check_offline() {
     run(async {
-        let signer = signer();
-        let sequencer = Sequencer::new("cairn.test/audit", signer.clone());
-        let log = sequenced_log(50, &sequencer).await;
-        let records = log.records(0, 1000).await.unwrap();
+        let (log, records, notes, signer) = sequenced(50).await;
         assert_eq!(records.len(), 50);
-        let notes: Vec<String> = log
-            .checkpoints(0, u64::MAX, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.note)
-            .collect();
         assert_eq!(notes.len(), 8, "one checkpoint per round of 7");
         let verified = verify_log(signer.verifier(), "cairn.test/audit", &notes, &records).unwrap();
         assert_eq!(verified.entries, 50);
@@ -523,17 +537,7 @@ fn a_checkpoint_waits_for_its_interval_unless_forced() {
 #[test]
 fn the_verifier_names_the_first_altered_missing_reordered_or_inserted_entry() {
     run(async {
-        let signer = signer();
-        let sequencer = Sequencer::new("cairn.test/audit", signer.clone());
-        let log = sequenced_log(30, &sequencer).await;
-        let records = log.records(0, 1000).await.unwrap();
-        let notes: Vec<String> = log
-            .checkpoints(0, u64::MAX, 1000)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|c| c.note)
-            .collect();
+        let (_log, records, notes, signer) = sequenced(30).await;
         let key = signer.verifier();
         let check = |records: &[LogRecord]| verify_log(key, "cairn.test/audit", &notes, records);
         check(&records).unwrap();
