@@ -352,13 +352,7 @@ async fn as_operation_outcome(
             )
         }
     };
-    let body = outcome_json(OperationOutcome::single(
-        IssueSeverity::Error,
-        code,
-        diagnostics,
-    ));
-    let mut out = body.into_response();
-    out.set_status(status);
+    let mut out = refusal(status, code, diagnostics);
     if status == StatusCode::UNAUTHORIZED {
         // No token at all (poem-openapi refused before any handler ran).
         out.headers_mut().insert(

@@ -440,25 +440,9 @@ async fn sequenced(
     (log, records, notes, signer)
 }
 
+/// The fake log never waits, so a plain executor runs these tests.
 fn run<F: std::future::Future>(future: F) -> F::Output {
-    futures_lite_block_on(future)
-}
-
-/// A minimal executor: the fake log never waits, so polling once to completion suffices.
-fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::task::{Context, Poll, Wake, Waker};
-    struct Noop;
-    impl Wake for Noop {
-        fn wake(self: Arc<Self>) {}
-    }
-    let waker = Waker::from(Arc::new(Noop));
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if let Poll::Ready(out) = future.as_mut().poll(&mut context) {
-            return out;
-        }
-    }
+    futures_executor::block_on(future)
 }
 
 #[test]
