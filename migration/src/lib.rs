@@ -12,6 +12,7 @@ mod m20261122_000002_phi_protection;
 mod m20261122_000003_conditional_claims;
 mod m20261122_000004_blind_index_by_token;
 mod m20261122_000005_access_tokens;
+mod m20261123_000006_audit_log;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_conditional_claims::Migration),
             Box::new(m20261122_000004_blind_index_by_token::Migration),
             Box::new(m20261122_000005_access_tokens::Migration),
+            Box::new(m20261123_000006_audit_log::Migration),
         ]
     }
 }

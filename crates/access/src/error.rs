@@ -66,6 +66,20 @@ pub enum AccessError {
 impl AccessError {
     /// Whether the caller is not authenticated (401) rather than not allowed (403). A token
     /// whose blocks cannot be evaluated within the limits is refused as not allowed.
+    /// A short code for audit entries: the kind of refusal, never its details.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AccessError::Malformed => "malformed-token",
+            AccessError::BadSignature => "bad-signature",
+            AccessError::NotIssuedHere => "not-issued-here",
+            AccessError::Expired => "expired",
+            AccessError::Revoked => "revoked",
+            AccessError::Forbidden { .. } => "forbidden",
+            AccessError::Evaluation(_) => "evaluation-failed",
+            AccessError::Build(_) => "build-failed",
+        }
+    }
+
     pub fn is_authentication(&self) -> bool {
         !matches!(
             self,

@@ -68,11 +68,13 @@ impl AdminApi {
         auth: BearerAuth,
     ) -> Result<TokensResponse, FhirError> {
         let request_id = RequestId::of(request);
-        self.access.decide(
-            &auth.0,
-            &[Need::Operation(Operation::TokenList)],
-            &request_id,
-        )?;
+        self.access
+            .decide(
+                &auth.0,
+                &[Need::Operation(Operation::TokenList)],
+                &request_id,
+            )
+            .await?;
         let now = OffsetDateTime::now_utc();
         let issuances = self
             .access

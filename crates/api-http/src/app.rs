@@ -8,6 +8,7 @@ use poem_openapi::OpenApiService;
 use records::Records;
 
 use crate::admin::AdminApi;
+use crate::audit::{AuditApi, LogIdentity};
 use crate::auth::{AccessControl, RateLimit};
 use crate::fhir::{FhirApi, PublicBase};
 use crate::front::{Front, RouteTable, front};
@@ -52,13 +53,19 @@ impl Default for HttpConfig {
 fn service(
     records: Records,
     access: AccessControl,
-) -> OpenApiService<(FhirApi, AdminApi, HealthApi), ()> {
+    identity: LogIdentity,
+) -> OpenApiService<(FhirApi, AuditApi, AdminApi, HealthApi), ()> {
     OpenApiService::new(
         (
             FhirApi {
                 records: records.clone(),
                 access: access.clone(),
                 started: time::OffsetDateTime::now_utc(),
+            },
+            AuditApi {
+                records: records.clone(),
+                access: access.clone(),
+                identity,
             },
             AdminApi { access },
             HealthApi { records },
@@ -83,13 +90,20 @@ pub fn openapi_json() -> Result<String, Box<dyn std::error::Error + Send + Sync>
         store.keys(),
         Arc::new(phi_crypto::FixedKeyring(Arc::new(keyring))),
     );
+    let audit = Arc::new(store.audit_log());
     let records = Records::new(
         store,
         vault,
         Arc::new(records::SystemClock),
         Arc::new(records::RandomIds),
+        audit,
     );
-    Ok(service(records, document_access()?).spec())
+    let signer = audit_chain::Ed25519Signer::from_seed("cairn", &[0; 32])?;
+    let identity = LogIdentity {
+        origin: "cairn".to_owned(),
+        key: audit_chain::CheckpointSigner::verifier(&signer).clone(),
+    };
+    Ok(service(records, document_access()?, identity).spec())
 }
 
 /// Access control for building the document only: a throwaway key, an empty registry.
@@ -102,13 +116,16 @@ fn document_access() -> Result<AccessControl, access::AccessError> {
     ))
 }
 
-/// The whole HTTP application over `records`, guarded by `access`.
+/// The whole HTTP application over `records`, guarded by `access`; `identity` names the
+/// audit log the records write to.
 pub fn app(
     records: Records,
     access: AccessControl,
+    identity: LogIdentity,
     config: &HttpConfig,
 ) -> impl Endpoint + 'static {
-    let api = service(records, access.clone());
+    let access = access.audited_by(Arc::clone(records.audit_log()));
+    let api = service(records, access.clone(), identity);
     let spec = api.spec();
     let front_config = Arc::new(Front {
         routes: serde_json::from_str(&spec)
@@ -117,6 +134,7 @@ pub fn app(
         tls: config.tls,
         max_header_bytes: config.max_header_bytes,
         request_timeout: config.request_timeout,
+        access: Some(access.clone()),
     });
     let mut route = Route::new();
     if config.docs {

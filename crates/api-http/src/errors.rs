@@ -67,7 +67,7 @@ pub(crate) fn outcome_json(outcome: OperationOutcome) -> FhirJson {
     FhirJson(Resource::OperationOutcome(Box::new(outcome)).to_json())
 }
 
-fn single(code: IssueType, diagnostics: impl Into<String>) -> FhirJson {
+pub(crate) fn single(code: IssueType, diagnostics: impl Into<String>) -> FhirJson {
     outcome_json(OperationOutcome::single(
         IssueSeverity::Error,
         code,
@@ -170,6 +170,18 @@ impl FhirError {
                 Self::Internal(outcome_json(OperationOutcome::internal_error(
                     &request_id.0,
                 )))
+            }
+            RecordsError::AuditUnavailable(cause) => {
+                // Nothing is disclosed or changed without its audit entry.
+                tracing::error!(request_id = %request_id.0, error = %cause, "audit log unavailable");
+                Self::Unavailable(single(
+                    IssueType::Transient,
+                    format!(
+                        "the audit log is unavailable, so the request was not carried out; \
+                         retry later (correlation id {})",
+                        request_id.0
+                    ),
+                ))
             }
             RecordsError::Store(StoreError::Unavailable(source)) => {
                 tracing::error!(request_id = %request_id.0, error = %source, "record store unavailable");

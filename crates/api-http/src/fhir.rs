@@ -176,7 +176,7 @@ impl FhirApi {
         if if_none_exist.0.is_some() {
             needs.push(Need::data(resource_type.as_str(), Action::Search));
         }
-        let records = self.allow(request, &auth.0, &needs)?;
+        let records = self.allow(request, &auth.0, &needs).await?;
         let stored = match if_none_exist.0.as_deref() {
             None => records.create(resource_type, &body.0).await,
             Some(criteria) => {
@@ -225,11 +225,13 @@ impl FhirApi {
         let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Read)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[Need::data(resource_type.as_str(), Action::Read)],
+            )
+            .await?;
         let shaping = read_shaping(request)?;
         let stored = records
             .read(resource_type, &id.0)
@@ -275,14 +277,16 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<SeriesStatusResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[
-                Need::data("Patient", Action::Read),
-                Need::data("Immunization", Action::Search),
-            ],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[
+                    Need::data("Patient", Action::Read),
+                    Need::data("Immunization", Action::Search),
+                ],
+            )
+            .await?;
         let status = records
             .series_status(&id.0)
             .await
@@ -311,7 +315,8 @@ impl FhirApi {
             request,
             &auth.0,
             &[Need::data(resource_type.as_str(), Action::Create)],
-        )?;
+        )
+        .await?;
         let issues = self.records.validate(resource_type, &body.0);
         let outcome = if issues.is_empty() {
             fhir_model::OperationOutcome::single(
@@ -345,11 +350,13 @@ impl FhirApi {
         let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Update)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[Need::data(resource_type.as_str(), Action::Update)],
+            )
+            .await?;
         let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
         let (stored, created) = records
             .update(resource_type, &id.0, &body.0, if_match)
@@ -376,15 +383,17 @@ impl FhirApi {
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
         let t = resource_type.as_str();
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[
-                Need::data(t, Action::Create),
-                Need::data(t, Action::Update),
-                Need::data(t, Action::Search),
-            ],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[
+                    Need::data(t, Action::Create),
+                    Need::data(t, Action::Update),
+                    Need::data(t, Action::Search),
+                ],
+            )
+            .await?;
         let criteria: Vec<(String, String)> = request
             .params()
             .map_err(|_| bad_parameter("criteria", "are not valid URL encoding"))?;
@@ -414,11 +423,13 @@ impl FhirApi {
         let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Delete)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[Need::data(resource_type.as_str(), Action::Delete)],
+            )
+            .await?;
         let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
         let version = records
             .delete(resource_type, &id.0, if_match)
@@ -441,11 +452,13 @@ impl FhirApi {
         let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Read)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[Need::data(resource_type.as_str(), Action::Read)],
+            )
+            .await?;
         let shaping = read_shaping(request)?;
         let stored = records
             .vread(resource_type, &id.0, &version.0)
@@ -476,11 +489,13 @@ impl FhirApi {
         let request_id = RequestId::of(request);
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Read)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[Need::data(resource_type.as_str(), Action::Read)],
+            )
+            .await?;
         let (count, since) = history_params(count.0.as_deref(), since.0.as_deref())?;
         let entries = records
             .history(resource_type, &id.0, since, count)
@@ -509,11 +524,13 @@ impl FhirApi {
     ) -> Result<HistoryResponse, FhirError> {
         let resource_type =
             ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Search)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                &auth.0,
+                &[Need::data(resource_type.as_str(), Action::Search)],
+            )
+            .await?;
         let path = format!("/fhir/{resource_type}/_history");
         self.history_page(
             &records,
@@ -540,7 +557,9 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
         // Every type: only a role and scope that allow searching every type.
-        let records = self.allow(request, &auth.0, &[Need::data("*", Action::Search)])?;
+        let records = self
+            .allow(request, &auth.0, &[Need::data("*", Action::Search)])
+            .await?;
         self.history_page(
             &records,
             request,
@@ -605,7 +624,7 @@ impl FhirApi {
 
 impl FhirApi {
     /// Decides `needs` for `caller`: the records as the caller may see them, or 401/403.
-    fn allow(
+    async fn allow(
         &self,
         request: &Request,
         caller: &Caller,
@@ -613,6 +632,7 @@ impl FhirApi {
     ) -> Result<Records, FhirError> {
         self.access
             .allow(&self.records, caller, needs, &RequestId::of(request))
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -667,11 +687,13 @@ impl FhirApi {
     ) -> Result<SearchResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = ResourceType::parse(resource_type).map_err(FhirError::unknown_type)?;
-        let records = self.allow(
-            request,
-            caller,
-            &[Need::data(resource_type.as_str(), Action::Search)],
-        )?;
+        let records = self
+            .allow(
+                request,
+                caller,
+                &[Need::data(resource_type.as_str(), Action::Search)],
+            )
+            .await?;
         let params: Vec<(String, String)> = request
             .params()
             .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
@@ -707,7 +729,9 @@ impl FhirApi {
     ) -> Result<EraseResponse, FhirError> {
         let request_id = RequestId::of(request);
         // Erasure destroys a key without reading anything: key management, an admin's job.
-        let records = self.allow(request, caller, &[Need::Operation(Operation::PatientErase)])?;
+        let records = self
+            .allow(request, caller, &[Need::Operation(Operation::PatientErase)])
+            .await?;
         let erasure = records
             .erase_patient(id)
             .await
@@ -1014,7 +1038,7 @@ fn searchset(
 }
 
 /// The configured public base, or else the scheme and Host of the request.
-fn base_url(request: &Request) -> String {
+pub(crate) fn base_url(request: &Request) -> String {
     if let Some(PublicBase(Some(base))) = request.data::<PublicBase>() {
         return base.trim_end_matches('/').to_owned();
     }

@@ -104,6 +104,9 @@ pub(crate) struct Front {
     pub(crate) tls: bool,
     pub(crate) max_header_bytes: usize,
     pub(crate) request_timeout: Duration,
+    /// Records requests refused for having no token at all (poem-openapi answers those
+    /// before any handler runs).
+    pub(crate) access: Option<crate::auth::AccessControl>,
 }
 
 /// Set on a request that declares a body; the payload reader marks it read, so a timeout can
@@ -157,6 +160,14 @@ pub(crate) async fn front<E: Endpoint>(
         (None, None) => "(no route)".to_owned(),
     };
     let status = response.status();
+    if status == StatusCode::UNAUTHORIZED
+        && !is_designed(&response)
+        && let Some(access) = &front.access
+    {
+        let mut entry = crate::auth::entry(audit_chain::Action::LoginFailure, None, &request_id);
+        entry.reason = Some("no-token".to_owned());
+        access.record_refusal(entry).await;
+    }
     if status.is_client_error() || status.is_server_error() {
         response = as_operation_outcome(response, &request_id, &path, &front.routes).await;
     }
@@ -286,6 +297,19 @@ fn security_headers(response: &mut Response, path: &str, tls: bool) {
     }
 }
 
+/// Whether an endpoint wrote this response (JSON), rather than poem itself (plain text).
+fn is_designed(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|essence| essence.trim().ends_with("json"))
+        })
+}
+
 /// Replaces the plain-text error bodies poem and poem-openapi write themselves (unknown route,
 /// wrong method, unsupported content type, unreadable body) with an OperationOutcome. JSON that
 /// an endpoint designed — FHIR errors, the health checks' status — passes through untouched.
@@ -295,16 +319,7 @@ async fn as_operation_outcome(
     path: &str,
     routes: &RouteTable,
 ) -> Response {
-    let designed = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|essence| essence.trim().ends_with("json"))
-        });
-    if designed {
+    if is_designed(&response) {
         return response;
     }
     let status = response.status();
@@ -380,6 +395,7 @@ mod tests {
             tls: false,
             max_header_bytes: 1024,
             request_timeout: timeout,
+            access: None,
         })
     }
 

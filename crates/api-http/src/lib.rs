@@ -7,6 +7,7 @@
 
 mod admin;
 mod app;
+mod audit;
 mod auth;
 mod capability;
 mod errors;
@@ -17,5 +18,6 @@ mod payload;
 mod shaping;
 
 pub use app::{HttpConfig, app, openapi_json};
+pub use audit::LogIdentity;
 pub use auth::{AccessControl, RateLimit};
 pub use front::RequestId;

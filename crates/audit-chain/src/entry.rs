@@ -138,6 +138,10 @@ pub struct AuditEntry {
     #[serde(with = "time::serde::rfc3339")]
     pub recorded: OffsetDateTime,
     pub action: Action,
+    /// The FHIR operation or variant of the interaction, when it is not the plain one
+    /// (`$series-status`, `$erase`, `conditional-create`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
     pub outcome: Outcome,
     /// Who: the token's subject (`user:alice`); absent when nobody was authenticated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -167,7 +171,8 @@ pub struct AuditEntry {
     pub result_count: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub query: Vec<BlindParam>,
-    /// Why it was refused or failed, as a code or rule name (never request content).
+    /// Why it was refused or failed, as a code or rule name (never request content); for an
+    /// administrative act, what it changed (`master-key-v2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// The HTTP request's id, to join the entry with the server's logs.
@@ -191,6 +196,7 @@ impl AuditEntry {
             id,
             recorded,
             action,
+            operation: None,
             outcome,
             subject: None,
             role: None,

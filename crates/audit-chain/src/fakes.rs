@@ -12,8 +12,8 @@ use crate::entry::AuditEntry;
 use crate::hash::{CHAIN_START, Hash};
 use crate::merkle::{Frontier, Node, NodeId};
 use crate::ports::{
-    Assigned, AuditFailure, AuditLog, Head, Pending, SequencerSession, StoredCheckpoint,
-    StoredEntry,
+    Assigned, AuditFailure, AuditLog, EntryQuery, FoundEntry, Head, Pending, SequencerSession,
+    StoredCheckpoint, StoredEntry,
 };
 use crate::verify::LogRecord;
 
@@ -74,9 +74,10 @@ impl MemoryAuditLog {
     }
 }
 
-#[async_trait]
-impl AuditLog for MemoryAuditLog {
-    async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
+impl MemoryAuditLog {
+    /// [`AuditLog::append`] without awaiting (for other fakes that write entries under their
+    /// own locks, as a SQL store does in its transaction).
+    pub fn append_now(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
         let mut state = self.state()?;
         for entry in entries {
             if state.rows.values().any(|r| r.id == entry.id) {
@@ -96,6 +97,25 @@ impl AuditLog for MemoryAuditLog {
             );
         }
         Ok(())
+    }
+
+    /// Every stored entry, sequenced or not, in append order (tests).
+    pub fn entries(&self) -> Vec<AuditEntry> {
+        self.state()
+            .map(|s| {
+                s.rows
+                    .values()
+                    .filter_map(|r| AuditEntry::from_canonical_bytes(&r.body).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl AuditLog for MemoryAuditLog {
+    async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
+        self.append_now(entries)
     }
 
     async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure> {
@@ -122,6 +142,40 @@ impl AuditLog for MemoryAuditLog {
                 body: r.body.clone(),
                 index: r.sequenced.map(|(index, _, _)| index),
             }))
+    }
+
+    async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure> {
+        let state = self.state()?;
+        let mut found = Vec::new();
+        for (key, row) in state.rows.iter().rev() {
+            if found.len() >= query.limit {
+                break;
+            }
+            if query.after.is_some_and(|after| *key >= after) {
+                continue;
+            }
+            let Ok(entry) = AuditEntry::from_canonical_bytes(&row.body) else {
+                continue;
+            };
+            let matches = query
+                .patient
+                .as_ref()
+                .is_none_or(|p| entry.patient.as_ref() == Some(p))
+                && query.since.is_none_or(|since| entry.recorded >= since)
+                && query.before.is_none_or(|before| entry.recorded < before)
+                && (query.actions.is_empty() || query.actions.contains(&entry.action));
+            if matches {
+                found.push(FoundEntry {
+                    position: *key,
+                    entry: StoredEntry {
+                        id: row.id.clone(),
+                        body: row.body.clone(),
+                        index: row.sequenced.map(|(index, _, _)| index),
+                    },
+                });
+            }
+        }
+        Ok(found)
     }
 
     async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, AuditFailure> {

@@ -27,6 +27,30 @@ pub struct StoredEntry {
     pub index: Option<u64>,
 }
 
+/// Which entries to list (an accounting of disclosures, an AuditEvent search): all of the
+/// given kinds, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EntryQuery {
+    /// `Patient/<id>`: only entries about that patient.
+    pub patient: Option<String>,
+    /// Recorded at or after.
+    pub since: Option<OffsetDateTime>,
+    /// Recorded before.
+    pub before: Option<OffsetDateTime>,
+    /// Only these actions (all if empty).
+    pub actions: Vec<crate::entry::Action>,
+    /// Continue after this position (the `position` of the last entry of the previous page).
+    pub after: Option<i64>,
+    pub limit: usize,
+}
+
+/// An entry found by [`AuditLog::find`], with its position for paging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundEntry {
+    pub position: i64,
+    pub entry: StoredEntry,
+}
+
 /// An entry waiting for the sequencer: its storage key (commit-order hint) and bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
@@ -68,6 +92,9 @@ pub trait AuditLog: Send + Sync {
     async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure>;
 
     async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure>;
+
+    /// Entries matching `query`, newest first (by append position), sequenced or not.
+    async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure>;
 
     /// The stored hashes of `ids` (those that exist).
     async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, AuditFailure>;

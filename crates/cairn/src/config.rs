@@ -70,6 +70,13 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Seconds a request may take from its head arriving to its response leaving.
     pub request_timeout_seconds: u64,
+    /// The audit log's name, the first line of every checkpoint and its key's name. Set it once
+    /// and keep it: checkpoints signed under another origin no longer verify. `None`: the
+    /// public base URL's host followed by `/audit`, or `cairn.local/audit`.
+    pub audit_origin: Option<String>,
+    /// How often each instance runs the audit sequencer, in milliseconds (one instance at a
+    /// time sequences; checkpoints are signed at most once a second).
+    pub audit_sequence_ms: u64,
 }
 
 /// Twice the cores this process may use, at least 2.
@@ -99,6 +106,8 @@ impl Default for Config {
             tls: None,
             max_header_bytes: 32 * 1024,
             request_timeout_seconds: 30,
+            audit_origin: None,
+            audit_sequence_ms: 100,
         }
     }
 }
@@ -116,6 +125,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("environment variable {name} is not valid: {message}")]
     Env { name: &'static str, message: String },
+    #[error("the audit origin {0:?} is not usable: it must be non-empty, with no spaces or '+'")]
+    AuditOrigin(String),
     #[error(
         "TLS needs both a certificate and a key (CAIRN_TLS_CERT and CAIRN_TLS_KEY); only the {given} is set"
     )]
@@ -142,6 +153,8 @@ struct FileConfig {
     tls_key: Option<PathBuf>,
     max_header_bytes: Option<usize>,
     request_timeout_seconds: Option<u64>,
+    audit_origin: Option<String>,
+    audit_sequence_ms: Option<u64>,
 }
 
 impl Config {
@@ -221,6 +234,8 @@ impl Config {
             max_header_bytes: number("CAIRN_MAX_HEADER_BYTES")?
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             request_timeout_seconds: number("CAIRN_REQUEST_TIMEOUT_SECONDS")?,
+            audit_origin: parse("CAIRN_AUDIT_ORIGIN"),
+            audit_sequence_ms: number("CAIRN_AUDIT_SEQUENCE_MS")?,
         };
         config.apply(env_config);
         config.master_key = parse("CAIRN_MASTER_KEY").map(MasterKeySecret);
@@ -235,7 +250,26 @@ impl Config {
                 return Err(ConfigError::HalfTls { given });
             }
         }
+        if let Some(origin) = &config.audit_origin
+            && (origin.chars().any(|c| c.is_whitespace() || c == '+') || origin.is_empty())
+        {
+            return Err(ConfigError::AuditOrigin(origin.clone()));
+        }
         Ok(config)
+    }
+
+    /// The audit log's origin (see [`Config::audit_origin`]).
+    pub fn audit_origin(&self) -> String {
+        if let Some(origin) = &self.audit_origin {
+            return origin.clone();
+        }
+        let host = self.public_base_url.as_deref().and_then(|url| {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            (!host.is_empty() && !host.contains(|c: char| c.is_whitespace() || c == '+'))
+                .then(|| host.to_owned())
+        });
+        format!("{}/audit", host.as_deref().unwrap_or("cairn.local"))
     }
 
     fn apply(&mut self, file: FileConfig) {
@@ -256,7 +290,15 @@ impl Config {
             tls_key,
             max_header_bytes,
             request_timeout_seconds,
+            audit_origin,
+            audit_sequence_ms,
         } = file;
+        if let Some(v) = audit_origin {
+            self.audit_origin = Some(v);
+        }
+        if let Some(v) = audit_sequence_ms {
+            self.audit_sequence_ms = v.clamp(10, 1000);
+        }
         if tls_cert.is_some() || tls_key.is_some() {
             // Either half may come from a different layer; an empty path marks the half not
             // given (yet), checked once every layer is applied.

@@ -272,7 +272,15 @@ pub async fn rotate(config: &Config) -> anyhow::Result<(u32, RewrapReport)> {
         Ok::<_, anyhow::Error>(report)
     }
     .await;
+    let recorded = crate::audit::record_admin(
+        &store,
+        audit_chain::Action::KeyRotated,
+        None,
+        Some(&format!("master-key-v{version}")),
+    )
+    .await;
     store.close().await;
+    recorded?;
     Ok((version, result?))
 }
 

@@ -31,6 +31,35 @@ enum Command {
     /// Access tokens: issue, attenuate, revoke, list.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The tamper-evident audit log: verify, export, print its key.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check every checkpoint signature, every entry against its leaf and chain hashes, that
+    /// no entry is missing or out of order, and every checkpoint's root against the tree
+    /// recomputed from all entries. Exit 0 when sound; otherwise exit 2 naming the first bad
+    /// entry or checkpoint.
+    Verify {
+        /// Check an export file (from `cairn audit export`) instead; no database needed.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// The log's verifier key (vkey) as published; for --file, the file's own key is used
+        /// if not given (compare it with the published one).
+        #[arg(long)]
+        key: Option<String>,
+    },
+    /// Write every sequenced entry and every checkpoint to a file (JSON lines) that
+    /// `cairn audit verify --file` checks with no database.
+    Export {
+        /// Where to write it.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Print the log's verifier key (vkey), to publish to auditors.
+    Key,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => serve(&config).await,
         Command::Keys(command) => keys(&config, command).await,
         Command::Token(command) => token(&config, command).await,
+        Command::Audit(command) => audit(&config, command).await,
         Command::Migrate => {
             let store = cairn::open_store(&config).await?;
             tracing::info!(backend = ?store.backend(), "migrations applied");
@@ -225,6 +255,75 @@ async fn token(config: &Config, command: TokenCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let key = |text: Option<String>| {
+        text.map(|k| audit_chain::VerifierKey::parse(&k))
+            .transpose()
+            .context("--key is not a verifier key (name+keyid+base64)")
+    };
+    let outcome = match command {
+        AuditCommand::Verify {
+            file: Some(file),
+            key: given,
+        } => {
+            let given = key(given)?;
+            let (header, outcome) = cairn::audit::verify_file(&file, given.as_ref())?;
+            if given.is_none() {
+                eprintln!(
+                    "note: verified with the key in the file ({}); compare it with the published key",
+                    header.vkey
+                );
+            }
+            outcome
+        }
+        AuditCommand::Verify {
+            file: None,
+            key: given,
+        } => {
+            let (store, identity) = cairn::audit::open(config).await?;
+            let key = key(given)?.unwrap_or(identity.key);
+            let outcome = cairn::audit::verify_database(&store, &key, &identity.origin).await;
+            store.close().await;
+            outcome?
+        }
+        AuditCommand::Export { out: path } => {
+            let (store, identity) = cairn::audit::open(config).await?;
+            let file = std::fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            let mut writer = std::io::BufWriter::new(file);
+            let count = cairn::audit::export(&store, &identity, &mut writer).await;
+            store.close().await;
+            writeln!(out, "{} entries written to {}", count?, path.display())?;
+            return Ok(());
+        }
+        AuditCommand::Key => {
+            let (store, identity) = cairn::audit::open(config).await?;
+            store.close().await;
+            writeln!(out, "{}", identity.key.to_vkey())?;
+            return Ok(());
+        }
+    };
+    match outcome {
+        Ok(verified) => {
+            writeln!(
+                out,
+                "sound: {} entries, {} checkpoints (the newest signs {} entries), root {}",
+                verified.entries,
+                verified.checkpoints,
+                verified.signed_size,
+                verified.root.to_base64()
+            )?;
+            Ok(())
+        }
+        Err(tamper) => {
+            writeln!(out, "TAMPERED: {tamper}")?;
+            out.flush()?;
+            std::process::exit(2);
+        }
+    }
 }
 
 async fn serve(config: &Config) -> anyhow::Result<()> {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api_http::{AccessControl, HttpConfig, RateLimit};
+use audit_chain::{AuditLog, Sequencer};
 use phi_crypto::Vault;
 use poem::Server;
 use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
 use records::{RandomIds, Records, SystemClock};
-use store_sql::{SqlStore, StoreOptions};
+use store_sql::{GroupCommit, SqlStore, StoreOptions};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -59,6 +60,8 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     revocations: JoinHandle<()>,
+    sequencing: JoinHandle<()>,
+    sequencer: Sequencer,
     store: SqlStore,
 }
 
@@ -77,6 +80,17 @@ impl Running {
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await.context("the server task failed")?;
         self.revocations.abort();
+        self.sequencing.abort();
+        // Sequence and sign what the last requests recorded, so the log's tail is covered by
+        // a checkpoint when this instance stops (another instance may hold the lock: then it
+        // will).
+        if let Err(err) = self
+            .sequencer
+            .run_once(&self.store, time::OffsetDateTime::now_utc(), true)
+            .await
+        {
+            tracing::error!(error = %err, "cannot sequence the audit log at shutdown");
+        }
         self.store.close().await;
         result.context("the HTTP server failed")
     }
@@ -105,12 +119,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         access.clone(),
         Duration::from_millis(config.revocation_poll_ms),
     ));
+    let signer = crate::audit::signer(config, master.as_ref())?;
+    let identity = crate::audit::identity(config, &signer);
+    // Reads and refusals share commits; writes put their entries in their own transaction.
+    let audit_log: Arc<dyn AuditLog> = Arc::new(GroupCommit::start(Arc::new(store.clone())));
+    let sequencer = Sequencer::new(identity.origin.clone(), Arc::new(signer));
+    let sequencing = tokio::spawn(crate::audit::keep_sequencing(
+        sequencer.clone(),
+        Arc::new(store.clone()),
+        Duration::from_millis(config.audit_sequence_ms),
+    ));
     let vault = Vault::new(Arc::new(store.clone()), master);
     let records = Records::new(
         Arc::new(store.clone()),
         vault,
         Arc::new(SystemClock),
         Arc::new(RandomIds),
+        audit_log,
     );
     let http = HttpConfig {
         body_limit: config.body_limit,
@@ -122,7 +147,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     // Read the certificate before binding: a bad one must stop start-up, not the first client.
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-    let app = api_http::app(records, access, &http);
+    let app = api_http::app(records, access, identity, &http);
     let tcp = TcpListener::bind(config.listen.clone())
         .into_acceptor()
         .await
@@ -159,6 +184,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         shutdown: Some(shutdown),
         task,
         revocations,
+        sequencing,
+        sequencer,
         store,
     })
 }

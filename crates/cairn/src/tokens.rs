@@ -75,7 +75,15 @@ pub async fn issue(config: &Config, request: &IssueRequest) -> anyhow::Result<Is
         .await
         .map_err(|err| anyhow::anyhow!(err))
         .context("cannot record the issuance")?;
+    let recorded = crate::audit::record_admin(
+        &store,
+        audit_chain::Action::TokenIssued,
+        Some(issued.token_id()),
+        None,
+    )
+    .await;
     store.close().await;
+    recorded?;
     tracing::info!(subject = %claims.subject, role = %claims.role, token_id = issued.token_id(), expires_at = %claims.expires_at, "token issued");
     Ok(issued)
 }
@@ -138,7 +146,15 @@ pub async fn revoke(config: &Config, which: &Revoke, reason: &str) -> anyhow::Re
         .await
         .map_err(|err| anyhow::anyhow!(err))
         .context("cannot record the revocation")?;
+    let mut recorded = Ok(());
+    for id in &ids {
+        recorded = recorded.and(
+            crate::audit::record_admin(&store, audit_chain::Action::TokenRevoked, Some(id), None)
+                .await,
+        );
+    }
     store.close().await;
+    recorded?;
     tracing::info!(?which, revoked = added, "tokens revoked");
     Ok(added)
 }

@@ -75,6 +75,7 @@ pub struct Keyring {
     active: u32,
     index_root: Secret,
     token_seed: Secret,
+    audit_seed: Secret,
 }
 
 impl fmt::Debug for Keyring {
@@ -97,6 +98,10 @@ struct KeyringFile {
     /// from the blind-index key, so such a file keeps one signing key without being rewritten.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     token_signing_seed: Option<String>,
+    /// Absent in keyring files written before the audit log existed: derived from the
+    /// blind-index key then, as for the token seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_signing_seed: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -119,6 +124,7 @@ impl Keyring {
             active: 1,
             index_root: random_secret(&rng)?,
             token_seed: random_secret(&rng)?,
+            audit_seed: random_secret(&rng)?,
         })
     }
 
@@ -128,6 +134,7 @@ impl Keyring {
         let secret = decode_secret(encoded.trim(), "CAIRN_MASTER_KEY")?;
         let index_root = derive(&secret, b"cairn blind-index root v1")?;
         let token_seed = derive(&secret, b"cairn token signing seed v1")?;
+        let audit_seed = derive(&secret, b"cairn audit signing seed v1")?;
         let mut keys = BTreeMap::new();
         keys.insert(1, master_key(secret, None)?);
         Ok(Self {
@@ -135,6 +142,7 @@ impl Keyring {
             active: 1,
             index_root,
             token_seed,
+            audit_seed,
         })
     }
 
@@ -172,11 +180,16 @@ impl Keyring {
             Some(seed) => decode_secret(seed, "the token signing seed")?,
             None => derive(&index_root, b"cairn token signing seed v1")?,
         };
+        let audit_seed = match &file.audit_signing_seed {
+            Some(seed) => decode_secret(seed, "the audit signing seed")?,
+            None => derive(&index_root, b"cairn audit signing seed v1")?,
+        };
         Ok(Self {
             keys,
             active: file.active,
             index_root,
             token_seed,
+            audit_seed,
         })
     }
 
@@ -207,6 +220,7 @@ impl Keyring {
             master_keys,
             blind_index_key: BASE64.encode(self.index_root.as_ref()),
             token_signing_seed: Some(BASE64.encode(self.token_seed.as_ref())),
+            audit_signing_seed: Some(BASE64.encode(self.audit_seed.as_ref())),
         };
         serde_json::to_vec_pretty(&file)
             .map(Zeroizing::new)
@@ -265,6 +279,12 @@ impl Keyring {
     /// access token this server accepts.
     pub fn token_signing_seed(&self) -> &[u8; 32] {
         &self.token_seed
+    }
+
+    /// The 32-byte seed of the audit log's Ed25519 checkpoint signing key. Secret: it vouches
+    /// for the log's history to auditors.
+    pub fn audit_signing_seed(&self) -> &[u8; 32] {
+        &self.audit_seed
     }
 
     pub(crate) fn index_root(&self) -> &[u8; 32] {
@@ -358,6 +378,7 @@ impl Keyring {
             active: self.active,
             index_root: self.index_root.clone(),
             token_seed: self.token_seed.clone(),
+            audit_seed: self.audit_seed.clone(),
         })
     }
 }

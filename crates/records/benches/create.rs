@@ -35,11 +35,13 @@ fn create(c: &mut Criterion) {
     let store = Arc::new(MemoryStore::default());
     let keyring = Keyring::generate(time::OffsetDateTime::now_utc()).unwrap();
     let vault = Vault::new(store.keys(), Arc::new(FixedKeyring(Arc::new(keyring))));
+    let audit = Arc::new(store.audit_log());
     let records = Records::new(
         store,
         vault,
         Arc::new(SystemClock),
         Arc::new(SequentialIds::default()),
+        audit,
     );
     c.bench_function(
         "records: create Patient (1 KiB, new compartment, in memory)",

@@ -55,7 +55,18 @@ fn owned_version(
         index: IndexRows::default(),
         deleted: false,
         claim: None,
+        audit: Some(audit_entry(audit_chain::Action::Create)),
     }
+}
+
+/// An audit entry with a fresh id: every write of the suite stores one, as the core's do.
+fn audit_entry(action: audit_chain::Action) -> audit_chain::AuditEntry {
+    audit_chain::AuditEntry::new(
+        uuid::Uuid::new_v4().to_string(),
+        datetime!(2026-11-22 10:00:00.123456 UTC),
+        action,
+        audit_chain::Outcome::Success,
+    )
 }
 
 /// Runs every check of the contract against `store`, which must be empty; `keys` is the key
@@ -548,7 +559,10 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
     };
     assert_eq!(store.search(&blind()).await.unwrap().len(), 3);
     let at = datetime!(2026-11-24 10:00 UTC);
-    let erasure = store.erase("Patient/e1", at).await.unwrap();
+    let erasure = store
+        .erase("Patient/e1", at, &audit_entry(audit_chain::Action::Erase))
+        .await
+        .unwrap();
     assert_eq!(
         erasure,
         Erasure {

@@ -89,6 +89,48 @@ pub enum RecordsError {
     Crypto(CryptoError),
     #[error(transparent)]
     Store(StoreError),
+    /// The audit log could not record the access, so nothing was disclosed or changed.
+    #[error(transparent)]
+    AuditUnavailable(audit_chain::AuditFailure),
+}
+
+impl RecordsError {
+    /// A short code for the audit log's `reason`: the kind of failure, never its details.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid { .. } => "invalid",
+            Self::WrongType { .. } => "wrong-type",
+            Self::NotFound { .. } => "not-found",
+            Self::Deleted { .. } => "deleted",
+            Self::Conflict { .. } => "conflict",
+            Self::BadId { .. } => "bad-id",
+            Self::IdMismatch { .. } => "id-mismatch",
+            Self::VersionMismatch { .. } => "version-mismatch",
+            Self::MultipleMatches { .. } => "multiple-matches",
+            Self::ClaimTaken { .. } | Self::VersionConflict { .. } => "concurrent-change",
+            Self::Erased { .. } => "erased",
+            Self::OutsideCompartment { .. } => "outside-compartment",
+            Self::CompartmentErased { .. } => "compartment-erased",
+            Self::Integrity { .. } => "integrity",
+            Self::Search(_) => "bad-search",
+            Self::Crypto(_) => "key-failure",
+            Self::Store(_) => "store-failure",
+            Self::AuditUnavailable(_) => "audit-unavailable",
+        }
+    }
+
+    /// Whether the server failed (rather than the request being refused).
+    pub fn is_server_failure(&self) -> bool {
+        matches!(
+            self,
+            Self::Integrity { .. }
+                | Self::Crypto(_)
+                | Self::Store(_)
+                | Self::AuditUnavailable(_)
+                | Self::VersionConflict { .. }
+                | Self::ClaimTaken { .. }
+        )
+    }
 }
 
 impl From<CryptoError> for RecordsError {

@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use audit_chain::AuditEntry;
+use audit_chain::fakes::MemoryAuditLog;
 use fhir_model::ResourceType;
 use phi_crypto::fakes::MemoryKeyStore;
 use phi_crypto::{KeyOwner, KeyState, KeyStore};
@@ -31,9 +33,16 @@ pub struct MemoryStore {
     entries: Mutex<BTreeMap<Key, Entry>>,
     claims: Mutex<BTreeMap<(ResourceType, phi_crypto::BlindToken), String>>,
     keys: Arc<MemoryKeyStore>,
+    audit: MemoryAuditLog,
 }
 
 impl MemoryStore {
+    /// The audit log that writes append their entries to (as the SQL store does in the
+    /// write's transaction); give it to `Records` too.
+    pub fn audit_log(&self) -> MemoryAuditLog {
+        self.audit.clone()
+    }
+
     /// The key store that erasure destroys keys in; give it to the `Vault`.
     pub fn keys(&self) -> Arc<MemoryKeyStore> {
         self.keys.clone()
@@ -80,6 +89,11 @@ impl MemoryStore {
                 }
                 claims.insert((version.resource_type, claim), version.id.clone());
             }
+        }
+        if let Some(audit) = &version.audit {
+            self.audit
+                .append_now(std::slice::from_ref(audit))
+                .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
         let entry = entries.entry(key).or_default();
         entry.versions.push(StoredVersion {
@@ -340,7 +354,15 @@ impl ResourceStore for MemoryStore {
         Ok(u64::try_from(found.len()).unwrap_or(u64::MAX))
     }
 
-    async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
+    async fn erase(
+        &self,
+        key_owner: &str,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Erasure, StoreError> {
+        self.audit
+            .append_now(std::slice::from_ref(audit))
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         let owner = KeyOwner::parse(key_owner).ok_or_else(|| StoreError::Corrupt {
             resource_type: "Patient".into(),
             id: key_owner.into(),

@@ -4,6 +4,7 @@
 //! blind and plain index rows with `phi-crypto`, and hands them to a [`ResourceStore`]. It does no IO of its own: storage, time and ids come through ports, so the
 //! whole core runs in tests against the in-memory fakes in [`fakes`].
 
+pub mod audit;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 mod error;
@@ -14,6 +15,7 @@ pub mod search;
 pub mod series;
 mod service;
 
+pub use audit::Actor;
 pub use error::RecordsError;
 pub use ports::{
     Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore,

@@ -35,6 +35,9 @@ pub struct NewVersion {
     /// resource is unchanged. A second create with the same claim fails with
     /// [`StoreError::ClaimTaken`].
     pub claim: Option<phi_crypto::BlindToken>,
+    /// The audit entry of this write: stored in the same transaction, so a write is on the
+    /// audit log exactly when it happened.
+    pub audit: Option<audit_chain::AuditEntry>,
 }
 
 /// A version as the store returns it.
@@ -254,8 +257,14 @@ pub trait ResourceStore: Send + Sync {
 
     /// Crypto-shredding of a patient compartment, in one transaction: destroys the data key of
     /// `key_owner` (leaving a tombstone), deletes the index rows of every resource sealed under
-    /// it, and marks those resources deleted. The sealed versions stay, unreadable.
-    async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError>;
+    /// it, and marks those resources deleted. The sealed versions stay, unreadable. `audit` is
+    /// stored in the same transaction.
+    async fn erase(
+        &self,
+        key_owner: &str,
+        at: OffsetDateTime,
+        audit: &audit_chain::AuditEntry,
+    ) -> Result<Erasure, StoreError>;
 
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;

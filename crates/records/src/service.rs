@@ -8,6 +8,9 @@ use phi_crypto::{CryptoError, KeyId, KeyOwner, SealContext, Vault, open, seal};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use audit_chain::{Action, AuditEntry, AuditLog, Outcome};
+
+use crate::audit::{self, Actor, blind_query, patient_of, per_patient};
 use crate::error::RecordsError;
 use crate::index::{IndexRows, Position, index_rows};
 use crate::ports::{
@@ -23,6 +26,8 @@ pub struct StoredResource {
     pub id: String,
     pub version: u64,
     pub last_updated: OffsetDateTime,
+    /// Whose data key seals it: `Patient/{id}` or `system`.
+    pub key_owner: String,
     pub body: Vec<u8>,
 }
 
@@ -130,6 +135,10 @@ pub struct Records {
     ids: Arc<dyn IdGenerator>,
     /// `Patient/{id}` when the caller may touch only that patient's compartment.
     confinement: Option<String>,
+    /// Where every touch of the records is written down.
+    audit: Arc<dyn AuditLog>,
+    /// Who the entries name.
+    actor: Arc<Actor>,
 }
 
 impl std::fmt::Debug for Records {
@@ -144,6 +153,7 @@ impl Records {
         vault: Vault,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
+        audit: Arc<dyn AuditLog>,
     ) -> Self {
         Self {
             store,
@@ -151,7 +161,110 @@ impl Records {
             clock,
             ids,
             confinement: None,
+            audit,
+            actor: Arc::new(Actor::system("cairn")),
         }
+    }
+
+    /// The same use cases, written on the audit log as done by `actor`.
+    pub fn acting_for(&self, actor: Actor) -> Self {
+        Self {
+            actor: Arc::new(actor),
+            ..self.clone()
+        }
+    }
+
+    /// The audit log the use cases write to.
+    pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
+        &self.audit
+    }
+
+    /// A new entry by the current actor.
+    pub fn audit_entry(&self, action: Action, outcome: Outcome) -> AuditEntry {
+        // Entry ids are random whatever the resource ids are: they are the log's, not the
+        // records'.
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut entry = AuditEntry::new(id, self.now(), action, outcome);
+        self.actor.stamp(&mut entry);
+        entry
+    }
+
+    /// An entry about one resource.
+    fn entry_about(
+        &self,
+        action: Action,
+        resource_type: ResourceType,
+        id: &str,
+        version: Option<u64>,
+        key_owner: Option<&str>,
+    ) -> AuditEntry {
+        let mut entry = self.audit_entry(action, Outcome::Success);
+        entry.resource_type = Some(resource_type.as_str().to_owned());
+        entry.resource_id = Some(id.to_owned());
+        entry.version = version;
+        entry.patient = key_owner.and_then(patient_of);
+        entry
+    }
+
+    /// Commits `entries` before anything is returned: if the log cannot take them, the
+    /// caller gets [`RecordsError::AuditUnavailable`] instead of the data.
+    pub async fn record(&self, entries: &[AuditEntry]) -> Result<(), RecordsError> {
+        self.audit
+            .append(entries)
+            .await
+            .map_err(RecordsError::AuditUnavailable)
+    }
+
+    /// Records a use case's failure (after its rollback: nothing it tried is stored) and
+    /// passes the result on. If the log is down too, the original error still goes back.
+    async fn audited<T>(
+        &self,
+        action: Action,
+        resource_type: Option<ResourceType>,
+        id: Option<&str>,
+        result: Result<T, RecordsError>,
+    ) -> Result<T, RecordsError> {
+        if let Err(err) = &result
+            && !matches!(err, RecordsError::AuditUnavailable(_))
+        {
+            let (outcome, reason) = audit::failure(err);
+            let mut entry = self.audit_entry(action, outcome);
+            entry.resource_type = resource_type.map(|t| t.as_str().to_owned());
+            entry.resource_id = id.map(str::to_owned);
+            entry.reason = Some(reason.to_owned());
+            // The caller gets the original error either way; a failure to record it shows
+            // up as the log's own unavailability on the next request.
+            let _ = self.record(&[entry]).await;
+        }
+        result
+    }
+
+    /// Entries for a set of disclosed resources: one per patient whose data it holds (so each
+    /// patient's accounting of disclosures sees it), or one without a patient if none.
+    fn disclosure_entries<'a>(
+        &self,
+        action: Action,
+        resource_type: Option<ResourceType>,
+        query: &[(String, String)],
+        owners: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<AuditEntry> {
+        let counts = per_patient(owners);
+        let query = blind_query(&self.vault.blind_index(), query);
+        let mut groups: Vec<(Option<String>, u64)> = counts.into_iter().collect();
+        if groups.is_empty() {
+            groups.push((None, 0));
+        }
+        groups
+            .into_iter()
+            .map(|(patient, count)| {
+                let mut entry = self.audit_entry(action, Outcome::Success);
+                entry.resource_type = resource_type.map(|t| t.as_str().to_owned());
+                entry.patient = patient;
+                entry.result_count = Some(count);
+                entry.query.clone_from(&query);
+                entry
+            })
+            .collect()
     }
 
     /// The same use cases for a caller who may touch only `patient_id`'s compartment: a
@@ -194,7 +307,10 @@ impl Records {
         body: &[u8],
     ) -> Result<StoredResource, RecordsError> {
         let id = self.ids.new_id();
-        self.create_version_one(resource_type, body, &id, None)
+        let created = self
+            .create_version_one(resource_type, body, &id, None)
+            .await;
+        self.audited(Action::Create, Some(resource_type), None, created)
             .await
     }
 
@@ -209,9 +325,32 @@ impl Records {
         body: &[u8],
         criteria: &[(String, String)],
     ) -> Result<(StoredResource, bool), RecordsError> {
+        let result = self
+            .create_conditional_unaudited(resource_type, body, criteria)
+            .await;
+        self.audited(Action::Create, Some(resource_type), None, result)
+            .await
+    }
+
+    async fn create_conditional_unaudited(
+        &self,
+        resource_type: ResourceType,
+        body: &[u8],
+        criteria: &[(String, String)],
+    ) -> Result<(StoredResource, bool), RecordsError> {
         let (query, claim) = self.conditional_query(resource_type, criteria, "If-None-Exist")?;
         for _ in 0..4 {
             if let Some(existing) = self.single_match(&query).await? {
+                // The existing resource goes back to the caller: a disclosure.
+                let mut entry = self.entry_about(
+                    Action::Read,
+                    resource_type,
+                    &existing.id,
+                    Some(existing.version),
+                    Some(&existing.key_owner),
+                );
+                entry.operation = Some("conditional-create".to_owned());
+                self.record(&[entry]).await?;
                 return Ok((existing, false));
             }
             let id = self.ids.new_id();
@@ -236,6 +375,19 @@ impl Records {
         body: &[u8],
         criteria: &[(String, String)],
     ) -> Result<(StoredResource, bool), RecordsError> {
+        let result = self
+            .update_conditional_unaudited(resource_type, body, criteria)
+            .await;
+        self.audited(Action::Update, Some(resource_type), None, result)
+            .await
+    }
+
+    async fn update_conditional_unaudited(
+        &self,
+        resource_type: ResourceType,
+        body: &[u8],
+        criteria: &[(String, String)],
+    ) -> Result<(StoredResource, bool), RecordsError> {
         let (query, claim) = self.conditional_query(resource_type, criteria, "criteria")?;
         let resource = parse_for(resource_type, body)?;
         let body_id = resource.id().map(|id| id.as_str().to_owned());
@@ -248,7 +400,7 @@ impl Records {
                     let mut resource = resource.clone();
                     resource.set_id(Some(Id::from(existing.id.as_str())));
                     return self
-                        .update(resource_type, &existing.id, &resource.to_json(), None)
+                        .update_unaudited(resource_type, &existing.id, &resource.to_json(), None)
                         .await;
                 }
                 None => {
@@ -356,14 +508,15 @@ impl Records {
         let meta = resource.meta_mut();
         meta.version_id = Some(Id::from("1"));
         meta.last_updated = Some(Instant::from(instant(last_updated)));
-        let body = self
-            .store_version(&resource, 1, last_updated, None, claim)
+        let (body, key_owner) = self
+            .store_version(&resource, 1, last_updated, None, claim, Action::Create)
             .await?;
         Ok(StoredResource {
             resource_type,
             id: id.to_owned(),
             version: 1,
             last_updated,
+            key_owner,
             body,
         })
     }
@@ -392,6 +545,20 @@ impl Records {
     /// a concurrent update is retried on the newer version, so no write is lost. Returns the
     /// stored resource and whether it was created.
     pub async fn update(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        body: &[u8],
+        if_match: Option<u64>,
+    ) -> Result<(StoredResource, bool), RecordsError> {
+        let result = self
+            .update_unaudited(resource_type, id, body, if_match)
+            .await;
+        self.audited(Action::Update, Some(resource_type), Some(id), result)
+            .await
+    }
+
+    async fn update_unaudited(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -434,16 +601,29 @@ impl Records {
             let meta = resource.meta_mut();
             meta.version_id = Some(Id::from(version.to_string()));
             meta.last_updated = Some(Instant::from(instant(last_updated)));
+            let action = if current_version.is_some() {
+                Action::Update
+            } else {
+                Action::Create
+            };
             let written = self
-                .store_version(&resource, version, last_updated, current_version, None)
+                .store_version(
+                    &resource,
+                    version,
+                    last_updated,
+                    current_version,
+                    None,
+                    action,
+                )
                 .await;
             match written {
-                Ok(body) => {
+                Ok((body, key_owner)) => {
                     let stored = StoredResource {
                         resource_type,
                         id: id.to_owned(),
                         version,
                         last_updated,
+                        key_owner,
                         body,
                     };
                     return Ok((stored, current_version.is_none()));
@@ -471,6 +651,17 @@ impl Records {
     /// history keeps every version). Deleting a deleted resource changes nothing. Returns the
     /// deletion's version, or `None` if it was already deleted.
     pub async fn delete(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Option<u64>, RecordsError> {
+        let result = self.delete_unaudited(resource_type, id, if_match).await;
+        self.audited(Action::Delete, Some(resource_type), Some(id), result)
+            .await
+    }
+
+    async fn delete_unaudited(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -506,6 +697,13 @@ impl Records {
                 return Ok(None);
             }
             let version = current.version + 1;
+            let audit = self.entry_about(
+                Action::Delete,
+                resource_type,
+                id,
+                Some(version),
+                Some(&current.key_owner),
+            );
             let marker = NewVersion {
                 resource_type,
                 id: id.to_owned(),
@@ -523,6 +721,7 @@ impl Records {
                 index: IndexRows::default(),
                 deleted: true,
                 claim: None,
+                audit: Some(audit),
             };
             match self.store.update(marker, current.version).await {
                 Ok(()) => return Ok(Some(version)),
@@ -548,6 +747,17 @@ impl Records {
         id: &str,
         version: &str,
     ) -> Result<StoredResource, RecordsError> {
+        let result = self.vread_unaudited(resource_type, id, version).await;
+        self.audited(Action::Vread, Some(resource_type), Some(id), result)
+            .await
+    }
+
+    async fn vread_unaudited(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: &str,
+    ) -> Result<StoredResource, RecordsError> {
         let not_found = || RecordsError::NotFound {
             resource_type,
             id: id.to_owned(),
@@ -561,11 +771,34 @@ impl Records {
             .read_version(resource_type, id, version)
             .await?
             .ok_or_else(not_found)?;
-        self.open_version(stored)
+        let opened = self.open_version(stored)?;
+        self.record(&[self.entry_about(
+            Action::Vread,
+            resource_type,
+            id,
+            Some(opened.version),
+            Some(&opened.key_owner),
+        )])
+        .await?;
+        Ok(opened)
     }
 
     /// FHIR instance `history`: versions newest first, at most `count`, since `since`.
     pub async fn history(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        since: Option<OffsetDateTime>,
+        count: u64,
+    ) -> Result<Vec<HistoryEntry>, RecordsError> {
+        let result = self
+            .history_unaudited(resource_type, id, since, count)
+            .await;
+        self.audited(Action::History, Some(resource_type), Some(id), result)
+            .await
+    }
+
+    async fn history_unaudited(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -597,6 +830,7 @@ impl Records {
         if versions.iter().any(|v| !self.visible(&v.key_owner)) {
             return Err(not_found());
         }
+        let owner = versions.first().map(|v| v.key_owner.clone());
         let mut entries = Vec::with_capacity(versions.len());
         for stored in versions {
             let (version, last_updated) = (stored.version, stored.last_updated);
@@ -613,6 +847,10 @@ impl Records {
                 body,
             });
         }
+        let mut entry =
+            self.entry_about(Action::History, resource_type, id, None, owner.as_deref());
+        entry.result_count = Some(u64::try_from(entries.len()).unwrap_or(u64::MAX));
+        self.record(&[entry]).await?;
         Ok(entries)
     }
 
@@ -620,6 +858,20 @@ impl Records {
     /// at most `count` per page, since `since`, after the page `cursor` ended. Versions in
     /// erased compartments are left out: they no longer exist for anyone.
     pub async fn history_all(
+        &self,
+        resource_type: Option<ResourceType>,
+        since: Option<OffsetDateTime>,
+        count: u64,
+        cursor: Option<&str>,
+    ) -> Result<HistoryPage, RecordsError> {
+        let result = self
+            .history_all_unaudited(resource_type, since, count, cursor)
+            .await;
+        self.audited(Action::History, resource_type, None, result)
+            .await
+    }
+
+    async fn history_all_unaudited(
         &self,
         resource_type: Option<ResourceType>,
         since: Option<OffsetDateTime>,
@@ -654,10 +906,12 @@ impl Records {
             None
         };
         let mut entries = Vec::with_capacity(versions.len());
+        let mut owners = Vec::with_capacity(versions.len());
         for stored in versions {
             if !self.visible(&stored.key_owner) {
                 continue;
             }
+            let owner = stored.key_owner.clone();
             let (rt, id, version, last_updated) = (
                 stored.resource_type,
                 stored.id.clone(),
@@ -673,6 +927,7 @@ impl Records {
                     Err(other) => return Err(other),
                 }
             };
+            owners.push(owner);
             entries.push(HistoryEntry {
                 resource_type: rt,
                 id,
@@ -681,6 +936,17 @@ impl Records {
                 body,
             });
         }
+        let mut query = Vec::new();
+        if let Some(since) = since {
+            query.push(("_since".to_owned(), instant(since)));
+        }
+        let audit = self.disclosure_entries(
+            Action::History,
+            resource_type,
+            &query,
+            owners.iter().map(String::as_str),
+        );
+        self.record(&audit).await?;
         Ok(HistoryPage {
             entries,
             next_cursor,
@@ -694,8 +960,42 @@ impl Records {
         &self,
         patient_id: &str,
     ) -> Result<Vec<crate::series::SeriesStatus>, RecordsError> {
+        let result = self.series_status_unaudited(patient_id).await;
+        match result {
+            Ok((status, key_owner, doses)) => {
+                let mut entry = self.entry_about(
+                    Action::Read,
+                    ResourceType::PATIENT,
+                    patient_id,
+                    None,
+                    Some(&key_owner),
+                );
+                entry.operation = Some("$series-status".to_owned());
+                entry.result_count = Some(doses);
+                self.record(&[entry]).await?;
+                Ok(status)
+            }
+            Err(err) => {
+                self.audited(
+                    Action::Read,
+                    Some(ResourceType::PATIENT),
+                    Some(patient_id),
+                    Err(err),
+                )
+                .await
+            }
+        }
+    }
+
+    /// The series status, the patient's key owner, and how many Immunizations it read.
+    async fn series_status_unaudited(
+        &self,
+        patient_id: &str,
+    ) -> Result<(Vec<crate::series::SeriesStatus>, String, u64), RecordsError> {
         // The patient must be readable (404, 410 as for a read).
-        self.read(ResourceType::PATIENT, patient_id).await?;
+        let patient = self
+            .read_unaudited(ResourceType::PATIENT, patient_id)
+            .await?;
         let mut immunizations = Vec::new();
         let mut after = None;
         loop {
@@ -729,7 +1029,12 @@ impl Records {
                 break;
             }
         }
-        Ok(crate::series::series_status(&immunizations))
+        let doses = u64::try_from(immunizations.len()).unwrap_or(u64::MAX);
+        Ok((
+            crate::series::series_status(&immunizations),
+            patient.key_owner,
+            doses,
+        ))
     }
 
     /// Now, cut to microseconds: stored timestamps have that precision (Postgres), so the body
@@ -752,7 +1057,8 @@ impl Records {
         last_updated: OffsetDateTime,
         expected: Option<u64>,
         claim: Option<phi_crypto::BlindToken>,
-    ) -> Result<Vec<u8>, RecordsError> {
+        action: Action,
+    ) -> Result<(Vec<u8>, String), RecordsError> {
         let resource_type = resource.resource_type();
         let id = resource.id().map(|id| id.as_str()).unwrap_or_default();
         let owner = key_owner(resource);
@@ -766,6 +1072,8 @@ impl Records {
             id,
             version,
         };
+        let owner_name = owner.as_str().into_owned();
+        let audit = self.entry_about(action, resource_type, id, Some(version), Some(&owner_name));
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -785,6 +1093,7 @@ impl Records {
                 index: index.clone(),
                 deleted: false,
                 claim,
+                audit: Some(audit.clone()),
             };
             let written = match expected {
                 None => self.store.create(new_version).await,
@@ -794,7 +1103,7 @@ impl Records {
                 Err(StoreError::KeyChanged { .. }) if attempts < 3 => {}
                 other => {
                     other?;
-                    return Ok(body);
+                    return Ok((body, owner_name));
                 }
             }
         }
@@ -816,6 +1125,31 @@ impl Records {
 
     /// FHIR `read`: the current version.
     pub async fn read(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<StoredResource, RecordsError> {
+        let result = self.read_unaudited(resource_type, id).await;
+        match result {
+            Ok(resource) => {
+                self.record(&[self.entry_about(
+                    Action::Read,
+                    resource_type,
+                    id,
+                    Some(resource.version),
+                    Some(&resource.key_owner),
+                )])
+                .await?;
+                Ok(resource)
+            }
+            Err(err) => {
+                self.audited(Action::Read, Some(resource_type), Some(id), Err(err))
+                    .await
+            }
+        }
+    }
+
+    async fn read_unaudited(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -849,6 +1183,41 @@ impl Records {
     /// As [`Records::search`]; `lenient` leaves out unknown parameters (listed in the page's
     /// `ignored`) instead of refusing them.
     pub async fn search_with(
+        &self,
+        resource_type: ResourceType,
+        params: &[(String, String)],
+        lenient: bool,
+    ) -> Result<SearchPage, RecordsError> {
+        let result = self.search_unaudited(resource_type, params, lenient).await;
+        match result {
+            Ok(page) => {
+                // Only the parameters that were used: an ignored unknown name is the client's
+                // text, not a parameter.
+                let used: Vec<(String, String)> = params
+                    .iter()
+                    .filter(|(name, _)| !page.ignored.contains(name))
+                    .cloned()
+                    .collect();
+                let entries = self.disclosure_entries(
+                    Action::Search,
+                    Some(resource_type),
+                    &used,
+                    page.resources
+                        .iter()
+                        .chain(&page.included)
+                        .map(|r| r.key_owner.as_str()),
+                );
+                self.record(&entries).await?;
+                Ok(page)
+            }
+            Err(err) => {
+                self.audited(Action::Search, Some(resource_type), None, Err(err))
+                    .await
+            }
+        }
+    }
+
+    async fn search_unaudited(
         &self,
         resource_type: ResourceType,
         params: &[(String, String)],
@@ -952,7 +1321,7 @@ impl Records {
                         if !seen.insert((target_type, id.clone())) {
                             continue;
                         }
-                        match self.read(target_type, &id).await {
+                        match self.read_unaudited(target_type, &id).await {
                             Ok(target) => included.push(target),
                             // A dangling, deleted or erased target is simply not included.
                             Err(
@@ -1002,6 +1371,12 @@ impl Records {
     /// resource sealed under it becomes unreadable, also straight from the database), their
     /// index rows, and leaves a tombstone. Answers [`RecordsError::Erased`] if already done.
     pub async fn erase_patient(&self, id: &str) -> Result<Erasure, RecordsError> {
+        let result = self.erase_unaudited(id).await;
+        self.audited(Action::Erase, Some(ResourceType::PATIENT), Some(id), result)
+            .await
+    }
+
+    async fn erase_unaudited(&self, id: &str) -> Result<Erasure, RecordsError> {
         let resource_type = ResourceType::PATIENT;
         let not_found = || RecordsError::NotFound {
             resource_type,
@@ -1021,7 +1396,18 @@ impl Records {
                 id: id.to_owned(),
             });
         }
-        let erasure = self.store.erase(&owner.as_str(), self.clock.now()).await?;
+        let mut entry = self.entry_about(
+            Action::Erase,
+            resource_type,
+            id,
+            None,
+            Some(&owner.as_str()),
+        );
+        entry.operation = Some("$erase".to_owned());
+        let erasure = self
+            .store
+            .erase(&owner.as_str(), self.clock.now(), &entry)
+            .await?;
         Ok(erasure)
     }
 
@@ -1100,6 +1486,7 @@ impl Records {
             id: stored.id,
             version: stored.version,
             last_updated: stored.last_updated,
+            key_owner: stored.key_owner,
             body: body.into_exposed(),
         })
     }

@@ -1,5 +1,7 @@
 //! Connecting, configuring each backend, and migrating.
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -45,6 +47,8 @@ pub enum ConnectError {
 pub struct SqlStore {
     pub(crate) db: DatabaseConnection,
     backend: Backend,
+    /// SQLite's sequencer lock (PostgreSQL uses an advisory lock in the database).
+    pub(crate) sequencing: Arc<AtomicBool>,
 }
 
 impl SqlStore {
@@ -84,7 +88,11 @@ impl SqlStore {
         let db = Database::connect(connect)
             .await
             .map_err(|e| ConnectError::Connect(backend, e))?;
-        Ok(Self { db, backend })
+        Ok(Self {
+            db,
+            backend,
+            sequencing: Arc::default(),
+        })
     }
 
     /// Applies every pending migration.

@@ -2,10 +2,12 @@
 //! default), with one code path for both.
 //!
 //! Only this crate knows SQL. Entity structs and `DbErr` never leave it: callers see the ports
-//! of `records` and `access` and their errors.
+//! of `records`, `access` and `audit-chain` and their errors.
 
+mod audit;
 mod connect;
 mod entity;
+mod group_commit;
 mod keys;
 mod resources;
 mod tables;
@@ -15,3 +17,4 @@ mod tokens;
 pub mod testing;
 
 pub use connect::{Backend, ConnectError, SqlStore, StoreOptions};
+pub use group_commit::GroupCommit;

@@ -1,6 +1,7 @@
 //! [`ResourceStore`] on sea-orm.
 
 use async_trait::async_trait;
+use audit_chain::AuditEntry;
 use fhir_model::ResourceType;
 use phi_crypto::BlindToken;
 use records::index::{Clause, IndexRows, SearchQuery, SortKey};
@@ -17,6 +18,7 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 
+use crate::audit::insert_entries;
 use crate::connect::SqlStore;
 use crate::entity::{Body, resource, resource_version};
 use crate::keys::{
@@ -200,11 +202,19 @@ impl ResourceStore for SqlStore {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn erase(&self, key_owner: &str, at: OffsetDateTime) -> Result<Erasure, StoreError> {
+    async fn erase(
+        &self,
+        key_owner: &str,
+        at: OffsetDateTime,
+        audit: &AuditEntry,
+    ) -> Result<Erasure, StoreError> {
         let txn = self.db.begin().await.map_err(unavailable)?;
         destroy_key(&txn, key_owner, at)
             .await
             .map_err(unavailable)?;
+        if let Some(insert) = insert_entries(std::slice::from_ref(audit)).map_err(unavailable)? {
+            txn.execute(&insert).await.map_err(unavailable)?;
+        }
         let resources = resource::Entity::find()
             .filter(resource::Column::KeyOwner.eq(key_owner))
             .all(&txn)
@@ -360,6 +370,10 @@ impl SqlStore {
         write_index(&txn, resource_type, &id, &version.index)
             .await
             .map_err(unavailable)?;
+        // The write's audit entry commits with it, or neither does.
+        if let Some(insert) = insert_entries(version.audit.as_slice()).map_err(unavailable)? {
+            txn.execute(&insert).await.map_err(unavailable)?;
+        }
         if version.deleted {
             // A deletion marker has no body: no key is involved.
             return txn.commit().await.map_err(unavailable);

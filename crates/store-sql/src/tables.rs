@@ -17,6 +17,10 @@ pub(crate) const CONDITIONAL_CLAIM: &str = "conditional_claim";
 pub(crate) const TOKEN_ISSUANCE: &str = "token_issuance";
 pub(crate) const TOKEN_REVOCATION: &str = "token_revocation";
 
+pub(crate) const AUDIT_ENTRY: &str = "audit_entry";
+pub(crate) const AUDIT_NODE: &str = "audit_node";
+pub(crate) const AUDIT_CHECKPOINT: &str = "audit_checkpoint";
+
 /// Every table of rows derived from a resource's current version (index rows and conditional
 /// claims), keyed by (resource_type, id): cleared when the resource changes or is erased.
 pub(crate) const INDEX_TABLES: [&str; 6] = [

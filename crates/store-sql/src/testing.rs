@@ -8,7 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectionTrait, Database, Statement, TransactionTrait};
 
 use crate::{SqlStore, StoreOptions};
 
@@ -157,6 +157,62 @@ impl TestDatabase {
             .expect("statement runs");
         db.close().await.ok();
         result.rows_affected()
+    }
+
+    /// Runs statements as a database superuser would, past the audit tables' append-only
+    /// guard (tamper tests): on PostgreSQL with triggers disabled for the session
+    /// (`session_replication_role = replica`), on SQLite after dropping the guard triggers.
+    pub async fn bypassing_audit_guard(&self, statements: &[(&str, Vec<sea_orm::Value>)]) {
+        let db = Database::connect(&self.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        let conn = db.begin().await.expect("begin");
+        match self.kind {
+            Kind::Postgres { .. } => {
+                conn.execute_unprepared("SET LOCAL session_replication_role = replica")
+                    .await
+                    .expect("superuser: disable triggers");
+            }
+            Kind::Sqlite { .. } => {
+                for trigger in [
+                    "audit_entry_no_delete",
+                    "audit_entry_sequence_once",
+                    "audit_node_no_delete",
+                    "audit_node_no_update",
+                    "audit_checkpoint_no_delete",
+                    "audit_checkpoint_no_update",
+                ] {
+                    conn.execute_unprepared(&format!("DROP TRIGGER IF EXISTS {trigger}"))
+                        .await
+                        .expect("drop a guard trigger");
+                }
+            }
+        }
+        for (sql, values) in statements {
+            conn.execute_raw(Statement::from_sql_and_values(
+                backend,
+                self.placeholders(sql),
+                values.clone(),
+            ))
+            .await
+            .expect("tampering statement runs");
+        }
+        conn.commit().await.expect("commit");
+        db.close().await.ok();
+    }
+
+    /// Runs one statement as the server's own role would, returning its error if refused.
+    pub async fn try_execute(&self, sql: &str, values: Vec<sea_orm::Value>) -> Result<u64, String> {
+        let db = Database::connect(&self.url).await.expect("connect");
+        let backend = db.get_database_backend();
+        let result = db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                self.placeholders(sql),
+                values,
+            ))
+            .await;
+        db.close().await.ok();
+        result.map(|r| r.rows_affected()).map_err(|e| e.to_string())
     }
 
     /// The stored (sealed) body of one resource version.

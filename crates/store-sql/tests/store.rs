@@ -92,6 +92,7 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
                         index: records::index::IndexRows::default(),
                         deleted: false,
                         claim: None,
+                        audit: None,
                     })
                     .await
             })

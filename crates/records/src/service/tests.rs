@@ -21,6 +21,7 @@ fn records_with_store() -> (Records, Arc<MemoryStore>) {
         vault,
         Arc::new(FixedClock::at(datetime!(2026-11-22 10:00:00.123456789 UTC))),
         Arc::new(SequentialIds::default()),
+        Arc::new(store.audit_log()),
     );
     (records, store)
 }

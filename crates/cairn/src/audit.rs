@@ -1,0 +1,330 @@
+//! The audit log in the running system: its identity (origin and signing key from the
+//! keyring), the sequencer loop every `cairn serve` runs (one of them sequences at a time),
+//! administrative entries, and `cairn audit verify | export`.
+
+use std::io::{BufRead, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use api_http::LogIdentity;
+use audit_chain::{
+    Action, AuditEntry, AuditLog, CheckpointSigner, Ed25519Signer, Hash, LogRecord, LogVerifier,
+    Outcome, Sequencer, Tamper, Verified, VerifierKey,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use crate::config::Config;
+
+/// Entries read per query while verifying or exporting.
+const PAGE: usize = 10_000;
+
+/// The checkpoint signer: Ed25519 from the keyring's audit seed, named by the log's origin.
+pub fn signer(
+    config: &Config,
+    master: &dyn phi_crypto::MasterKeys,
+) -> anyhow::Result<Ed25519Signer> {
+    Ed25519Signer::from_seed(
+        &config.audit_origin(),
+        master.keyring().audit_signing_seed(),
+    )
+    .map_err(|err| anyhow::anyhow!("the audit origin cannot name a signing key: {err}"))
+}
+
+/// The log's identity, as the HTTP front publishes it.
+pub fn identity(config: &Config, signer: &Ed25519Signer) -> LogIdentity {
+    LogIdentity {
+        origin: config.audit_origin(),
+        key: signer.verifier().clone(),
+    }
+}
+
+/// Sequences the log every `every` until the task is aborted. Every instance runs this; the
+/// log's sequencer lock lets one round run at a time, so instances share one log. A failed
+/// round changes nothing and is retried; it is logged once per failure streak.
+pub async fn keep_sequencing(sequencer: Sequencer, log: Arc<dyn AuditLog>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        ticker.tick().await;
+        match sequencer
+            .run_once(log.as_ref(), OffsetDateTime::now_utc(), false)
+            .await
+        {
+            Ok(round) => {
+                if failing {
+                    tracing::info!("the audit sequencer recovered");
+                }
+                failing = false;
+                if let Some(checkpoint) = round.checkpoint {
+                    tracing::debug!(
+                        size = checkpoint.size,
+                        sequenced = round.sequenced,
+                        "audit checkpoint signed"
+                    );
+                }
+            }
+            Err(err) if !failing => {
+                failing = true;
+                tracing::error!(error = %err, "the audit sequencer failed; retrying");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// Records an administrative act (token issued or revoked, key rotated) done from the CLI.
+pub async fn record_admin(
+    log: &dyn AuditLog,
+    action: Action,
+    token_id: Option<&str>,
+    detail: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut entry = AuditEntry::new(
+        uuid::Uuid::new_v4().to_string(),
+        OffsetDateTime::now_utc(),
+        action,
+        Outcome::Success,
+    );
+    records::Actor::system("cli").stamp(&mut entry);
+    entry.token_id = token_id.map(str::to_owned);
+    entry.reason = detail.map(str::to_owned);
+    log.append(&[entry])
+        .await
+        .map_err(|err| anyhow::anyhow!(err))
+        .context("cannot record this on the audit log")
+}
+
+/// One line of an export file.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+enum ExportLine {
+    /// First: which log, and the key its checkpoints verify with.
+    Log {
+        format: String,
+        origin: String,
+        vkey: String,
+        exported_at: String,
+    },
+    /// Then every signed checkpoint note, oldest first.
+    Checkpoint { note: String },
+    /// Then every sequenced entry, in index order.
+    Entry {
+        index: u64,
+        id: String,
+        /// The canonical bytes, base64.
+        body: String,
+        leaf_hash: String,
+        chain_hash: String,
+    },
+}
+
+const EXPORT_FORMAT: &str = "cairn-audit-export/1";
+
+/// Every signed checkpoint note, oldest first.
+async fn all_notes(log: &dyn AuditLog) -> anyhow::Result<Vec<String>> {
+    let mut notes = Vec::new();
+    let mut from = 0;
+    loop {
+        let page = log
+            .checkpoints(from, u64::MAX, PAGE)
+            .await
+            .map_err(|err| anyhow::anyhow!(err))?;
+        let full = page.len() == PAGE;
+        from = page.last().map_or(from, |c| c.checkpoint.size + 1);
+        notes.extend(page.into_iter().map(|c| c.note));
+        if !full {
+            return Ok(notes);
+        }
+    }
+}
+
+/// Verifies the log in the database: every checkpoint signature, every entry's bytes against
+/// its leaf and chain hashes, no index missing or repeated, and each checkpoint's root against
+/// the tree recomputed from all entries (which also proves consecutive checkpoints consistent).
+pub async fn verify_database(
+    log: &dyn AuditLog,
+    key: &VerifierKey,
+    origin: &str,
+) -> anyhow::Result<Result<Verified, Tamper>> {
+    let notes = all_notes(log).await?;
+    let mut verifier = match LogVerifier::new(key, origin, &notes) {
+        Ok(verifier) => verifier,
+        Err(tamper) => return Ok(Err(tamper)),
+    };
+    let mut next = 0;
+    loop {
+        let page = log
+            .records(next, PAGE)
+            .await
+            .map_err(|err| anyhow::anyhow!(err))?;
+        for record in &page {
+            if let Err(tamper) = verifier.push(record) {
+                return Ok(Err(tamper));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => next = last.index + 1,
+            _ => break,
+        }
+    }
+    Ok(verifier.finish())
+}
+
+/// Writes the whole sequenced log (checkpoints, then entries) as JSON lines to `out`; returns
+/// how many entries.
+pub async fn export(
+    log: &dyn AuditLog,
+    identity: &LogIdentity,
+    out: &mut dyn Write,
+) -> anyhow::Result<u64> {
+    let line = |out: &mut dyn Write, line: &ExportLine| -> anyhow::Result<()> {
+        serde_json::to_writer(&mut *out, line)?;
+        out.write_all(b"\n")?;
+        Ok(())
+    };
+    line(
+        out,
+        &ExportLine::Log {
+            format: EXPORT_FORMAT.to_owned(),
+            origin: identity.origin.clone(),
+            vkey: identity.key.to_vkey(),
+            exported_at: records::instant(OffsetDateTime::now_utc()),
+        },
+    )?;
+    for note in all_notes(log).await? {
+        line(out, &ExportLine::Checkpoint { note })?;
+    }
+    let mut count = 0;
+    let mut next = 0;
+    loop {
+        let page = log
+            .records(next, PAGE)
+            .await
+            .map_err(|err| anyhow::anyhow!(err))?;
+        for record in &page {
+            line(
+                out,
+                &ExportLine::Entry {
+                    index: record.index,
+                    id: record.id.clone(),
+                    body: BASE64.encode(&record.body),
+                    leaf_hash: record.leaf_hash.to_hex(),
+                    chain_hash: record.chain_hash.to_hex(),
+                },
+            )?;
+            count += 1;
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => next = last.index + 1,
+            _ => break,
+        }
+    }
+    out.flush()?;
+    Ok(count)
+}
+
+/// What an export file says about itself.
+#[derive(Debug, Clone)]
+pub struct ExportHeader {
+    pub origin: String,
+    pub vkey: String,
+}
+
+/// Verifies an export file with no database. `key`: the log's verifier key as published (the
+/// file's own key is used if none is given, and the caller should say so).
+pub fn verify_file(
+    path: &Path,
+    key: Option<&VerifierKey>,
+) -> anyhow::Result<(ExportHeader, Result<Verified, Tamper>)> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lines = std::io::BufReader::new(file).lines();
+    let header = match lines.next() {
+        Some(line) => serde_json::from_str::<ExportLine>(&line?)
+            .context("the first line is not an export header")?,
+        None => bail!("{} is empty", path.display()),
+    };
+    let ExportLine::Log {
+        format,
+        origin,
+        vkey,
+        ..
+    } = header
+    else {
+        bail!("the first line is not an export header");
+    };
+    if format != EXPORT_FORMAT {
+        bail!("unknown export format {format} (expected {EXPORT_FORMAT})");
+    }
+    let own_key = VerifierKey::parse(&vkey).context("the export's vkey is not valid")?;
+    let key = key.unwrap_or(&own_key).clone();
+    let header = ExportHeader { origin, vkey };
+    let mut notes = Vec::new();
+    let mut verifier: Option<LogVerifier> = None;
+    for (number, line) in lines.enumerate() {
+        let line = line?;
+        let parsed: ExportLine = serde_json::from_str(&line)
+            .with_context(|| format!("line {} is not an export line", number + 2))?;
+        match parsed {
+            ExportLine::Checkpoint { note } => {
+                if verifier.is_some() {
+                    bail!("line {}: a checkpoint after the entries", number + 2);
+                }
+                notes.push(note);
+            }
+            ExportLine::Entry {
+                index,
+                id,
+                body,
+                leaf_hash,
+                chain_hash,
+            } => {
+                if verifier.is_none() {
+                    match LogVerifier::new(&key, &header.origin, &notes) {
+                        Ok(v) => verifier = Some(v),
+                        Err(tamper) => return Ok((header, Err(tamper))),
+                    }
+                }
+                let record = LogRecord {
+                    index,
+                    id,
+                    body: BASE64
+                        .decode(body)
+                        .with_context(|| format!("line {}: body is not base64", number + 2))?,
+                    leaf_hash: Hash::from_hex(&leaf_hash)
+                        .with_context(|| format!("line {}: bad leaf hash", number + 2))?,
+                    chain_hash: Hash::from_hex(&chain_hash)
+                        .with_context(|| format!("line {}: bad chain hash", number + 2))?,
+                };
+                if let Some(verifier) = verifier.as_mut()
+                    && let Err(tamper) = verifier.push(&record)
+                {
+                    return Ok((header, Err(tamper)));
+                }
+            }
+            ExportLine::Log { .. } => bail!("line {}: a second header", number + 2),
+        }
+    }
+    let verifier = match verifier {
+        Some(verifier) => verifier,
+        None => match LogVerifier::new(&key, &header.origin, &notes) {
+            Ok(v) => v,
+            Err(tamper) => return Ok((header, Err(tamper))),
+        },
+    };
+    Ok((header, verifier.finish()))
+}
+
+/// Opens the store and the log's identity for the CLI.
+pub async fn open(config: &Config) -> anyhow::Result<(store_sql::SqlStore, LogIdentity)> {
+    let store = crate::server::open_store(config).await?;
+    let master = crate::keys::server_master_keys(config, &store).await?;
+    let signer = signer(config, master.as_ref())?;
+    Ok((store, identity(config, &signer)))
+}

@@ -1,0 +1,132 @@
+//! Group commit for the audit log: the entries of concurrent requests share one INSERT and one
+//! commit, so recording every read before it is answered does not cap throughput at one
+//! commit (one fsync on SQLite) per request.
+//!
+//! One writer task takes whatever has queued while the previous commit ran, up to
+//! [`GroupCommit::MAX_BATCH`] entries, and commits it as one statement: under load the batches
+//! grow, at rest each entry commits alone at once. Every caller waits for its own batch's
+//! commit and sees its failure.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use audit_chain::{
+    AuditEntry, AuditFailure, AuditLog, EntryQuery, FoundEntry, Hash, LogRecord, NodeId,
+    SequencerSession, StoredCheckpoint, StoredEntry,
+};
+use tokio::sync::{mpsc, oneshot};
+
+struct Job {
+    entries: Vec<AuditEntry>,
+    done: oneshot::Sender<Result<(), AuditFailure>>,
+}
+
+/// An [`AuditLog`] whose appends are batched; everything else goes straight to the log.
+#[derive(Clone)]
+pub struct GroupCommit {
+    log: Arc<dyn AuditLog>,
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GroupCommit")
+    }
+}
+
+impl GroupCommit {
+    /// Entries per commit, at most.
+    pub const MAX_BATCH: usize = 1_000;
+
+    /// Starts the writer task on the current tokio runtime. It ends when the last clone of
+    /// the returned value is dropped, after committing what was queued.
+    pub fn start(log: Arc<dyn AuditLog>) -> Self {
+        let (jobs, queue) = mpsc::channel(4 * Self::MAX_BATCH);
+        tokio::spawn(write_batches(Arc::clone(&log), queue));
+        Self { log, jobs }
+    }
+}
+
+async fn write_batches(log: Arc<dyn AuditLog>, mut queue: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::new();
+    while let Some(first) = queue.recv().await {
+        let mut size = first.entries.len();
+        batch.push(first);
+        while size < GroupCommit::MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => {
+                    size += job.entries.len();
+                    batch.push(job);
+                }
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<AuditEntry> = batch
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.entries))
+            .collect();
+        let result = log.append(&entries).await;
+        if let Err(err) = &result {
+            tracing::error!(error = %err, entries = entries.len(), "audit group commit failed");
+        }
+        for job in batch.drain(..) {
+            // A caller that gave up (its request was cancelled) no longer listens.
+            let _ = job.done.send(result.clone());
+        }
+    }
+}
+
+#[async_trait]
+impl AuditLog for GroupCommit {
+    async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (done, committed) = oneshot::channel();
+        let job = Job {
+            entries: entries.to_vec(),
+            done,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| AuditFailure("the audit writer has stopped".into()))?;
+        committed
+            .await
+            .map_err(|_| AuditFailure("the audit writer has stopped".into()))?
+    }
+
+    async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure> {
+        self.log.sequencer().await
+    }
+
+    async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure> {
+        self.log.entry(id).await
+    }
+
+    async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure> {
+        self.log.find(query).await
+    }
+
+    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, AuditFailure> {
+        self.log.nodes(ids).await
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditFailure> {
+        self.log.latest_checkpoint().await
+    }
+
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        to_size: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredCheckpoint>, AuditFailure> {
+        self.log.checkpoints(from_size, to_size, limit).await
+    }
+
+    async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure> {
+        self.log.records(from_index, limit).await
+    }
+}

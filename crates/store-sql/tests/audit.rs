@@ -1,0 +1,392 @@
+//! The audit log on real databases (SQLite and PostgreSQL): sequencing, group commit, the
+//! append-only guard, and tampering done directly in the database, which the verifier must
+//! catch and name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use audit_chain::{
+    Action, AuditEntry, AuditLog, CheckpointSigner, Ed25519Signer, LogVerifier, Outcome, Receipt,
+    Sequencer, Tamper, Verified, VerifierKey, leaf_hash,
+};
+use sea_orm::Value;
+use store_sql::testing::TestDatabase;
+use store_sql::{GroupCommit, SqlStore};
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+const ORIGIN: &str = "cairn.test/audit";
+
+fn signer() -> Arc<Ed25519Signer> {
+    Arc::new(Ed25519Signer::from_seed(ORIGIN, &[7; 32]).unwrap())
+}
+
+fn key() -> VerifierKey {
+    signer().verifier().clone()
+}
+
+fn entry(n: usize) -> AuditEntry {
+    let mut entry = AuditEntry::new(
+        uuid::Uuid::new_v4().to_string(),
+        datetime!(2026-11-23 10:00 UTC) + time::Duration::milliseconds(n as i64),
+        Action::Read,
+        Outcome::Success,
+    );
+    entry.subject = Some("user:alice".into());
+    entry.role = Some("clinician".into());
+    entry.resource_type = Some("Patient".into());
+    entry.resource_id = Some(format!("p-{n}"));
+    entry.patient = Some(format!("Patient/p-{n}"));
+    entry.version = Some(1);
+    entry
+}
+
+async fn verify(log: &dyn AuditLog) -> Result<Verified, Tamper> {
+    let notes: Vec<String> = log
+        .checkpoints(0, u64::MAX, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.note)
+        .collect();
+    let mut verifier = LogVerifier::new(&key(), ORIGIN, &notes)?;
+    for record in log.records(0, 100_000).await.unwrap() {
+        verifier.push(&record)?;
+    }
+    verifier.finish()
+}
+
+/// 24 entries in four rounds, each round signed: checkpoints at 6, 12, 18, 24.
+async fn sequenced(db: &TestDatabase) -> (SqlStore, Vec<AuditEntry>) {
+    let store = db.store().await;
+    let sequencer = Sequencer::new(ORIGIN, signer());
+    let entries: Vec<AuditEntry> = (0..24).map(entry).collect();
+    for batch in entries.chunks(6) {
+        store.append(batch).await.unwrap();
+        let round = sequencer
+            .run_once(&store, OffsetDateTime::now_utc(), true)
+            .await
+            .unwrap();
+        assert_eq!(round.sequenced, 6);
+        assert!(round.checkpoint.is_some());
+    }
+    assert_eq!(verify(&store).await.unwrap().entries, 24);
+    (store, entries)
+}
+
+#[tokio::test]
+async fn the_sequencer_builds_one_verifiable_log_and_every_entry_has_a_receipt() {
+    for db in TestDatabase::all().await {
+        let (store, entries) = sequenced(&db).await;
+        let verified = verify(&store).await.unwrap();
+        assert_eq!((verified.checkpoints, verified.signed_size), (4, 24));
+        for (index, entry) in entries.iter().enumerate() {
+            let stored = store.entry(&entry.id).await.unwrap().unwrap();
+            assert_eq!(stored.index, Some(index as u64));
+            assert_eq!(stored.body, entry.canonical_bytes());
+            let receipt = audit_chain::receipt(&store, &entry.id).await.unwrap();
+            let text = receipt.to_text();
+            Receipt::parse(&text)
+                .unwrap()
+                .verify(&stored.body, &key(), ORIGIN)
+                .unwrap();
+        }
+        // Consecutive checkpoints are consistent through the stored nodes.
+        let checkpoints = store.checkpoints(0, u64::MAX, 100).await.unwrap();
+        for pair in checkpoints.windows(2) {
+            let (old, new) = (&pair[0].checkpoint, &pair[1].checkpoint);
+            let proof = audit_chain::consistency_proof(&store, old.size, new.size)
+                .await
+                .unwrap();
+            assert!(audit_chain::verify_consistency(
+                old.size, new.size, &old.root, &new.root, &proof
+            ));
+        }
+        eprintln!("a verifiable log on {}", db.backend_name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_loses_nothing_and_sequencers_on_two_pools_make_one_log() {
+    for db in TestDatabase::all().await {
+        let first = db.store().await;
+        let second = db.store().await;
+        let log = GroupCommit::start(Arc::new(first.clone()));
+        let appends = (0..300).map(|n| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(&[entry(n)]).await })
+        });
+        // Two instances' sequencers race while the entries arrive.
+        let sequencers = [first.clone(), second.clone()].map(|store| {
+            tokio::spawn(async move {
+                let sequencer = Sequencer::new(ORIGIN, signer());
+                let mut skipped = 0;
+                for _ in 0..40 {
+                    let round = sequencer
+                        .run_once(&store, OffsetDateTime::now_utc(), false)
+                        .await
+                        .unwrap();
+                    skipped += usize::from(round.skipped);
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                skipped
+            })
+        });
+        for append in futures::future::join_all(appends).await {
+            append.unwrap().unwrap();
+        }
+        for sequencer in sequencers {
+            sequencer.await.unwrap();
+        }
+        Sequencer::new(ORIGIN, signer())
+            .run_once(&second, OffsetDateTime::now_utc(), true)
+            .await
+            .unwrap();
+        assert_eq!(db.row_count("audit_entry").await, 300);
+        let verified = verify(&first).await.unwrap();
+        assert_eq!((verified.entries, verified.signed_size), (300, 300));
+        eprintln!(
+            "{}: 300 entries, {} checkpoints, one log",
+            db.backend_name(),
+            verified.checkpoints
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
+    for db in TestDatabase::all().await {
+        let (_store, entries) = sequenced(&db).await;
+        let id = || Value::from(entries[3].id.clone());
+        let refused = [
+            (
+                "UPDATE audit_entry SET body = $1 WHERE id = $2",
+                vec![Value::from(b"{}".to_vec()), id()],
+            ),
+            (
+                "UPDATE audit_entry SET leaf_index = 99 WHERE id = $1",
+                vec![id()],
+            ),
+            ("DELETE FROM audit_entry WHERE id = $1", vec![id()]),
+            ("DELETE FROM audit_node", vec![]),
+            ("UPDATE audit_checkpoint SET note = 'forged'", vec![]),
+            ("DELETE FROM audit_checkpoint", vec![]),
+        ];
+        for (sql, values) in refused {
+            let result = db.try_execute(sql, values).await;
+            assert!(result.is_err(), "{}: {sql} was allowed", db.backend_name());
+        }
+        if db.backend_name() == "postgres" {
+            assert!(
+                db.try_execute("TRUNCATE audit_entry", vec![])
+                    .await
+                    .is_err()
+            );
+        }
+        assert_eq!(db.row_count("audit_entry").await, 24);
+    }
+}
+
+#[tokio::test]
+async fn a_writes_audit_entry_commits_with_it_and_a_failed_write_leaves_none() {
+    use fhir_model::ResourceType;
+    use records::{NewVersion, ResourceStore, StoreError};
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let key = phi_crypto::KeyRecord {
+            owner: phi_crypto::KeyOwner::System,
+            key_id: phi_crypto::KeyId::from_bytes(&[3; 16]).unwrap(),
+            created: datetime!(2026-11-23 10:00 UTC),
+            state: phi_crypto::KeyState::Wrapped(phi_crypto::WrappedKey {
+                kek_version: 1,
+                bytes: vec![0; 61],
+            }),
+        };
+        let version = |audit: AuditEntry| NewVersion {
+            resource_type: ResourceType::PATIENT,
+            id: "audited".into(),
+            version: 1,
+            last_updated: datetime!(2026-11-23 10:00 UTC),
+            key_owner: "system".into(),
+            key_id: key.key_id,
+            new_key: Some(key.clone()),
+            body: vec![1, 2, 3],
+            index: records::index::IndexRows::default(),
+            deleted: false,
+            claim: None,
+            audit: Some(audit),
+        };
+        let (won, lost) = (entry(1), entry(2));
+        store.create(version(won.clone())).await.unwrap();
+        let again = store.create(version(lost.clone())).await;
+        assert!(matches!(again, Err(StoreError::AlreadyExists { .. })));
+        assert!(store.entry(&won.id).await.unwrap().is_some());
+        assert!(store.entry(&lost.id).await.unwrap().is_none());
+        assert_eq!(db.row_count("audit_entry").await, 1);
+    }
+}
+
+/// Runs `tamper` on a fresh sequenced log of each backend and checks what the verifier says.
+async fn detects(
+    what: &str,
+    tamper: impl Fn(&[AuditEntry]) -> Vec<(&'static str, Vec<Value>)>,
+    expect: impl Fn(&Tamper, &[AuditEntry]) -> bool,
+) {
+    for db in TestDatabase::all().await {
+        let (store, entries) = sequenced(&db).await;
+        db.bypassing_audit_guard(&tamper(&entries)).await;
+        let found = verify(&store)
+            .await
+            .expect_err(&format!("{what} on {} went unnoticed", db.backend_name()));
+        assert!(
+            expect(&found, &entries),
+            "{what} on {}: unexpected finding {found}",
+            db.backend_name()
+        );
+        eprintln!("{what} on {}: {found}", db.backend_name());
+    }
+}
+
+#[tokio::test]
+async fn an_altered_entry_is_named() {
+    detects(
+        "altering entry 5",
+        |entries| {
+            let mut forged = entries[5].clone();
+            forged.purpose = Some("TREAT".into());
+            vec![(
+                "UPDATE audit_entry SET body = $1 WHERE id = $2",
+                vec![
+                    forged.canonical_bytes().into(),
+                    entries[5].id.clone().into(),
+                ],
+            )]
+        },
+        |found, entries| matches!(found, Tamper::Altered { index: 5, id } if *id == entries[5].id),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_altered_entry_with_a_recomputed_leaf_hash_breaks_the_chain_there() {
+    detects(
+        "altering entry 8 and its leaf hash",
+        |entries| {
+            let mut forged = entries[8].clone();
+            forged.subject = Some("user:mallory".into());
+            let bytes = forged.canonical_bytes();
+            vec![(
+                "UPDATE audit_entry SET body = $1, leaf_hash = $2 WHERE id = $3",
+                vec![
+                    bytes.clone().into(),
+                    leaf_hash(&bytes).0.to_vec().into(),
+                    entries[8].id.clone().into(),
+                ],
+            )]
+        },
+        |found, entries| {
+            matches!(found, Tamper::ChainBroken { index: 8, id } if *id == entries[8].id)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_deleted_entry_is_named_by_the_gap() {
+    detects(
+        "deleting entry 7",
+        |entries| {
+            vec![(
+                "DELETE FROM audit_entry WHERE id = $1",
+                vec![entries[7].id.clone().into()],
+            )]
+        },
+        |found, entries| {
+            matches!(found, Tamper::Missing { expected: 7, found: 8, id } if *id == entries[8].id)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn reordered_entries_are_named() {
+    detects(
+        "swapping entries 3 and 4",
+        |entries| {
+            let (a, b) = (entries[3].id.clone(), entries[4].id.clone());
+            vec![
+                ("UPDATE audit_entry SET leaf_index = -1 WHERE id = $1", vec![a.clone().into()]),
+                ("UPDATE audit_entry SET leaf_index = 3 WHERE id = $1", vec![b.into()]),
+                ("UPDATE audit_entry SET leaf_index = 4 WHERE id = $1", vec![a.into()]),
+            ]
+        },
+        // Index 3 now holds entry 4: its own leaf hash, but not the chain's next link.
+        |found, entries| {
+            matches!(found, Tamper::ChainBroken { index: 3, id } if *id == entries[4].id)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_inserted_entry_is_named() {
+    detects(
+        "inserting a forged entry at index 10",
+        |entries| {
+            let mut forged = entries[10].clone();
+            forged.id = uuid::Uuid::new_v4().to_string();
+            forged.resource_id = Some("p-forged".into());
+            let bytes = forged.canonical_bytes();
+            // Make room (in two steps: the index is unique), then insert at 10.
+            vec![
+                ("UPDATE audit_entry SET leaf_index = leaf_index + 1000000 WHERE leaf_index >= 10", vec![]),
+                ("UPDATE audit_entry SET leaf_index = leaf_index - 999999 WHERE leaf_index >= 1000000", vec![]),
+                (
+                    "INSERT INTO audit_entry (id, body, recorded_at, action, patient, leaf_index, leaf_hash, chain_hash) \
+                     VALUES ($1, $2, $3, 'read', 'Patient/p-forged', 10, $4, $5)",
+                    vec![
+                        forged.id.clone().into(),
+                        bytes.clone().into(),
+                        forged.recorded.into(),
+                        leaf_hash(&bytes).0.to_vec().into(),
+                        vec![0u8; 32].into(),
+                    ],
+                ),
+            ]
+        },
+        |found, entries| {
+            matches!(found, Tamper::ChainBroken { index: 10, id } if *id != entries[10].id)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_truncated_log_and_a_forged_checkpoint_are_caught() {
+    detects(
+        "deleting the last six entries",
+        |_| vec![("DELETE FROM audit_entry WHERE leaf_index >= 18", vec![])],
+        |found, _| {
+            matches!(
+                found,
+                Tamper::Truncated {
+                    size: 24,
+                    entries: 18
+                }
+            )
+        },
+    )
+    .await;
+    detects(
+        "rewriting a checkpoint's note",
+        |_| {
+            vec![(
+                "UPDATE audit_checkpoint SET note = replace(note, 'cairn.test/audit\n12\n', 'cairn.test/audit\n13\n') WHERE size = 12",
+                vec![],
+            )]
+        },
+        |found, _| matches!(found, Tamper::BadCheckpoint { .. }),
+    )
+    .await;
+}
