@@ -100,6 +100,16 @@ enum BundleResponse {
     Ok(FhirJson),
 }
 
+/// The resource type the audit log is served as.
+pub(crate) const AUDIT_EVENT: &str = "AuditEvent";
+
+#[derive(Debug, ApiResponse)]
+enum AuditEventResponse {
+    /// One audit entry as an AuditEvent.
+    #[oai(status = 200)]
+    Ok(FhirJson),
+}
+
 /// Checkpoints listed per request, at most.
 const MAX_CHECKPOINTS: usize = 100;
 /// AuditEvents per page: by default, and at most.
@@ -273,6 +283,30 @@ impl AuditApi {
         let query = entry_query(&params, None)?;
         self.bundle(request, &request_id, query, &params, "/fhir/AuditEvent")
             .await
+    }
+
+    /// read an AuditEvent: one audit entry, by its id.
+    ///
+    /// Auditors and admins. Its bytes and inclusion proof are under `/audit/entries/{id}`.
+    #[oai(path = "/fhir/AuditEvent/:id", method = "get")]
+    async fn audit_event(
+        &self,
+        request: &Request,
+        id: Path<String>,
+        auth: BearerAuth,
+    ) -> Result<AuditEventResponse, FhirError> {
+        let request_id = self.auditor(&auth.0, request).await?;
+        let stored = self
+            .log()
+            .entry(&id.0)
+            .await
+            .map_err(|e| failed(e, &request_id))?
+            .ok_or_else(|| unknown_entry(&id.0))?;
+        let entry =
+            AuditEntry::from_canonical_bytes(&stored.body).map_err(|e| failed(e, &request_id))?;
+        Ok(AuditEventResponse::Ok(FhirJson(
+            serde_json::to_vec(&audit_event(&entry, stored.index)).unwrap_or_default(),
+        )))
     }
 
     /// $disclosures: a patient's accounting of disclosures (HIPAA §164.528).

@@ -60,6 +60,15 @@ pub(crate) const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
         "The patient's immunization series: per series and target disease, doses given and \
          required, completeness and dose dates (a Parameters resource).",
     ),
+    (
+        "disclosures",
+        "Patient",
+        "get",
+        "/fhir/Patient/{id}/$disclosures",
+        "The patient's accounting of disclosures (HIPAA 164.528): every read, search and \
+         history that returned their data, who made it, when and for what purpose, as a \
+         Bundle of AuditEvents. Auditors, admins, and the patient themselves.",
+    ),
 ];
 
 /// Parameters every type supports besides its own.
@@ -79,7 +88,12 @@ const COMMON_PARAMS: &[(&str, &str, &str)] = &[
 
 pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> CapabilityStatement {
     let code = |c: &str| Some(Code::from(c));
-    let resources = ResourceType::all().map(resource).collect();
+    let resources = ResourceType::all()
+        .map(|t| match t.as_str() {
+            crate::audit::AUDIT_EVENT => audit_event_resource(t),
+            _ => resource(t),
+        })
+        .collect();
     CapabilityStatement {
         status: code("active"),
         date: Some(DateTime::from(records::instant(started))),
@@ -175,6 +189,57 @@ fn resource(resource_type: ResourceType) -> CapabilityResource {
     }
 }
 
+/// AuditEvent is the audit log: read and searched, never written by clients.
+fn audit_event_resource(resource_type: ResourceType) -> CapabilityResource {
+    let interaction = AUDIT_EVENT_INTERACTIONS
+        .iter()
+        .map(|(code, _, _)| CapabilityInteraction {
+            code: Some(Code::from(*code)),
+            ..CapabilityInteraction::default()
+        })
+        .collect();
+    let search_param = AUDIT_EVENT_PARAMS
+        .iter()
+        .map(|(name, kind, doc)| CapabilitySearchParam {
+            name: Some((*name).to_owned()),
+            type_: Some(Code::from(*kind)),
+            documentation: Some((*doc).to_owned()),
+            ..CapabilitySearchParam::default()
+        })
+        .collect();
+    CapabilityResource {
+        type_: Some(Code::from(resource_type.as_str())),
+        documentation: Some(
+            "The tamper-evident audit log (auditors and admins): every entry's bytes and \
+             inclusion proof are under /audit/entries/{id}."
+                .to_owned(),
+        ),
+        interaction,
+        search_param,
+        ..CapabilityResource::default()
+    }
+}
+
+/// The AuditEvent interactions, with their routes.
+pub(crate) const AUDIT_EVENT_INTERACTIONS: &[(&str, &str, &str)] = &[
+    ("read", "get", "/fhir/AuditEvent/{id}"),
+    ("search-type", "get", "/fhir/AuditEvent"),
+];
+
+const AUDIT_EVENT_PARAMS: &[(&str, &str, &str)] = &[
+    (
+        "patient",
+        "reference",
+        "Entries about this patient: Patient/{id} or the id.",
+    ),
+    (
+        "date",
+        "date",
+        "When the entry was recorded: eq, ge, gt, le, lt with any date precision.",
+    ),
+    ("_count", "number", "Page size: default 100, at most 1000."),
+];
+
 fn reference_params(resource_type: ResourceType) -> impl Iterator<Item = &'static SearchParam> {
     search_params(resource_type).filter(|p| p.kind == fhir_model::search::ParamKind::Reference)
 }
@@ -240,14 +305,21 @@ mod tests {
             .iter()
             .filter_map(|o| o.name.as_deref())
             .collect();
-        assert_eq!(operations, ["validate", "erase", "series-status"]);
+        assert_eq!(
+            operations,
+            ["validate", "erase", "series-status", "disclosures"]
+        );
     }
 
     #[test]
     fn every_advertised_interaction_and_operation_has_its_route() {
         let spec: serde_json::Value =
             serde_json::from_str(&crate::openapi_json().unwrap()).unwrap();
-        for (code, method, path) in INTERACTIONS.iter().chain(SYSTEM_INTERACTIONS) {
+        for (code, method, path) in INTERACTIONS
+            .iter()
+            .chain(SYSTEM_INTERACTIONS)
+            .chain(AUDIT_EVENT_INTERACTIONS)
+        {
             assert!(
                 spec["paths"][path][method].is_object(),
                 "{code}: {method} {path}"

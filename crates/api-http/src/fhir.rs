@@ -170,8 +170,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<CreateResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let mut needs = vec![Need::data(resource_type.as_str(), Action::Create)];
         if if_none_exist.0.is_some() {
             needs.push(Need::data(resource_type.as_str(), Action::Search));
@@ -223,8 +222,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<ReadResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let records = self
             .allow(
                 request,
@@ -308,8 +306,7 @@ impl FhirApi {
         body: FhirJson,
         auth: BearerAuth,
     ) -> Result<ValidateResponse, FhirError> {
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         // Validating stores nothing, but is part of writing: who may create may validate.
         self.allow(
             request,
@@ -348,8 +345,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<UpdateResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let records = self
             .allow(
                 request,
@@ -380,8 +376,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<UpdateResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let t = resource_type.as_str();
         let records = self
             .allow(
@@ -421,8 +416,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<DeleteResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let records = self
             .allow(
                 request,
@@ -450,8 +444,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<ReadResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let records = self
             .allow(
                 request,
@@ -487,8 +480,7 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let records = self
             .allow(
                 request,
@@ -522,8 +514,7 @@ impl FhirApi {
         #[oai(name = "_cursor")] cursor: Query<Option<String>>,
         auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
-        let resource_type =
-            ResourceType::parse(&resource_type.0).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(&resource_type.0)?;
         let records = self
             .allow(
                 request,
@@ -686,7 +677,7 @@ impl FhirApi {
         caller: &Caller,
     ) -> Result<SearchResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let resource_type = ResourceType::parse(resource_type).map_err(FhirError::unknown_type)?;
+        let resource_type = stored_type(resource_type)?;
         let records = self
             .allow(
                 request,
@@ -1035,6 +1026,19 @@ fn searchset(
         bundle["entry"] = Value::Array(entries);
     }
     shaping.render(&bundle)
+}
+
+/// A resource type the record store serves. AuditEvent is not one: the audit log is written
+/// by the server alone and read at `/fhir/AuditEvent` (writes there answer 405).
+fn stored_type(text: &str) -> Result<ResourceType, FhirError> {
+    let resource_type = ResourceType::parse(text).map_err(FhirError::unknown_type)?;
+    if resource_type.as_str() == crate::audit::AUDIT_EVENT {
+        return Err(FhirError::NotFound(crate::errors::single(
+            fhir_model::IssueType::NotSupported,
+            "AuditEvents are the server's audit log: search them at /fhir/AuditEvent and read              one at /fhir/AuditEvent/{id}; they cannot be written, versioned or validated here",
+        )));
+    }
+    Ok(resource_type)
 }
 
 /// The configured public base, or else the scheme and Host of the request.

@@ -112,10 +112,9 @@ impl VerifierKey {
 
     /// Reads `name+hex(id)+base64(0x01 ‖ public key)`.
     pub fn parse(vkey: &str) -> Result<Self, NoteError> {
-        let mut parts = vkey.trim().split('+');
-        let (Some(name), Some(id), Some(key), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        // The name has no '+'; the base64 key may (it is the rest of the line).
+        let mut parts = vkey.trim().splitn(3, '+');
+        let (Some(name), Some(id), Some(key)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(NoteError::BadKey("expected name+id+key"));
         };
         let id = u32::from_str_radix(id, 16)

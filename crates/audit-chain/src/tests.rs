@@ -627,3 +627,14 @@ fn an_unavailable_log_fails_closed() {
         );
     });
 }
+
+#[test]
+fn a_vkey_whose_base64_key_holds_plus_signs_parses() {
+    // Base64 uses '+': only the first two separate fields.
+    let with_plus = (0u8..=255)
+        .map(|n| Ed25519Signer::from_seed("log.example/audit", &[n; 32]).unwrap())
+        .map(|signer| signer.verifier().clone())
+        .find(|key| key.to_vkey().matches('+').count() > 2)
+        .expect("some key's base64 has a '+'");
+    assert_eq!(VerifierKey::parse(&with_plus.to_vkey()).unwrap(), with_plus);
+}
