@@ -297,6 +297,37 @@ async fn every_kind_of_answer(app: &TestApp) -> Vec<Value> {
     .await;
     a.get("read after erase", &format!("/fhir/Patient/{id}"), 410)
         .await;
+    // The audit log as FHIR: a search, one AuditEvent, and an accounting of disclosures.
+    let auditor = tests::client_with(&app.token_for("user:conf-aud", "auditor", &[], None).await);
+    a.send(
+        "AuditEvent search",
+        auditor.get(format!("{}/fhir/AuditEvent?_count=50", app.base)),
+        200,
+    )
+    .await;
+    let events = a
+        .send(
+            "AuditEvent search for the patient",
+            auditor.get(format!("{}/fhir/AuditEvent?patient={id}", app.base)),
+            200,
+        )
+        .await;
+    let event_id = events["entry"][0]["resource"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    a.send(
+        "AuditEvent read",
+        auditor.get(format!("{}/fhir/AuditEvent/{event_id}", app.base)),
+        200,
+    )
+    .await;
+    a.send(
+        "$disclosures",
+        auditor.get(format!("{}/fhir/Patient/{id}/$disclosures", app.base)),
+        200,
+    )
+    .await;
     a.collected
 }
 

