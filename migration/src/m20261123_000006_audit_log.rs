@@ -48,34 +48,35 @@ enum AuditCheckpoint {
 }
 
 const POSTGRES_GUARD: &str = r#"
-CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION audit_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND TG_TABLE_NAME = 'audit_entry'
-        AND OLD.leaf_index IS NULL AND OLD.leaf_hash IS NULL AND OLD.chain_hash IS NULL
-        AND NEW.leaf_index IS NOT NULL AND NEW.leaf_hash IS NOT NULL AND NEW.chain_hash IS NOT NULL
-        AND NEW.seq = OLD.seq AND NEW.id = OLD.id AND NEW.body = OLD.body
-        AND NEW.recorded_at = OLD.recorded_at AND NEW.action = OLD.action
-        AND NEW.patient IS NOT DISTINCT FROM OLD.patient
-    THEN
-        RETURN NEW;
-    END IF;
     RAISE EXCEPTION 'the audit log is append-only (% on %)', TG_OP, TG_TABLE_NAME
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;
-CREATE TRIGGER audit_entry_append_only BEFORE UPDATE OR DELETE ON audit_entry
-    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE TRIGGER audit_entry_sequence_once BEFORE UPDATE ON audit_entry FOR EACH ROW
+    WHEN (NOT (OLD.leaf_index IS NULL AND OLD.leaf_hash IS NULL AND OLD.chain_hash IS NULL
+        AND NEW.leaf_index IS NOT NULL AND NEW.leaf_hash IS NOT NULL AND NEW.chain_hash IS NOT NULL
+        AND NEW.seq = OLD.seq AND NEW.id = OLD.id AND NEW.body = OLD.body
+        AND NEW.recorded_at = OLD.recorded_at AND NEW.action = OLD.action
+        AND NEW.patient IS NOT DISTINCT FROM OLD.patient))
+    EXECUTE FUNCTION audit_refuse();
+CREATE TRIGGER audit_entry_no_delete BEFORE DELETE ON audit_entry
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse();
 CREATE TRIGGER audit_entry_no_truncate BEFORE TRUNCATE ON audit_entry
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();
 CREATE TRIGGER audit_node_append_only BEFORE UPDATE OR DELETE ON audit_node
-    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse();
 CREATE TRIGGER audit_node_no_truncate BEFORE TRUNCATE ON audit_node
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();
 CREATE TRIGGER audit_checkpoint_append_only BEFORE UPDATE OR DELETE ON audit_checkpoint
-    FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+    FOR EACH ROW EXECUTE FUNCTION audit_refuse();
 CREATE TRIGGER audit_checkpoint_no_truncate BEFORE TRUNCATE ON audit_checkpoint
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();
 "#;
+
+// The sequencer's one allowed update is told apart in the trigger's WHEN clause, evaluated
+// without entering PL/pgSQL: the function runs only to refuse.
 
 // SQLite has no roles: whoever holds the file can do anything. The triggers still keep the
 // server's own code (and a careless operator) from rewriting the log.
@@ -179,7 +180,7 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() == DbBackend::Postgres {
             manager
                 .get_connection()
-                .execute_unprepared("DROP FUNCTION IF EXISTS audit_append_only()")
+                .execute_unprepared("DROP FUNCTION IF EXISTS audit_refuse()")
                 .await?;
         }
         Ok(())

@@ -254,7 +254,7 @@ pub(crate) fn actor(caller: &Caller, request_id: &RequestId) -> Actor {
 /// A refusal's audit entry, by `caller` if one was authenticated.
 pub(crate) fn entry(action: Action, caller: Option<&Caller>, request_id: &RequestId) -> AuditEntry {
     let mut entry = AuditEntry::new(
-        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::now_v7().to_string(),
         OffsetDateTime::now_utc(),
         action,
         Outcome::Denied,

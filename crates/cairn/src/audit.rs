@@ -86,7 +86,7 @@ pub async fn record_admin(
     detail: Option<&str>,
 ) -> anyhow::Result<()> {
     let mut entry = AuditEntry::new(
-        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::now_v7().to_string(),
         OffsetDateTime::now_utc(),
         action,
         Outcome::Success,

@@ -22,7 +22,7 @@ const ORIGIN: &str = "bench.cairn/audit";
 /// A read entry as the server writes one (about 400 bytes).
 fn entry(n: usize) -> AuditEntry {
     let mut entry = AuditEntry::new(
-        uuid::Uuid::new_v4().to_string(),
+        uuid::Uuid::now_v7().to_string(),
         OffsetDateTime::now_utc(),
         Action::Read,
         Outcome::Success,
