@@ -1,13 +1,17 @@
-//! The audit log: entries, the Merkle tree's stored nodes, and signed checkpoints.
+//! The audit log: entries, their places in the log, the Merkle tree's stored nodes, and signed
+//! checkpoints. Every table is insert-only, so the log never makes dead row versions.
 //!
-//! `audit_entry` rows arrive unsequenced (`leaf_index` NULL): writes insert theirs in the
-//! transaction of the change, reads through a group commit. The one sequencer fills
-//! `leaf_index`, `leaf_hash` and `chain_hash` in `seq` order, stores the perfect subtrees the
-//! new leaves complete in `audit_node`, and signs checkpoints into `audit_checkpoint`.
+//! - `audit_entry`: one row per entry (its canonical bytes and the columns queries need),
+//!   inserted by writes in the transaction of the change and by reads through a group commit.
+//!   An insert trigger puts each new entry's `seq` on `audit_pending`.
+//! - `audit_pending`: the sequencer's queue. The sequencer takes entries in `seq` order, records
+//!   each one's leaf index, leaf hash and chain hash in `audit_leaf`, the perfect subtrees they
+//!   complete in `audit_node`, signs checkpoints into `audit_checkpoint`, and removes the queue
+//!   rows it sequenced, all in one transaction.
 //!
-//! The rows are append-only. Triggers refuse DELETE, TRUNCATE and any UPDATE except the
-//! sequencer's one-time filling of an entry's NULL sequencing columns, so the server's own
-//! database role cannot rewrite history (a superuser can, and `cairn audit verify` catches it).
+//! Triggers refuse UPDATE, DELETE and TRUNCATE on every table, except removing a queue row whose
+//! entry has its leaf; the server's own database role cannot rewrite history (a superuser can,
+//! and `cairn audit verify` catches it).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::schema::*;
@@ -25,7 +29,19 @@ enum AuditEntry {
     RecordedAt,
     Action,
     Patient,
+}
+
+#[derive(DeriveIden)]
+enum AuditPending {
+    Table,
+    Seq,
+}
+
+#[derive(DeriveIden)]
+enum AuditLeaf {
+    Table,
     LeafIndex,
+    Seq,
     LeafHash,
     ChainHash,
 }
@@ -54,51 +70,70 @@ BEGIN
         USING ERRCODE = 'insufficient_privilege';
 END
 $$;
-CREATE TRIGGER audit_entry_sequence_once BEFORE UPDATE ON audit_entry FOR EACH ROW
-    WHEN (NOT (OLD.leaf_index IS NULL AND OLD.leaf_hash IS NULL AND OLD.chain_hash IS NULL
-        AND NEW.leaf_index IS NOT NULL AND NEW.leaf_hash IS NOT NULL AND NEW.chain_hash IS NOT NULL
-        AND NEW.seq = OLD.seq AND NEW.id = OLD.id AND NEW.body = OLD.body
-        AND NEW.recorded_at = OLD.recorded_at AND NEW.action = OLD.action
-        AND NEW.patient IS NOT DISTINCT FROM OLD.patient))
-    EXECUTE FUNCTION audit_refuse();
-CREATE TRIGGER audit_entry_no_delete BEFORE DELETE ON audit_entry
+CREATE FUNCTION audit_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO audit_pending (seq) SELECT seq FROM inserted;
+    RETURN NULL;
+END
+$$;
+CREATE FUNCTION audit_dequeue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM audit_leaf WHERE seq = OLD.seq) THEN
+        RAISE EXCEPTION 'an audit entry leaves the queue only once it has its place in the log'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN OLD;
+END
+$$;
+CREATE TRIGGER audit_entry_enqueue AFTER INSERT ON audit_entry
+    REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION audit_enqueue();
+CREATE TRIGGER audit_pending_dequeue BEFORE DELETE ON audit_pending
+    FOR EACH ROW EXECUTE FUNCTION audit_dequeue();
+CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pending
     FOR EACH ROW EXECUTE FUNCTION audit_refuse();
-CREATE TRIGGER audit_entry_no_truncate BEFORE TRUNCATE ON audit_entry
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();
-CREATE TRIGGER audit_node_append_only BEFORE UPDATE OR DELETE ON audit_node
-    FOR EACH ROW EXECUTE FUNCTION audit_refuse();
-CREATE TRIGGER audit_node_no_truncate BEFORE TRUNCATE ON audit_node
-    FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();
-CREATE TRIGGER audit_checkpoint_append_only BEFORE UPDATE OR DELETE ON audit_checkpoint
-    FOR EACH ROW EXECUTE FUNCTION audit_refuse();
-CREATE TRIGGER audit_checkpoint_no_truncate BEFORE TRUNCATE ON audit_checkpoint
+CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON audit_pending
     FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();
 "#;
 
-// The sequencer's one allowed update is told apart in the trigger's WHEN clause, evaluated
-// without entering PL/pgSQL: the function runs only to refuse.
+/// The append-only guard of one table on PostgreSQL.
+fn postgres_append_only(table: &str) -> String {
+    format!(
+        "CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} \
+         FOR EACH ROW EXECUTE FUNCTION audit_refuse();
+         CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} \
+         FOR EACH STATEMENT EXECUTE FUNCTION audit_refuse();"
+    )
+}
 
 // SQLite has no roles: whoever holds the file can do anything. The triggers still keep the
 // server's own code (and a careless operator) from rewriting the log.
 const SQLITE_GUARD: &str = r#"
-CREATE TRIGGER audit_entry_no_delete BEFORE DELETE ON audit_entry
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER audit_entry_sequence_once BEFORE UPDATE ON audit_entry
-WHEN NOT (OLD.leaf_index IS NULL AND OLD.leaf_hash IS NULL AND OLD.chain_hash IS NULL
-    AND NEW.leaf_index IS NOT NULL AND NEW.leaf_hash IS NOT NULL AND NEW.chain_hash IS NOT NULL
-    AND NEW.seq = OLD.seq AND NEW.id = OLD.id AND NEW.body = OLD.body
-    AND NEW.recorded_at = OLD.recorded_at AND NEW.action = OLD.action
-    AND NEW.patient IS OLD.patient)
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER audit_node_no_delete BEFORE DELETE ON audit_node
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER audit_node_no_update BEFORE UPDATE ON audit_node
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER audit_checkpoint_no_delete BEFORE DELETE ON audit_checkpoint
-BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER audit_checkpoint_no_update BEFORE UPDATE ON audit_checkpoint
+CREATE TRIGGER audit_entry_enqueue AFTER INSERT ON audit_entry
+BEGIN INSERT INTO audit_pending (seq) VALUES (NEW.seq); END;
+CREATE TRIGGER audit_pending_dequeue BEFORE DELETE ON audit_pending
+WHEN NOT EXISTS (SELECT 1 FROM audit_leaf WHERE seq = OLD.seq)
+BEGIN SELECT RAISE(ABORT, 'an audit entry leaves the queue only once it has its place in the log'); END;
+CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pending
 BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 "#;
+
+/// The append-only guard of one table on SQLite.
+fn sqlite_append_only(table: &str) -> String {
+    format!(
+        "CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table}
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+         CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table}
+         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
+    )
+}
+
+/// The tables no row of which may change or go.
+const APPEND_ONLY: [&str; 4] = [
+    "audit_entry",
+    "audit_leaf",
+    "audit_node",
+    "audit_checkpoint",
+];
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
@@ -113,9 +148,25 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(AuditEntry::RecordedAt))
                     .col(string_len(AuditEntry::Action, 32))
                     .col(string_len_null(AuditEntry::Patient, 64))
-                    .col(big_integer_null(AuditEntry::LeafIndex).unique_key())
-                    .col(binary_null(AuditEntry::LeafHash))
-                    .col(binary_null(AuditEntry::ChainHash))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditPending::Table)
+                    .col(big_integer(AuditPending::Seq).primary_key())
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLeaf::Table)
+                    .col(big_integer(AuditLeaf::LeafIndex).primary_key())
+                    .col(big_integer_uniq(AuditLeaf::Seq))
+                    .col(binary(AuditLeaf::LeafHash))
+                    .col(binary(AuditLeaf::ChainHash))
                     .to_owned(),
             )
             .await?;
@@ -153,17 +204,21 @@ impl MigrationTrait for Migration {
             )
             .await?;
         let db = manager.get_connection();
-        // The sequencer's work queue: only the unsequenced rows, in seq order (both backends
-        // have partial indexes).
-        db.execute_unprepared(
-            "CREATE INDEX audit_entry_pending ON audit_entry (seq) WHERE leaf_index IS NULL",
-        )
-        .await?;
         match manager.get_database_backend() {
-            DbBackend::Postgres => db.execute_unprepared(POSTGRES_GUARD).await?,
-            DbBackend::Sqlite => db.execute_unprepared(SQLITE_GUARD).await?,
+            DbBackend::Postgres => {
+                db.execute_unprepared(POSTGRES_GUARD).await?;
+                for table in APPEND_ONLY {
+                    db.execute_unprepared(&postgres_append_only(table)).await?;
+                }
+            }
+            DbBackend::Sqlite => {
+                db.execute_unprepared(SQLITE_GUARD).await?;
+                for table in APPEND_ONLY {
+                    db.execute_unprepared(&sqlite_append_only(table)).await?;
+                }
+            }
             _ => return Err(DbErr::Migration("unsupported database".to_owned())),
-        };
+        }
         Ok(())
     }
 
@@ -171,6 +226,8 @@ impl MigrationTrait for Migration {
         for table in [
             AuditCheckpoint::Table.into_iden(),
             AuditNode::Table.into_iden(),
+            AuditLeaf::Table.into_iden(),
+            AuditPending::Table.into_iden(),
             AuditEntry::Table.into_iden(),
         ] {
             manager
@@ -180,7 +237,9 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() == DbBackend::Postgres {
             manager
                 .get_connection()
-                .execute_unprepared("DROP FUNCTION IF EXISTS audit_refuse()")
+                .execute_unprepared(
+                    "DROP FUNCTION IF EXISTS audit_refuse(), audit_enqueue(), audit_dequeue()",
+                )
                 .await?;
         }
         Ok(())

@@ -410,7 +410,10 @@ async fn the_log_verifies_from_the_database_and_from_an_export_and_names_tamperi
         );
         // And in the database: an entry deleted by a superuser is named by the gap.
         app.db
-            .bypassing_audit_guard(&[("DELETE FROM audit_entry WHERE leaf_index = 3", vec![])])
+            .bypassing_audit_guard(&[(
+                "DELETE FROM audit_entry WHERE seq = (SELECT seq FROM audit_leaf WHERE leaf_index = 3)",
+                vec![],
+            )])
             .await;
         let tamper = cairn::audit::verify_database(&store, &identity.key, &identity.origin)
             .await

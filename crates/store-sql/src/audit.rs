@@ -1,5 +1,9 @@
 //! [`AuditLog`] on sea-orm: `audit_entry`, `audit_node`, `audit_checkpoint`.
 //!
+//! Every table is insert-only: an entry is inserted once (a trigger queues it on
+//! `audit_pending`), and sequencing inserts its `audit_leaf` row and takes it off the queue.
+//! No row is ever updated, so the log leaves no dead row versions behind.
+//!
 //! One sequencer at a time: on PostgreSQL a transaction-scoped advisory lock (so several
 //! `cairn serve` instances on one database produce one log), on SQLite an in-process flag and
 //! an immediate (write-locked) transaction.
@@ -17,12 +21,14 @@ use audit_chain::{
 use sea_orm::sea_query::{Cond, Expr, ExprTrait, InsertStatement, Order, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait, Value,
+    Statement, TransactionOptions, TransactionTrait,
 };
 use time::OffsetDateTime;
 
 use crate::connect::{Backend, SqlStore};
-use crate::tables::{AUDIT_CHECKPOINT, AUDIT_ENTRY, AUDIT_NODE, name};
+use crate::tables::{
+    AUDIT_CHECKPOINT, AUDIT_ENTRY, AUDIT_LEAF, AUDIT_NODE, AUDIT_PENDING, col, name,
+};
 
 /// The advisory lock key of the sequencer ("cairnAUD" as a big-endian integer).
 const SEQUENCER_LOCK: i64 = 0x6361_6972_6e41_5544;
@@ -162,6 +168,21 @@ async fn nodes(
     Ok(found)
 }
 
+/// Entries with their leaf index if sequenced: `seq`, `id`, `body`, `leaf_index`.
+fn with_leaf(
+    mut select: sea_orm::sea_query::SelectStatement,
+) -> sea_orm::sea_query::SelectStatement {
+    select
+        .columns(["seq", "id", "body"].map(|c| (name(AUDIT_ENTRY), name(c))))
+        .column((name(AUDIT_LEAF), name("leaf_index")))
+        .from(name(AUDIT_ENTRY))
+        .left_join(
+            name(AUDIT_LEAF),
+            col(AUDIT_LEAF, "seq").equals((name(AUDIT_ENTRY), name("seq"))),
+        );
+    select
+}
+
 #[async_trait]
 impl AuditLog for SqlStore {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
@@ -194,11 +215,7 @@ impl AuditLog for SqlStore {
                     // Rolls back on drop; nothing was done.
                     return Ok(None);
                 }
-                Ok(Some(Box::new(SqlSequencer {
-                    txn,
-                    backend: DbBackend::Postgres,
-                    _flag: None,
-                })))
+                Ok(Some(Box::new(SqlSequencer { txn, _flag: None })))
             }
             Backend::Sqlite => {
                 let Some(flag) = SequencerFlag::take(&self.sequencing) else {
@@ -216,7 +233,6 @@ impl AuditLog for SqlStore {
                     .map_err(failure)?;
                 Ok(Some(Box::new(SqlSequencer {
                     txn,
-                    backend: DbBackend::Sqlite,
                     _flag: Some(flag),
                 })))
             }
@@ -224,10 +240,8 @@ impl AuditLog for SqlStore {
     }
 
     async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure> {
-        let select = Query::select()
-            .columns(["id", "body", "leaf_index"].map(name))
-            .from(name(AUDIT_ENTRY))
-            .and_where(Expr::col(name("id")).eq(id))
+        let select = with_leaf(Query::select())
+            .and_where(col(AUDIT_ENTRY, "id").eq(id))
             .to_owned();
         let Some(row) = self.db.query_one(&select).await.map_err(failure)? else {
             return Ok(None);
@@ -241,28 +255,26 @@ impl AuditLog for SqlStore {
     }
 
     async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure> {
-        let mut select = Query::select();
+        let mut select = with_leaf(Query::select());
         select
-            .columns(["seq", "id", "body", "leaf_index"].map(name))
-            .from(name(AUDIT_ENTRY))
-            .order_by(name("seq"), Order::Desc)
+            .order_by((name(AUDIT_ENTRY), name("seq")), Order::Desc)
             .limit(u64::try_from(query.limit).unwrap_or(u64::MAX));
         if let Some(patient) = &query.patient {
-            select.and_where(Expr::col(name("patient")).eq(patient.as_str()));
+            select.and_where(col(AUDIT_ENTRY, "patient").eq(patient.as_str()));
         }
         if let Some(since) = query.since {
-            select.and_where(Expr::col(name("recorded_at")).gte(since));
+            select.and_where(col(AUDIT_ENTRY, "recorded_at").gte(since));
         }
         if let Some(before) = query.before {
-            select.and_where(Expr::col(name("recorded_at")).lt(before));
+            select.and_where(col(AUDIT_ENTRY, "recorded_at").lt(before));
         }
         if !query.actions.is_empty() {
             select.and_where(
-                Expr::col(name("action")).is_in(query.actions.iter().map(|a| a.as_str())),
+                col(AUDIT_ENTRY, "action").is_in(query.actions.iter().map(|a| a.as_str())),
             );
         }
         if let Some(after) = query.after {
-            select.and_where(Expr::col(name("seq")).lt(after));
+            select.and_where(col(AUDIT_ENTRY, "seq").lt(after));
         }
         let rows = self.db.query_all(&select).await.map_err(failure)?;
         rows.iter()
@@ -306,10 +318,15 @@ impl AuditLog for SqlStore {
 
     async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure> {
         let select = Query::select()
-            .columns(["leaf_index", "id", "body", "leaf_hash", "chain_hash"].map(name))
-            .from(name(AUDIT_ENTRY))
-            .and_where(Expr::col(name("leaf_index")).gte(to_db(from_index)))
-            .order_by(name("leaf_index"), Order::Asc)
+            .columns(["leaf_index", "leaf_hash", "chain_hash"].map(|c| (name(AUDIT_LEAF), name(c))))
+            .columns(["id", "body"].map(|c| (name(AUDIT_ENTRY), name(c))))
+            .from(name(AUDIT_LEAF))
+            .inner_join(
+                name(AUDIT_ENTRY),
+                col(AUDIT_ENTRY, "seq").equals((name(AUDIT_LEAF), name("seq"))),
+            )
+            .and_where(col(AUDIT_LEAF, "leaf_index").gte(to_db(from_index)))
+            .order_by((name(AUDIT_LEAF), name("leaf_index")), Order::Asc)
             .limit(u64::try_from(limit).unwrap_or(u64::MAX))
             .to_owned();
         let rows = self.db.query_all(&select).await.map_err(failure)?;
@@ -346,7 +363,6 @@ impl Drop for SequencerFlag {
 /// rolls back.
 struct SqlSequencer {
     txn: DatabaseTransaction,
-    backend: DbBackend,
     _flag: Option<SequencerFlag>,
 }
 
@@ -355,8 +371,7 @@ impl SequencerSession for SqlSequencer {
     async fn head(&mut self) -> Result<Head, AuditFailure> {
         let last = Query::select()
             .columns(["leaf_index", "chain_hash"].map(name))
-            .from(name(AUDIT_ENTRY))
-            .and_where(Expr::col(name("leaf_index")).is_not_null())
+            .from(name(AUDIT_LEAF))
             .order_by(name("leaf_index"), Order::Desc)
             .limit(1)
             .to_owned();
@@ -381,10 +396,14 @@ impl SequencerSession for SqlSequencer {
 
     async fn pending(&mut self, limit: usize) -> Result<Vec<Pending>, AuditFailure> {
         let select = Query::select()
-            .columns(["seq", "body"].map(name))
-            .from(name(AUDIT_ENTRY))
-            .and_where(Expr::col(name("leaf_index")).is_null())
-            .order_by(name("seq"), Order::Asc)
+            .column((name(AUDIT_PENDING), name("seq")))
+            .column((name(AUDIT_ENTRY), name("body")))
+            .from(name(AUDIT_PENDING))
+            .inner_join(
+                name(AUDIT_ENTRY),
+                col(AUDIT_ENTRY, "seq").equals((name(AUDIT_PENDING), name("seq"))),
+            )
+            .order_by((name(AUDIT_PENDING), name("seq")), Order::Asc)
             .limit(u64::try_from(limit).unwrap_or(u64::MAX))
             .to_owned();
         let rows = self.txn.query_all(&select).await.map_err(failure)?;
@@ -399,57 +418,31 @@ impl SequencerSession for SqlSequencer {
     }
 
     async fn store(&mut self, assigned: &[Assigned], nodes: &[Node]) -> Result<(), AuditFailure> {
-        // One UPDATE … FROM (VALUES …) per chunk: a round trip per thousand entries.
+        // Multi-row statements: a round trip per thousand entries.
         for chunk in assigned.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = String::with_capacity(chunk.len() * 24 + 200);
-            let mut values: Vec<Value> = Vec::with_capacity(chunk.len() * 4);
-            let rows = match self.backend {
-                DbBackend::Postgres => {
-                    sql.push_str(
-                        "UPDATE audit_entry SET leaf_index = v.idx, leaf_hash = v.leaf, \
-                         chain_hash = v.chain FROM (VALUES ",
-                    );
-                    ") AS v(seq, idx, leaf, chain) WHERE audit_entry.seq = v.seq"
-                }
-                _ => {
-                    sql.push_str(
-                        "UPDATE audit_entry SET leaf_index = v.column2, leaf_hash = v.column3, \
-                         chain_hash = v.column4 FROM (VALUES ",
-                    );
-                    ") AS v WHERE audit_entry.seq = v.column1"
-                }
-            };
-            for (i, a) in chunk.iter().enumerate() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                let n = i * 4;
-                match self.backend {
-                    DbBackend::Postgres => sql.push_str(&format!(
-                        "(${}::bigint,${}::bigint,${}::bytea,${}::bytea)",
-                        n + 1,
-                        n + 2,
-                        n + 3,
-                        n + 4
-                    )),
-                    _ => sql.push_str("(?,?,?,?)"),
-                }
-                values.extend([
-                    a.key.into(),
-                    to_db(a.index).into(),
-                    a.leaf_hash.0.to_vec().into(),
-                    a.chain_hash.0.to_vec().into(),
-                ]);
+            let mut insert = Query::insert();
+            insert
+                .into_table(name(AUDIT_LEAF))
+                .columns(["leaf_index", "seq", "leaf_hash", "chain_hash"].map(name));
+            for a in chunk {
+                insert
+                    .values([
+                        to_db(a.index).into(),
+                        a.key.into(),
+                        a.leaf_hash.0.to_vec().into(),
+                        a.chain_hash.0.to_vec().into(),
+                    ])
+                    .map_err(failure)?;
             }
-            sql.push_str(rows);
-            let result = self
-                .txn
-                .execute_raw(Statement::from_sql_and_values(self.backend, sql, values))
-                .await
-                .map_err(failure)?;
+            self.txn.execute(&insert).await.map_err(failure)?;
+            let dequeue = Query::delete()
+                .from_table(name(AUDIT_PENDING))
+                .and_where(Expr::col(name("seq")).is_in(chunk.iter().map(|a| a.key)))
+                .to_owned();
+            let result = self.txn.execute(&dequeue).await.map_err(failure)?;
             if result.rows_affected() != chunk.len() as u64 {
                 return Err(AuditFailure(
-                    "an entry to sequence vanished or was sequenced meanwhile".into(),
+                    "an entry to sequence left the queue meanwhile".into(),
                 ));
             }
         }

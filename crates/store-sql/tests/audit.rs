@@ -157,7 +157,7 @@ async fn group_commit_loses_nothing_and_sequencers_on_two_pools_make_one_log() {
 #[tokio::test]
 async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
     for db in TestDatabase::all().await {
-        let (_store, entries) = sequenced(&db).await;
+        let (store, entries) = sequenced(&db).await;
         let id = || Value::from(entries[3].id.clone());
         let refused = [
             (
@@ -165,9 +165,10 @@ async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
                 vec![Value::from(b"{}".to_vec()), id()],
             ),
             (
-                "UPDATE audit_entry SET leaf_index = 99 WHERE id = $1",
-                vec![id()],
+                "UPDATE audit_leaf SET leaf_index = 99 WHERE leaf_index = 3",
+                vec![],
             ),
+            ("DELETE FROM audit_leaf WHERE leaf_index = 3", vec![]),
             ("DELETE FROM audit_entry WHERE id = $1", vec![id()]),
             ("DELETE FROM audit_node", vec![]),
             ("UPDATE audit_checkpoint SET note = 'forged'", vec![]),
@@ -178,13 +179,26 @@ async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
             assert!(result.is_err(), "{}: {sql} was allowed", db.backend_name());
         }
         if db.backend_name() == "postgres" {
-            assert!(
-                db.try_execute("TRUNCATE audit_entry", vec![])
-                    .await
-                    .is_err()
-            );
+            for table in ["audit_entry", "audit_leaf", "audit_pending"] {
+                let truncate = format!("TRUNCATE {table}");
+                assert!(
+                    db.try_execute(&truncate, vec![]).await.is_err(),
+                    "{truncate}"
+                );
+            }
         }
-        assert_eq!(db.row_count("audit_entry").await, 24);
+        // An entry waiting for the sequencer cannot be taken off its queue.
+        let waiting = entry(99);
+        store.append(std::slice::from_ref(&waiting)).await.unwrap();
+        assert!(
+            db.try_execute("DELETE FROM audit_pending", vec![])
+                .await
+                .is_err(),
+            "{}: an unsequenced entry left the queue",
+            db.backend_name()
+        );
+        assert_eq!(db.row_count("audit_entry").await, 25);
+        assert_eq!(db.row_count("audit_pending").await, 1);
     }
 }
 
@@ -276,14 +290,20 @@ async fn an_altered_entry_with_a_recomputed_leaf_hash_breaks_the_chain_there() {
             let mut forged = entries[8].clone();
             forged.subject = Some("user:mallory".into());
             let bytes = forged.canonical_bytes();
-            vec![(
-                "UPDATE audit_entry SET body = $1, leaf_hash = $2 WHERE id = $3",
-                vec![
-                    bytes.clone().into(),
-                    leaf_hash(&bytes).0.to_vec().into(),
-                    entries[8].id.clone().into(),
-                ],
-            )]
+            vec![
+                (
+                    "UPDATE audit_entry SET body = $1 WHERE id = $2",
+                    vec![bytes.clone().into(), entries[8].id.clone().into()],
+                ),
+                (
+                    "UPDATE audit_leaf SET leaf_hash = $1 \
+                     WHERE seq = (SELECT seq FROM audit_entry WHERE id = $2)",
+                    vec![
+                        leaf_hash(&bytes).0.to_vec().into(),
+                        entries[8].id.clone().into(),
+                    ],
+                ),
+            ]
         },
         |found, entries| {
             matches!(found, Tamper::ChainBroken { index: 8, id } if *id == entries[8].id)
@@ -316,9 +336,18 @@ async fn reordered_entries_are_named() {
         |entries| {
             let (a, b) = (entries[3].id.clone(), entries[4].id.clone());
             vec![
-                ("UPDATE audit_entry SET leaf_index = -1 WHERE id = $1", vec![a.clone().into()]),
-                ("UPDATE audit_entry SET leaf_index = 3 WHERE id = $1", vec![b.into()]),
-                ("UPDATE audit_entry SET leaf_index = 4 WHERE id = $1", vec![a.into()]),
+                (
+                    "UPDATE audit_leaf SET leaf_index = -1 WHERE seq = (SELECT seq FROM audit_entry WHERE id = $1)",
+                    vec![a.clone().into()],
+                ),
+                (
+                    "UPDATE audit_leaf SET leaf_index = 3 WHERE seq = (SELECT seq FROM audit_entry WHERE id = $1)",
+                    vec![b.into()],
+                ),
+                (
+                    "UPDATE audit_leaf SET leaf_index = 4 WHERE seq = (SELECT seq FROM audit_entry WHERE id = $1)",
+                    vec![a.into()],
+                ),
             ]
         },
         // Index 3 now holds entry 4: its own leaf hash, but not the chain's next link.
@@ -340,17 +369,24 @@ async fn an_inserted_entry_is_named() {
             let bytes = forged.canonical_bytes();
             // Make room (in two steps: the index is unique), then insert at 10.
             vec![
-                ("UPDATE audit_entry SET leaf_index = leaf_index + 1000000 WHERE leaf_index >= 10", vec![]),
-                ("UPDATE audit_entry SET leaf_index = leaf_index - 999999 WHERE leaf_index >= 1000000", vec![]),
+                ("UPDATE audit_leaf SET leaf_index = leaf_index + 1000000 WHERE leaf_index >= 10", vec![]),
+                ("UPDATE audit_leaf SET leaf_index = leaf_index - 999999 WHERE leaf_index >= 1000000", vec![]),
                 (
-                    "INSERT INTO audit_entry (id, body, recorded_at, action, patient, leaf_index, leaf_hash, chain_hash) \
-                     VALUES ($1, $2, $3, 'read', 'Patient/p-forged', 10, $4, $5)",
+                    "INSERT INTO audit_entry (id, body, recorded_at, action, patient) \
+                     VALUES ($1, $2, $3, 'read', 'Patient/p-forged')",
                     vec![
                         forged.id.clone().into(),
                         bytes.clone().into(),
                         forged.recorded.into(),
+                    ],
+                ),
+                (
+                    "INSERT INTO audit_leaf (leaf_index, seq, leaf_hash, chain_hash) \
+                     SELECT 10, seq, $1, $2 FROM audit_entry WHERE id = $3",
+                    vec![
                         leaf_hash(&bytes).0.to_vec().into(),
                         vec![0u8; 32].into(),
+                        forged.id.clone().into(),
                     ],
                 ),
             ]
@@ -366,7 +402,7 @@ async fn an_inserted_entry_is_named() {
 async fn a_truncated_log_and_a_forged_checkpoint_are_caught() {
     detects(
         "deleting the last six entries",
-        |_| vec![("DELETE FROM audit_entry WHERE leaf_index >= 18", vec![])],
+        |_| vec![("DELETE FROM audit_leaf WHERE leaf_index >= 18", vec![])],
         |found, _| {
             matches!(
                 found,
