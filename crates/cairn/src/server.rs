@@ -43,6 +43,23 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
     Ok(store)
 }
 
+/// Connections of the audit log's own pool: its group-commit writers and the sequencer.
+const AUDIT_WRITERS: u32 = 2;
+
+/// A second pool on the database, for the audit log. Every read waits for its entry's commit;
+/// were those commits to take connections from the pool the reads use, recording would cut
+/// the reads' concurrency by a connection or more (measured: a third of read throughput with
+/// the default four connections).
+async fn open_audit_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let options = StoreOptions {
+        max_connections: AUDIT_WRITERS + 1,
+        ..StoreOptions::default()
+    };
+    SqlStore::connect(&config.database_url, &options)
+        .await
+        .context("cannot open the audit log's connections")
+}
+
 /// The data directory holds PHI: readable by its owner only.
 pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
@@ -63,6 +80,7 @@ pub struct Running {
     sequencing: JoinHandle<()>,
     sequencer: Sequencer,
     store: SqlStore,
+    audit_store: SqlStore,
 }
 
 impl Running {
@@ -91,6 +109,7 @@ impl Running {
         {
             tracing::error!(error = %err, "cannot sequence the audit log at shutdown");
         }
+        self.audit_store.close().await;
         self.store.close().await;
         result.context("the HTTP server failed")
     }
@@ -119,6 +138,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         access.clone(),
         Duration::from_millis(config.revocation_poll_ms),
     ));
+    let audit_store = open_audit_store(config).await?;
     let signer = crate::audit::signer(config, master.as_ref())?;
     let identity = crate::audit::identity(config, &signer);
     // Reads and refusals share commits; writes put their entries in their own transaction.
@@ -128,12 +148,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         );
         Arc::new(crate::audit::DiscardAppends(Arc::new(store.clone())))
     } else {
-        Arc::new(GroupCommit::start(Arc::new(store.clone())))
+        // SQLite has one writer at a time: more than one commit in flight only queues.
+        let writers = if config.is_sqlite() { 1 } else { AUDIT_WRITERS };
+        Arc::new(GroupCommit::start(
+            Arc::new(audit_store.clone()),
+            usize::try_from(writers).unwrap_or(1),
+        ))
     };
     let sequencer = Sequencer::new(identity.origin.clone(), Arc::new(signer));
     let sequencing = tokio::spawn(crate::audit::keep_sequencing(
         sequencer.clone(),
-        Arc::new(store.clone()),
+        Arc::new(audit_store.clone()),
         Duration::from_millis(config.audit_sequence_ms),
     ));
     let vault = Vault::new(Arc::new(store.clone()), master);
@@ -194,6 +219,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         sequencing,
         sequencer,
         store,
+        audit_store,
     })
 }
 

@@ -42,7 +42,7 @@ fn entry(n: usize) -> AuditEntry {
 
 async fn run(db: &TestDatabase) {
     let store = db.store().await;
-    let log = GroupCommit::start(Arc::new(store.clone()));
+    let log = GroupCommit::start(Arc::new(store.clone()), 2);
     let started = Instant::now();
     let recorders: Vec<_> = (0..RECORDERS)
         .map(|r| {

@@ -2,10 +2,11 @@
 //! commit, so recording every read before it is answered does not cap throughput at one
 //! commit (one fsync on SQLite) per request.
 //!
-//! One writer task takes whatever has queued while the previous commit ran, up to
-//! [`GroupCommit::MAX_BATCH`] entries, and commits it as one statement: under load the batches
-//! grow, at rest each entry commits alone at once. Every caller waits for its own batch's
-//! commit and sees its failure.
+//! A few writer tasks take turns at the queue: each takes whatever has queued, up to
+//! [`GroupCommit::MAX_BATCH`] entries, and commits it as one statement while the next writer
+//! collects the following batch. Under load the batches grow, at rest each entry commits alone
+//! at once, and no request waits behind a commit other than its own. Every caller waits for
+//! its own batch's commit and sees its failure.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use audit_chain::{
     AuditEntry, AuditFailure, AuditLog, EntryQuery, FoundEntry, Hash, LogRecord, NodeId,
     SequencerSession, StoredCheckpoint, StoredEntry,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 struct Job {
     entries: Vec<AuditEntry>,
@@ -39,29 +40,40 @@ impl GroupCommit {
     /// Entries per commit, at most.
     pub const MAX_BATCH: usize = 1_000;
 
-    /// Starts the writer task on the current tokio runtime. It ends when the last clone of
-    /// the returned value is dropped, after committing what was queued.
-    pub fn start(log: Arc<dyn AuditLog>) -> Self {
+    /// Starts `writers` writer tasks on the current tokio runtime (give `log` a connection for
+    /// each). They end when the last clone of the returned value is dropped, after committing
+    /// what was queued.
+    pub fn start(log: Arc<dyn AuditLog>, writers: usize) -> Self {
         let (jobs, queue) = mpsc::channel(4 * Self::MAX_BATCH);
-        tokio::spawn(write_batches(Arc::clone(&log), queue));
+        let queue = Arc::new(Mutex::new(queue));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_batches(Arc::clone(&log), Arc::clone(&queue)));
+        }
         Self { log, jobs }
     }
 }
 
-async fn write_batches(log: Arc<dyn AuditLog>, mut queue: mpsc::Receiver<Job>) {
-    let mut batch: Vec<Job> = Vec::new();
-    while let Some(first) = queue.recv().await {
-        let mut size = first.entries.len();
-        batch.push(first);
-        while size < GroupCommit::MAX_BATCH {
-            match queue.try_recv() {
-                Ok(job) => {
-                    size += job.entries.len();
-                    batch.push(job);
-                }
-                Err(_) => break,
+/// The next batch: the first job to arrive and whatever else has queued, up to the limit.
+async fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    let mut queue = queue.lock().await;
+    let first = queue.recv().await?;
+    let mut size = first.entries.len();
+    let mut batch = vec![first];
+    while size < GroupCommit::MAX_BATCH {
+        match queue.try_recv() {
+            Ok(job) => {
+                size += job.entries.len();
+                batch.push(job);
             }
+            Err(_) => break,
         }
+    }
+    Some(batch)
+}
+
+async fn write_batches(log: Arc<dyn AuditLog>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    // The queue's lock is released before committing, so the next writer collects meanwhile.
+    while let Some(mut batch) = next_batch(&queue).await {
         let entries: Vec<AuditEntry> = batch
             .iter_mut()
             .flat_map(|job| std::mem::take(&mut job.entries))
@@ -70,7 +82,7 @@ async fn write_batches(log: Arc<dyn AuditLog>, mut queue: mpsc::Receiver<Job>) {
         if let Err(err) = &result {
             tracing::error!(error = %err, entries = entries.len(), "audit group commit failed");
         }
-        for job in batch.drain(..) {
+        for job in batch {
             // A caller that gave up (its request was cancelled) no longer listens.
             let _ = job.done.send(result.clone());
         }

@@ -112,7 +112,7 @@ async fn group_commit_loses_nothing_and_sequencers_on_two_pools_make_one_log() {
     for db in TestDatabase::all().await {
         let first = db.store().await;
         let second = db.store().await;
-        let log = GroupCommit::start(Arc::new(first.clone()));
+        let log = GroupCommit::start(Arc::new(first.clone()), 2);
         let appends = (0..300).map(|n| {
             let log = log.clone();
             tokio::spawn(async move { log.append(&[entry(n)]).await })
