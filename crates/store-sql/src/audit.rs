@@ -30,6 +30,17 @@ use crate::tables::{
     AUDIT_CHECKPOINT, AUDIT_ENTRY, AUDIT_LEAF, AUDIT_NODE, AUDIT_PENDING, col, name,
 };
 
+/// The sequencer's work: the oldest queued entries (see `pending`).
+const PENDING_SQL: &str = "SELECT p.seq, e.body \
+     FROM (SELECT seq FROM audit_pending ORDER BY seq LIMIT ?) AS p \
+     JOIN audit_entry AS e ON e.seq = p.seq ORDER BY p.seq";
+
+/// Sequenced entries from a leaf index on (see `records`).
+const RECORDS_SQL: &str = "SELECT l.leaf_index, l.leaf_hash, l.chain_hash, e.id, e.body \
+     FROM (SELECT leaf_index, seq, leaf_hash, chain_hash FROM audit_leaf \
+           WHERE leaf_index >= ? ORDER BY leaf_index LIMIT ?) AS l \
+     JOIN audit_entry AS e ON e.seq = l.seq ORDER BY l.leaf_index";
+
 /// The advisory lock key of the sequencer ("cairnAUD" as a big-endian integer).
 const SEQUENCER_LOCK: i64 = 0x6361_6972_6e41_5544;
 
@@ -317,19 +328,22 @@ impl AuditLog for SqlStore {
     }
 
     async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure> {
-        let select = Query::select()
-            .columns(["leaf_index", "leaf_hash", "chain_hash"].map(|c| (name(AUDIT_LEAF), name(c))))
-            .columns(["id", "body"].map(|c| (name(AUDIT_ENTRY), name(c))))
-            .from(name(AUDIT_LEAF))
-            .inner_join(
-                name(AUDIT_ENTRY),
-                col(AUDIT_ENTRY, "seq").equals((name(AUDIT_LEAF), name("seq"))),
-            )
-            .and_where(col(AUDIT_LEAF, "leaf_index").gte(to_db(from_index)))
-            .order_by((name(AUDIT_LEAF), name("leaf_index")), Order::Asc)
-            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
-            .to_owned();
-        let rows = self.db.query_all(&select).await.map_err(failure)?;
+        // The leaves first, then their entries by key (as for `pending`).
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => RECORDS_SQL.replacen('?', "$1", 1).replacen('?', "$2", 1),
+            _ => RECORDS_SQL.to_owned(),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [to_db(from_index).into(), limit.into()],
+            ))
+            .await
+            .map_err(failure)?;
         rows.iter()
             .map(|row| {
                 Ok(LogRecord {
@@ -395,18 +409,20 @@ impl SequencerSession for SqlSequencer {
     }
 
     async fn pending(&mut self, limit: usize) -> Result<Vec<Pending>, AuditFailure> {
-        let select = Query::select()
-            .column((name(AUDIT_PENDING), name("seq")))
-            .column((name(AUDIT_ENTRY), name("body")))
-            .from(name(AUDIT_PENDING))
-            .inner_join(
-                name(AUDIT_ENTRY),
-                col(AUDIT_ENTRY, "seq").equals((name(AUDIT_PENDING), name("seq"))),
-            )
-            .order_by((name(AUDIT_PENDING), name("seq")), Order::Asc)
-            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
-            .to_owned();
-        let rows = self.txn.query_all(&select).await.map_err(failure)?;
+        // The queue's first rows first, then their entries by key: joined whole, PostgreSQL
+        // may merge-join the queue with the entries' primary key from its start, reading the
+        // whole log every round.
+        let backend = self.txn.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => PENDING_SQL.replace('?', "$1"),
+            _ => PENDING_SQL.to_owned(),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .txn
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, [limit.into()]))
+            .await
+            .map_err(failure)?;
         rows.iter()
             .map(|row| {
                 Ok(Pending {
