@@ -78,17 +78,18 @@ END
 $$;
 CREATE FUNCTION audit_dequeue() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM audit_leaf WHERE seq = OLD.seq) THEN
+    IF EXISTS (SELECT 1 FROM removed r
+               WHERE NOT EXISTS (SELECT 1 FROM audit_leaf l WHERE l.seq = r.seq)) THEN
         RAISE EXCEPTION 'an audit entry leaves the queue only once it has its place in the log'
             USING ERRCODE = 'insufficient_privilege';
     END IF;
-    RETURN OLD;
+    RETURN NULL;
 END
 $$;
 CREATE TRIGGER audit_entry_enqueue AFTER INSERT ON audit_entry
     REFERENCING NEW TABLE AS inserted FOR EACH STATEMENT EXECUTE FUNCTION audit_enqueue();
-CREATE TRIGGER audit_pending_dequeue BEFORE DELETE ON audit_pending
-    FOR EACH ROW EXECUTE FUNCTION audit_dequeue();
+CREATE TRIGGER audit_pending_dequeue AFTER DELETE ON audit_pending
+    REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION audit_dequeue();
 CREATE TRIGGER audit_pending_no_update BEFORE UPDATE ON audit_pending
     FOR EACH ROW EXECUTE FUNCTION audit_refuse();
 CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON audit_pending

@@ -46,6 +46,24 @@ async fn audit_events(auditor: &reqwest::Client, first: String) -> Vec<Value> {
     events
 }
 
+/// An entry's exact bytes and its `tlog-proof`, as an auditor fetches them.
+async fn entry_and_proof(app: &TestApp, auditor: &reqwest::Client, id: &str) -> (Vec<u8>, String) {
+    let get = |path: String| auditor.get(app.url(&path)).send();
+    let bytes = get(format!("/audit/entries/{id}"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let proof = get(format!("/audit/entries/{id}/proof"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    (bytes.to_vec(), proof)
+}
+
 fn action(event: &Value) -> &str {
     event["subtype"][0]["code"].as_str().unwrap()
 }
@@ -127,22 +145,7 @@ async fn a_thousand_concurrent_reads_leave_a_thousand_entries_each_with_a_verify
                 event["entity"][0]["what"]["reference"],
                 format!("Patient/{id}")
             );
-            let bytes = auditor
-                .get(app.url(&format!("/audit/entries/{entry_id}")))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let proof = auditor
-                .get(app.url(&format!("/audit/entries/{entry_id}/proof")))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let (bytes, proof) = entry_and_proof(&app, &auditor, entry_id).await;
             let receipt = audit_chain::Receipt::parse(&proof).unwrap();
             receipt.verify(&bytes, &key, &origin).unwrap();
             indexes.insert(receipt.index);
@@ -182,22 +185,7 @@ async fn an_outside_verifier_checks_entries_with_only_the_three_answers() {
         let mut entries = Vec::new();
         for event in &events {
             let entry_id = event["id"].as_str().unwrap();
-            let bytes = auditor
-                .get(app.url(&format!("/audit/entries/{entry_id}")))
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .unwrap();
-            let proof = auditor
-                .get(app.url(&format!("/audit/entries/{entry_id}/proof")))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let (bytes, proof) = entry_and_proof(&app, &auditor, entry_id).await;
             entries.push(json!({"id": entry_id, "body": BASE64.encode(&bytes), "proof": proof}));
         }
         assert_eq!(entries.len(), 6);

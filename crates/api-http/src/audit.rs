@@ -140,6 +140,23 @@ impl AuditApi {
     }
 }
 
+impl AuditApi {
+    /// One stored entry, for an auditor: 404 if there is none.
+    async fn stored_entry(
+        &self,
+        caller: &Caller,
+        request: &Request,
+        id: &str,
+    ) -> Result<audit_chain::StoredEntry, FhirError> {
+        let request_id = self.auditor(caller, request).await?;
+        self.log()
+            .entry(id)
+            .await
+            .map_err(|e| failed(e, &request_id))?
+            .ok_or_else(|| unknown_entry(id))
+    }
+}
+
 fn failed(err: impl std::fmt::Display, request_id: &RequestId) -> FhirError {
     FhirError::unavailable(&err.to_string(), request_id)
 }
@@ -233,13 +250,7 @@ impl AuditApi {
         id: Path<String>,
         auth: BearerAuth,
     ) -> Result<EntryResponse, FhirError> {
-        let request_id = self.auditor(&auth.0, request).await?;
-        let entry = self
-            .log()
-            .entry(&id.0)
-            .await
-            .map_err(|e| failed(e, &request_id))?
-            .ok_or_else(|| unknown_entry(&id.0))?;
+        let entry = self.stored_entry(&auth.0, request, &id.0).await?;
         Ok(EntryResponse::Ok(Binary(entry.body)))
     }
 
@@ -295,15 +306,9 @@ impl AuditApi {
         id: Path<String>,
         auth: BearerAuth,
     ) -> Result<AuditEventResponse, FhirError> {
-        let request_id = self.auditor(&auth.0, request).await?;
-        let stored = self
-            .log()
-            .entry(&id.0)
-            .await
-            .map_err(|e| failed(e, &request_id))?
-            .ok_or_else(|| unknown_entry(&id.0))?;
-        let entry =
-            AuditEntry::from_canonical_bytes(&stored.body).map_err(|e| failed(e, &request_id))?;
+        let stored = self.stored_entry(&auth.0, request, &id.0).await?;
+        let entry = AuditEntry::from_canonical_bytes(&stored.body)
+            .map_err(|e| failed(e, &RequestId::of(request)))?;
         Ok(AuditEventResponse::Ok(FhirJson(
             serde_json::to_vec(&audit_event(&entry, stored.index)).unwrap_or_default(),
         )))

@@ -153,7 +153,22 @@ async fn nodes(
     ids: &[NodeId],
 ) -> Result<HashMap<NodeId, Hash>, AuditFailure> {
     let mut found = HashMap::with_capacity(ids.len());
-    for chunk in ids.chunks(ROWS_PER_STATEMENT / 2) {
+    // Level 0 is the leaves: their hashes are in `audit_leaf`, not stored twice.
+    let (leaves, inner): (Vec<NodeId>, Vec<NodeId>) = ids.iter().partition(|id| id.level == 0);
+    for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
+        let select = Query::select()
+            .columns(["leaf_index", "leaf_hash"].map(name))
+            .from(name(AUDIT_LEAF))
+            .and_where(Expr::col(name("leaf_index")).is_in(chunk.iter().map(|id| to_db(id.index))))
+            .to_owned();
+        for row in db.query_all(&select).await.map_err(failure)? {
+            found.insert(
+                NodeId::new(0, index_of(&row, "leaf_index")?),
+                hash_of(&row, "leaf_hash")?,
+            );
+        }
+    }
+    for chunk in inner.chunks(ROWS_PER_STATEMENT / 2) {
         let mut any = Cond::any();
         for id in chunk {
             any = any.add(
@@ -462,7 +477,9 @@ impl SequencerSession for SqlSequencer {
                 ));
             }
         }
-        for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+        // Leaves (level 0) are in `audit_leaf` already.
+        let inner: Vec<&Node> = nodes.iter().filter(|node| node.id.level > 0).collect();
+        for chunk in inner.chunks(ROWS_PER_STATEMENT) {
             let mut insert = Query::insert();
             insert
                 .into_table(name(AUDIT_NODE))
