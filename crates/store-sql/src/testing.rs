@@ -165,7 +165,15 @@ impl TestDatabase {
     pub async fn bypassing_audit_guard(&self, statements: &[(&str, Vec<sea_orm::Value>)]) {
         let db = Database::connect(&self.url).await.expect("connect");
         let backend = db.get_database_backend();
-        let conn = db.begin().await.expect("begin");
+        // Immediate on SQLite: the write lock is taken now (waiting for a running server's
+        // sequencer), not upgraded later from a read snapshot another commit has outdated.
+        let conn = db
+            .begin_with_options(sea_orm::TransactionOptions {
+                sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                ..sea_orm::TransactionOptions::default()
+            })
+            .await
+            .expect("begin");
         match self.kind {
             Kind::Postgres { .. } => {
                 conn.execute_unprepared("SET LOCAL session_replication_role = replica")
