@@ -68,18 +68,15 @@ fn action(event: &Value) -> &str {
     event["subtype"][0]["code"].as_str().unwrap()
 }
 
+async fn get_json(client: &reqwest::Client, url: String) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Waits until a signed checkpoint covers every entry recorded so far (the sequencer signs
 /// about once a second).
 async fn signed(app: &TestApp, auditor: &reqwest::Client, entries: i64) {
     for _ in 0..100 {
-        let body: Value = auditor
-            .get(app.url("/audit/checkpoints"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = get_json(auditor, app.url("/audit/checkpoints")).await;
         let size = body["checkpoints"][0]["size"].as_i64().unwrap_or(0);
         if size >= entries {
             return;
@@ -127,14 +124,7 @@ async fn a_thousand_concurrent_reads_leave_a_thousand_entries_each_with_a_verify
                 .unwrap(),
         )
         .unwrap();
-        let origin: Value = auditor
-            .get(app.url("/audit/checkpoints"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let origin: Value = get_json(&auditor, app.url("/audit/checkpoints")).await;
         let origin = origin["origin"].as_str().unwrap().to_owned();
         signed(&app, &auditor, app.db.row_count("audit_entry").await).await;
         let mut indexes = std::collections::BTreeSet::new();
@@ -304,14 +294,11 @@ async fn refusals_failures_and_every_kind_of_access_are_recorded() {
             }
         }
         // The accounting of disclosures lists who read the record, when, and why.
-        let disclosures: Value = auditor
-            .get(app.url(&format!("/fhir/Patient/{id}/$disclosures")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let disclosures: Value = get_json(
+            &auditor,
+            app.url(&format!("/fhir/Patient/{id}/$disclosures")),
+        )
+        .await;
         let listed = disclosures["entry"].as_array().unwrap();
         assert_eq!(
             listed.len(),
