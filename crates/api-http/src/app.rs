@@ -8,6 +8,8 @@ use poem_openapi::OpenApiService;
 use records::Records;
 
 use crate::admin::AdminApi;
+use audit_chain::AuditLog;
+
 use crate::audit::{AuditApi, LogIdentity};
 use crate::auth::{AccessControl, RateLimit};
 use crate::fhir::{FhirApi, PublicBase};
@@ -54,6 +56,7 @@ fn service(
     records: Records,
     access: AccessControl,
     identity: LogIdentity,
+    log: Arc<dyn AuditLog>,
 ) -> OpenApiService<(FhirApi, AuditApi, AdminApi, HealthApi), ()> {
     OpenApiService::new(
         (
@@ -63,7 +66,7 @@ fn service(
                 started: time::OffsetDateTime::now_utc(),
             },
             AuditApi {
-                records: records.clone(),
+                log,
                 access: access.clone(),
                 identity,
             },
@@ -96,14 +99,14 @@ pub fn openapi_json() -> Result<String, Box<dyn std::error::Error + Send + Sync>
         vault,
         Arc::new(records::SystemClock),
         Arc::new(records::RandomIds),
-        audit,
+        audit.clone(),
     );
     let signer = audit_chain::Ed25519Signer::from_seed("cairn", &[0; 32])?;
     let identity = LogIdentity {
         origin: "cairn".to_owned(),
         key: audit_chain::CheckpointSigner::verifier(&signer).clone(),
     };
-    Ok(service(records, document_access()?, identity).spec())
+    Ok(service(records, document_access()?, identity, audit).spec())
 }
 
 /// Access control for building the document only: a throwaway key, an empty registry.
@@ -116,16 +119,17 @@ fn document_access() -> Result<AccessControl, access::AccessError> {
     ))
 }
 
-/// The whole HTTP application over `records`, guarded by `access`; `identity` names the
-/// audit log the records write to.
+/// The whole HTTP application over `records`, guarded by `access`; `log` is the audit log the
+/// records write to (read back by `/audit/*` and AuditEvent), `identity` its name and key.
 pub fn app(
     records: Records,
     access: AccessControl,
     identity: LogIdentity,
+    log: Arc<dyn AuditLog>,
     config: &HttpConfig,
 ) -> impl Endpoint + 'static {
-    let access = access.audited_by(Arc::clone(records.audit_log()));
-    let api = service(records, access.clone(), identity);
+    let access = access.audited_by(Arc::clone(records.audit_trail()));
+    let api = service(records, access.clone(), identity, log);
     let spec = api.spec();
     let front_config = Arc::new(Front {
         routes: serde_json::from_str(&spec)

@@ -13,7 +13,8 @@ use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Binary, Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use records::Records;
+use std::sync::Arc;
+
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -117,14 +118,14 @@ const DEFAULT_COUNT: usize = 100;
 const MAX_COUNT: usize = 1_000;
 
 pub(crate) struct AuditApi {
-    pub records: Records,
+    pub log: Arc<dyn AuditLog>,
     pub access: AccessControl,
     pub identity: LogIdentity,
 }
 
 impl AuditApi {
     fn log(&self) -> &dyn AuditLog {
-        self.records.audit_log().as_ref()
+        self.log.as_ref()
     }
 
     async fn auditor(&self, caller: &Caller, request: &Request) -> Result<RequestId, FhirError> {
@@ -524,12 +525,7 @@ pub(crate) fn audit_event(entry: &AuditEntry, index: Option<u64>) -> Value {
             "User Authentication",
             "http://dicom.nema.org/resources/ontology/DCM",
         ),
-        Action::AccessDenied => (
-            "110113",
-            "Security Alert",
-            "http://dicom.nema.org/resources/ontology/DCM",
-        ),
-        Action::TokenIssued | Action::TokenRevoked | Action::KeyRotated => (
+        Action::AccessDenied | Action::TokenIssued | Action::TokenRevoked | Action::KeyRotated => (
             "110113",
             "Security Alert",
             "http://dicom.nema.org/resources/ontology/DCM",

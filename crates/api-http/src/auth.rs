@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use access::{AccessError, Caller, Gate, Need, RevocationStamp, RevokedIds, TokenRegistry};
-use audit_chain::{Action, AuditEntry, AuditLog, Outcome};
+use audit_chain::{Action, AuditEntry, AuditTrail, Outcome};
 use fhir_model::{IssueSeverity, IssueType, OperationOutcome};
 use poem::http::StatusCode;
 use poem::{IntoResponse, Request};
@@ -75,7 +75,7 @@ pub struct AccessControl {
     limit: RateLimit,
     buckets: Arc<Mutex<Buckets>>,
     /// Where refusals are recorded (set by [`crate::app`] to the records' log).
-    audit: Option<Arc<dyn AuditLog>>,
+    audit: Option<Arc<dyn AuditTrail>>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -101,7 +101,7 @@ impl AccessControl {
     }
 
     /// Records refusals (401, 403) on `log`.
-    pub(crate) fn audited_by(mut self, log: Arc<dyn AuditLog>) -> Self {
+    pub(crate) fn audited_by(mut self, log: Arc<dyn AuditTrail>) -> Self {
         self.audit = Some(log);
         self
     }

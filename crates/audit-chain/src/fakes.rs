@@ -12,8 +12,8 @@ use crate::entry::AuditEntry;
 use crate::hash::{CHAIN_START, Hash};
 use crate::merkle::{Frontier, Node, NodeId};
 use crate::ports::{
-    Assigned, AuditFailure, AuditLog, EntryQuery, FoundEntry, Head, Pending, SequencerSession,
-    StoredCheckpoint, StoredEntry,
+    Assigned, AuditFailure, AuditLog, AuditTrail, EntryQuery, FoundEntry, Head, Pending,
+    SequencerSession, StoredCheckpoint, StoredEntry,
 };
 use crate::verify::LogRecord;
 
@@ -113,11 +113,14 @@ impl MemoryAuditLog {
 }
 
 #[async_trait]
-impl AuditLog for MemoryAuditLog {
+impl AuditTrail for MemoryAuditLog {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
         self.append_now(entries)
     }
+}
 
+#[async_trait]
+impl AuditLog for MemoryAuditLog {
     async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure> {
         drop(self.state()?);
         if self.sequencing.swap(true, Ordering::SeqCst) {

@@ -33,8 +33,8 @@ pub use note::{
     Checkpoint, CheckpointSigner, Ed25519Signer, NoteError, VerifierKey, sign_checkpoint,
 };
 pub use ports::{
-    Assigned, AuditFailure, AuditLog, EntryQuery, FoundEntry, Head, Pending, SequencerSession,
-    StoredCheckpoint, StoredEntry,
+    Assigned, AuditFailure, AuditLog, AuditTrail, EntryQuery, FoundEntry, Head, Pending,
+    SequencerSession, StoredCheckpoint, StoredEntry,
 };
 pub use receipt::{Receipt, ReceiptError};
 pub use sequencer::{ReceiptUnavailable, Round, Sequencer, consistency_proof, receipt};

@@ -82,12 +82,16 @@ pub struct StoredCheckpoint {
     pub signed_at: OffsetDateTime,
 }
 
-/// The audit log's storage.
+/// Where entries are recorded: all a recorder needs (the records core, the HTTP front).
 #[async_trait]
-pub trait AuditLog: Send + Sync {
+pub trait AuditTrail: Send + Sync {
     /// Makes `entries` durable, unsequenced. Returns only once they are committed.
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure>;
+}
 
+/// The audit log's storage: what is recorded, sequenced, and read back.
+#[async_trait]
+pub trait AuditLog: AuditTrail {
     /// Opens the sequencer's exclusive session; `None` if another sequencer holds it.
     async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure>;
 

@@ -157,6 +157,18 @@ pub async fn verify_database(
         Ok(verifier) => verifier,
         Err(tamper) => return Ok(Err(tamper)),
     };
+    if let Err(tamper) = for_each_record(log, |record| verifier.push(record)).await? {
+        return Ok(Err(tamper));
+    }
+    Ok(verifier.finish())
+}
+
+/// Calls `each` with every sequenced entry in index order, a page of rows at a time, until it
+/// fails; returns its failure, if any.
+async fn for_each_record<E>(
+    log: &dyn AuditLog,
+    mut each: impl FnMut(&LogRecord) -> Result<(), E>,
+) -> anyhow::Result<Result<(), E>> {
     let mut next = 0;
     loop {
         let page = log
@@ -164,16 +176,15 @@ pub async fn verify_database(
             .await
             .map_err(|err| anyhow::anyhow!(err))?;
         for record in &page {
-            if let Err(tamper) = verifier.push(record) {
-                return Ok(Err(tamper));
+            if let Err(err) = each(record) {
+                return Ok(Err(err));
             }
         }
         match page.last() {
             Some(last) if page.len() == PAGE => next = last.index + 1,
-            _ => break,
+            _ => return Ok(Ok(())),
         }
     }
-    Ok(verifier.finish())
 }
 
 /// Writes the whole sequenced log (checkpoints, then entries) as JSON lines to `out`; returns
@@ -201,30 +212,20 @@ pub async fn export(
         line(out, &ExportLine::Checkpoint { note })?;
     }
     let mut count = 0;
-    let mut next = 0;
-    loop {
-        let page = log
-            .records(next, PAGE)
-            .await
-            .map_err(|err| anyhow::anyhow!(err))?;
-        for record in &page {
-            line(
-                out,
-                &ExportLine::Entry {
-                    index: record.index,
-                    id: record.id.clone(),
-                    body: BASE64.encode(&record.body),
-                    leaf_hash: record.leaf_hash.to_hex(),
-                    chain_hash: record.chain_hash.to_hex(),
-                },
-            )?;
-            count += 1;
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => next = last.index + 1,
-            _ => break,
-        }
-    }
+    for_each_record(log, |record| {
+        count += 1;
+        line(
+            out,
+            &ExportLine::Entry {
+                index: record.index,
+                id: record.id.clone(),
+                body: BASE64.encode(&record.body),
+                leaf_hash: record.leaf_hash.to_hex(),
+                chain_hash: record.chain_hash.to_hex(),
+            },
+        )
+    })
+    .await??;
     out.flush()?;
     Ok(count)
 }
@@ -336,70 +337,14 @@ pub fn unaudited_benchmark() -> bool {
         && std::env::var("CAIRN_UNAUDITED_BENCHMARK").is_ok_and(|v| v == "1")
 }
 
-/// The log with appends dropped: what `cargo xtask bench` compares recording against. Writes
-/// still carry their entries in their own transactions.
-pub struct DiscardAppends(pub Arc<dyn AuditLog>);
-
-impl std::fmt::Debug for DiscardAppends {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DiscardAppends")
-    }
-}
+/// A trail that drops what it is given: what `cargo xtask bench` compares recording against.
+/// Writes still carry their entries in their own transactions.
+#[derive(Debug)]
+pub struct Unrecorded;
 
 #[async_trait::async_trait]
-impl AuditLog for DiscardAppends {
+impl audit_chain::AuditTrail for Unrecorded {
     async fn append(&self, _: &[AuditEntry]) -> Result<(), audit_chain::AuditFailure> {
         Ok(())
-    }
-
-    async fn sequencer(
-        &self,
-    ) -> Result<Option<Box<dyn audit_chain::SequencerSession>>, audit_chain::AuditFailure> {
-        self.0.sequencer().await
-    }
-
-    async fn entry(
-        &self,
-        id: &str,
-    ) -> Result<Option<audit_chain::StoredEntry>, audit_chain::AuditFailure> {
-        self.0.entry(id).await
-    }
-
-    async fn find(
-        &self,
-        query: &audit_chain::EntryQuery,
-    ) -> Result<Vec<audit_chain::FoundEntry>, audit_chain::AuditFailure> {
-        self.0.find(query).await
-    }
-
-    async fn nodes(
-        &self,
-        ids: &[audit_chain::NodeId],
-    ) -> Result<std::collections::HashMap<audit_chain::NodeId, Hash>, audit_chain::AuditFailure>
-    {
-        self.0.nodes(ids).await
-    }
-
-    async fn latest_checkpoint(
-        &self,
-    ) -> Result<Option<audit_chain::StoredCheckpoint>, audit_chain::AuditFailure> {
-        self.0.latest_checkpoint().await
-    }
-
-    async fn checkpoints(
-        &self,
-        from_size: u64,
-        to_size: u64,
-        limit: usize,
-    ) -> Result<Vec<audit_chain::StoredCheckpoint>, audit_chain::AuditFailure> {
-        self.0.checkpoints(from_size, to_size, limit).await
-    }
-
-    async fn records(
-        &self,
-        from_index: u64,
-        limit: usize,
-    ) -> Result<Vec<LogRecord>, audit_chain::AuditFailure> {
-        self.0.records(from_index, limit).await
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use api_http::{AccessControl, HttpConfig, RateLimit};
-use audit_chain::{AuditLog, Sequencer};
+use audit_chain::{AuditTrail, Sequencer};
 use phi_crypto::Vault;
 use poem::Server;
 use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
@@ -142,11 +142,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let signer = crate::audit::signer(config, master.as_ref())?;
     let identity = crate::audit::identity(config, &signer);
     // Reads and refusals share commits; writes put their entries in their own transaction.
-    let audit_log: Arc<dyn AuditLog> = if crate::audit::unaudited_benchmark() {
+    let audit_trail: Arc<dyn AuditTrail> = if crate::audit::unaudited_benchmark() {
         tracing::warn!(
             "CAIRN_UNAUDITED_BENCHMARK: reads and refusals are NOT recorded (benchmark build)"
         );
-        Arc::new(crate::audit::DiscardAppends(Arc::new(store.clone())))
+        Arc::new(crate::audit::Unrecorded)
     } else {
         // SQLite has one writer at a time: more than one commit in flight only queues.
         let writers = if config.is_sqlite() { 1 } else { AUDIT_WRITERS };
@@ -167,7 +167,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         vault,
         Arc::new(SystemClock),
         Arc::new(RandomIds),
-        audit_log,
+        audit_trail,
     );
     let http = HttpConfig {
         body_limit: config.body_limit,
@@ -179,7 +179,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     // Read the certificate before binding: a bad one must stop start-up, not the first client.
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-    let app = api_http::app(records, access, identity, &http);
+    let app = api_http::app(records, access, identity, Arc::new(store.clone()), &http);
     let tcp = TcpListener::bind(config.listen.clone())
         .into_acceptor()
         .await

@@ -28,6 +28,13 @@ pub const MAX_PREFIX_CHARS: usize = 64;
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlindToken(pub [u8; 8]);
 
+impl BlindToken {
+    /// Lowercase hex, for places that keep tokens as text (audit entries, canonical criteria).
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 impl fmt::Debug for BlindToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("BlindToken(<redacted>)")

@@ -62,13 +62,9 @@ pub(crate) fn blind_query(blind: &BlindIndex, params: &[(String, String)]) -> Ve
         .iter()
         .map(|(name, value)| BlindParam {
             name: name.clone(),
-            token: hex(&key.digest(format!("{name}={value}").as_bytes()).0),
+            token: key.digest(format!("{name}={value}").as_bytes()).to_hex(),
         })
         .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How many of a result set's resources belong to each patient (`None`: the system key).

@@ -8,7 +8,7 @@ use phi_crypto::{CryptoError, KeyId, KeyOwner, SealContext, Vault, open, seal};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use audit_chain::{Action, AuditEntry, AuditLog, Outcome};
+use audit_chain::{Action, AuditEntry, AuditTrail, Outcome};
 
 use crate::audit::{self, Actor, blind_query, patient_of, per_patient};
 use crate::error::RecordsError;
@@ -136,7 +136,7 @@ pub struct Records {
     /// `Patient/{id}` when the caller may touch only that patient's compartment.
     confinement: Option<String>,
     /// Where every touch of the records is written down.
-    audit: Arc<dyn AuditLog>,
+    audit: Arc<dyn AuditTrail>,
     /// Who the entries name.
     actor: Arc<Actor>,
 }
@@ -153,7 +153,7 @@ impl Records {
         vault: Vault,
         clock: Arc<dyn Clock>,
         ids: Arc<dyn IdGenerator>,
-        audit: Arc<dyn AuditLog>,
+        audit: Arc<dyn AuditTrail>,
     ) -> Self {
         Self {
             store,
@@ -174,8 +174,8 @@ impl Records {
         }
     }
 
-    /// The audit log the use cases write to.
-    pub fn audit_log(&self) -> &Arc<dyn AuditLog> {
+    /// The audit trail the use cases write to.
+    pub fn audit_trail(&self) -> &Arc<dyn AuditTrail> {
         &self.audit
     }
 
@@ -217,6 +217,8 @@ impl Records {
 
     /// Records a use case's failure (after its rollback: nothing it tried is stored) and
     /// passes the result on. If the log is down too, the original error still goes back.
+    /// Each public use case is `audited(try_…)`: the `try_` half records its own success
+    /// (in the write's transaction, or before returning what it read).
     async fn audited<T>(
         &self,
         action: Action,
@@ -326,13 +328,13 @@ impl Records {
         criteria: &[(String, String)],
     ) -> Result<(StoredResource, bool), RecordsError> {
         let result = self
-            .create_conditional_unaudited(resource_type, body, criteria)
+            .try_create_conditional(resource_type, body, criteria)
             .await;
         self.audited(Action::Create, Some(resource_type), None, result)
             .await
     }
 
-    async fn create_conditional_unaudited(
+    async fn try_create_conditional(
         &self,
         resource_type: ResourceType,
         body: &[u8],
@@ -376,13 +378,13 @@ impl Records {
         criteria: &[(String, String)],
     ) -> Result<(StoredResource, bool), RecordsError> {
         let result = self
-            .update_conditional_unaudited(resource_type, body, criteria)
+            .try_update_conditional(resource_type, body, criteria)
             .await;
         self.audited(Action::Update, Some(resource_type), None, result)
             .await
     }
 
-    async fn update_conditional_unaudited(
+    async fn try_update_conditional(
         &self,
         resource_type: ResourceType,
         body: &[u8],
@@ -400,7 +402,7 @@ impl Records {
                     let mut resource = resource.clone();
                     resource.set_id(Some(Id::from(existing.id.as_str())));
                     return self
-                        .update_unaudited(resource_type, &existing.id, &resource.to_json(), None)
+                        .try_update(resource_type, &existing.id, &resource.to_json(), None)
                         .await;
                 }
                 None => {
@@ -551,14 +553,12 @@ impl Records {
         body: &[u8],
         if_match: Option<u64>,
     ) -> Result<(StoredResource, bool), RecordsError> {
-        let result = self
-            .update_unaudited(resource_type, id, body, if_match)
-            .await;
+        let result = self.try_update(resource_type, id, body, if_match).await;
         self.audited(Action::Update, Some(resource_type), Some(id), result)
             .await
     }
 
-    async fn update_unaudited(
+    async fn try_update(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -656,12 +656,12 @@ impl Records {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<Option<u64>, RecordsError> {
-        let result = self.delete_unaudited(resource_type, id, if_match).await;
+        let result = self.try_delete(resource_type, id, if_match).await;
         self.audited(Action::Delete, Some(resource_type), Some(id), result)
             .await
     }
 
-    async fn delete_unaudited(
+    async fn try_delete(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -747,12 +747,12 @@ impl Records {
         id: &str,
         version: &str,
     ) -> Result<StoredResource, RecordsError> {
-        let result = self.vread_unaudited(resource_type, id, version).await;
+        let result = self.try_vread(resource_type, id, version).await;
         self.audited(Action::Vread, Some(resource_type), Some(id), result)
             .await
     }
 
-    async fn vread_unaudited(
+    async fn try_vread(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -791,14 +791,12 @@ impl Records {
         since: Option<OffsetDateTime>,
         count: u64,
     ) -> Result<Vec<HistoryEntry>, RecordsError> {
-        let result = self
-            .history_unaudited(resource_type, id, since, count)
-            .await;
+        let result = self.try_history(resource_type, id, since, count).await;
         self.audited(Action::History, Some(resource_type), Some(id), result)
             .await
     }
 
-    async fn history_unaudited(
+    async fn try_history(
         &self,
         resource_type: ResourceType,
         id: &str,
@@ -865,13 +863,13 @@ impl Records {
         cursor: Option<&str>,
     ) -> Result<HistoryPage, RecordsError> {
         let result = self
-            .history_all_unaudited(resource_type, since, count, cursor)
+            .try_history_all(resource_type, since, count, cursor)
             .await;
         self.audited(Action::History, resource_type, None, result)
             .await
     }
 
-    async fn history_all_unaudited(
+    async fn try_history_all(
         &self,
         resource_type: Option<ResourceType>,
         since: Option<OffsetDateTime>,
@@ -960,38 +958,20 @@ impl Records {
         &self,
         patient_id: &str,
     ) -> Result<Vec<crate::series::SeriesStatus>, RecordsError> {
-        let result = self.series_status_unaudited(patient_id).await;
-        match result {
-            Ok((status, key_owner, doses)) => {
-                let mut entry = self.entry_about(
-                    Action::Read,
-                    ResourceType::PATIENT,
-                    patient_id,
-                    None,
-                    Some(&key_owner),
-                );
-                entry.operation = Some("$series-status".to_owned());
-                entry.result_count = Some(doses);
-                self.record(&[entry]).await?;
-                Ok(status)
-            }
-            Err(err) => {
-                self.audited(
-                    Action::Read,
-                    Some(ResourceType::PATIENT),
-                    Some(patient_id),
-                    Err(err),
-                )
-                .await
-            }
-        }
+        let result = self.try_series_status(patient_id).await;
+        self.audited(
+            Action::Read,
+            Some(ResourceType::PATIENT),
+            Some(patient_id),
+            result,
+        )
+        .await
     }
 
-    /// The series status, the patient's key owner, and how many Immunizations it read.
-    async fn series_status_unaudited(
+    async fn try_series_status(
         &self,
         patient_id: &str,
-    ) -> Result<(Vec<crate::series::SeriesStatus>, String, u64), RecordsError> {
+    ) -> Result<Vec<crate::series::SeriesStatus>, RecordsError> {
         // The patient must be readable (404, 410 as for a read).
         let patient = self
             .read_unaudited(ResourceType::PATIENT, patient_id)
@@ -1029,12 +1009,17 @@ impl Records {
                 break;
             }
         }
-        let doses = u64::try_from(immunizations.len()).unwrap_or(u64::MAX);
-        Ok((
-            crate::series::series_status(&immunizations),
-            patient.key_owner,
-            doses,
-        ))
+        let mut entry = self.entry_about(
+            Action::Read,
+            ResourceType::PATIENT,
+            patient_id,
+            None,
+            Some(&patient.key_owner),
+        );
+        entry.operation = Some("$series-status".to_owned());
+        entry.result_count = Some(u64::try_from(immunizations.len()).unwrap_or(u64::MAX));
+        self.record(&[entry]).await?;
+        Ok(crate::series::series_status(&immunizations))
     }
 
     /// Now, cut to microseconds: stored timestamps have that precision (Postgres), so the body
@@ -1086,7 +1071,7 @@ impl Records {
                 id: id.to_owned(),
                 version,
                 last_updated,
-                key_owner: owner.as_str().into_owned(),
+                key_owner: owner_name.clone(),
                 key_id: key.id(),
                 new_key,
                 body: seal(&key, context, &body)?,
@@ -1129,26 +1114,30 @@ impl Records {
         resource_type: ResourceType,
         id: &str,
     ) -> Result<StoredResource, RecordsError> {
-        let result = self.read_unaudited(resource_type, id).await;
-        match result {
-            Ok(resource) => {
-                self.record(&[self.entry_about(
-                    Action::Read,
-                    resource_type,
-                    id,
-                    Some(resource.version),
-                    Some(&resource.key_owner),
-                )])
-                .await?;
-                Ok(resource)
-            }
-            Err(err) => {
-                self.audited(Action::Read, Some(resource_type), Some(id), Err(err))
-                    .await
-            }
-        }
+        let result = self.try_read(resource_type, id).await;
+        self.audited(Action::Read, Some(resource_type), Some(id), result)
+            .await
     }
 
+    async fn try_read(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+    ) -> Result<StoredResource, RecordsError> {
+        let resource = self.read_unaudited(resource_type, id).await?;
+        self.record(&[self.entry_about(
+            Action::Read,
+            resource_type,
+            id,
+            Some(resource.version),
+            Some(&resource.key_owner),
+        )])
+        .await?;
+        Ok(resource)
+    }
+
+    /// A read that writes no entry: for what a recorded use case reads on the way (a
+    /// search's `_include` targets, `$series-status`'s patient), which its own entries cover.
     async fn read_unaudited(
         &self,
         resource_type: ResourceType,
@@ -1188,36 +1177,12 @@ impl Records {
         params: &[(String, String)],
         lenient: bool,
     ) -> Result<SearchPage, RecordsError> {
-        let result = self.search_unaudited(resource_type, params, lenient).await;
-        match result {
-            Ok(page) => {
-                // Only the parameters that were used: an ignored unknown name is the client's
-                // text, not a parameter.
-                let used: Vec<(String, String)> = params
-                    .iter()
-                    .filter(|(name, _)| !page.ignored.contains(name))
-                    .cloned()
-                    .collect();
-                let entries = self.disclosure_entries(
-                    Action::Search,
-                    Some(resource_type),
-                    &used,
-                    page.resources
-                        .iter()
-                        .chain(&page.included)
-                        .map(|r| r.key_owner.as_str()),
-                );
-                self.record(&entries).await?;
-                Ok(page)
-            }
-            Err(err) => {
-                self.audited(Action::Search, Some(resource_type), None, Err(err))
-                    .await
-            }
-        }
+        let result = self.try_search(resource_type, params, lenient).await;
+        self.audited(Action::Search, Some(resource_type), None, result)
+            .await
     }
 
-    async fn search_unaudited(
+    async fn try_search(
         &self,
         resource_type: ResourceType,
         params: &[(String, String)],
@@ -1281,6 +1246,23 @@ impl Records {
             resources.push(self.open_version(stored)?);
         }
         let included = self.included(&resources, &includes, &revincludes).await?;
+        // One entry per patient disclosed, with only the parameters that were used: an
+        // ignored unknown name is the client's text, not a parameter.
+        let used: Vec<(String, String)> = params
+            .iter()
+            .filter(|(name, _)| !ignored.contains(name))
+            .cloned()
+            .collect();
+        let entries = self.disclosure_entries(
+            Action::Search,
+            Some(resource_type),
+            &used,
+            resources
+                .iter()
+                .chain(&included)
+                .map(|r| r.key_owner.as_str()),
+        );
+        self.record(&entries).await?;
         Ok(SearchPage {
             resources,
             next_cursor,
@@ -1371,12 +1353,12 @@ impl Records {
     /// resource sealed under it becomes unreadable, also straight from the database), their
     /// index rows, and leaves a tombstone. Answers [`RecordsError::Erased`] if already done.
     pub async fn erase_patient(&self, id: &str) -> Result<Erasure, RecordsError> {
-        let result = self.erase_unaudited(id).await;
+        let result = self.try_erase(id).await;
         self.audited(Action::Erase, Some(ResourceType::PATIENT), Some(id), result)
             .await
     }
 
-    async fn erase_unaudited(&self, id: &str) -> Result<Erasure, RecordsError> {
+    async fn try_erase(&self, id: &str) -> Result<Erasure, RecordsError> {
         let resource_type = ResourceType::PATIENT;
         let not_found = || RecordsError::NotFound {
             resource_type,

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use audit_chain::{
-    Action, AuditEntry, AuditLog, CheckpointSigner, Ed25519Signer, LogVerifier, Outcome, Sequencer,
+    Action, AuditEntry, AuditLog, AuditTrail, CheckpointSigner, Ed25519Signer, LogVerifier,
+    Outcome, Sequencer,
 };
 use store_sql::GroupCommit;
 use store_sql::testing::TestDatabase;

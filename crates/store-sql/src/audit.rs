@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use audit_chain::{
-    Assigned, AuditEntry, AuditFailure, AuditLog, CHAIN_START, Checkpoint, EntryQuery, FoundEntry,
-    Frontier, Hash, Head, LogRecord, Node, NodeId, Pending, SequencerSession, StoredCheckpoint,
-    StoredEntry,
+    Assigned, AuditEntry, AuditFailure, AuditLog, AuditTrail, CHAIN_START, Checkpoint, EntryQuery,
+    FoundEntry, Frontier, Hash, Head, LogRecord, Node, NodeId, Pending, SequencerSession,
+    StoredCheckpoint, StoredEntry,
 };
 use sea_orm::sea_query::{Cond, Expr, ExprTrait, InsertStatement, Order, Query};
 use sea_orm::{
@@ -210,7 +210,7 @@ fn with_leaf(
 }
 
 #[async_trait]
-impl AuditLog for SqlStore {
+impl AuditTrail for SqlStore {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
         if let Some(insert) = insert_entries(entries).map_err(failure)? {
             // One statement: the entries are committed together or not at all.
@@ -218,7 +218,10 @@ impl AuditLog for SqlStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl AuditLog for SqlStore {
     async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure> {
         match self.backend() {
             Backend::Postgres => {

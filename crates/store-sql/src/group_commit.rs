@@ -8,14 +8,10 @@
 //! at once, and no request waits behind a commit other than its own. Every caller waits for
 //! its own batch's commit and sees its failure.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use audit_chain::{
-    AuditEntry, AuditFailure, AuditLog, EntryQuery, FoundEntry, Hash, LogRecord, NodeId,
-    SequencerSession, StoredCheckpoint, StoredEntry,
-};
+use audit_chain::{AuditEntry, AuditFailure, AuditTrail};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 struct Job {
@@ -23,10 +19,9 @@ struct Job {
     done: oneshot::Sender<Result<(), AuditFailure>>,
 }
 
-/// An [`AuditLog`] whose appends are batched; everything else goes straight to the log.
+/// An [`AuditTrail`] whose appends are batched into shared commits.
 #[derive(Clone)]
 pub struct GroupCommit {
-    log: Arc<dyn AuditLog>,
     jobs: mpsc::Sender<Job>,
 }
 
@@ -43,13 +38,13 @@ impl GroupCommit {
     /// Starts `writers` writer tasks on the current tokio runtime (give `log` a connection for
     /// each). They end when the last clone of the returned value is dropped, after committing
     /// what was queued.
-    pub fn start(log: Arc<dyn AuditLog>, writers: usize) -> Self {
+    pub fn start(log: Arc<dyn AuditTrail>, writers: usize) -> Self {
         let (jobs, queue) = mpsc::channel(4 * Self::MAX_BATCH);
         let queue = Arc::new(Mutex::new(queue));
         for _ in 0..writers.max(1) {
             tokio::spawn(write_batches(Arc::clone(&log), Arc::clone(&queue)));
         }
-        Self { log, jobs }
+        Self { jobs }
     }
 }
 
@@ -82,7 +77,7 @@ async fn next_batch(queue: &Mutex<mpsc::Receiver<Job>>, busy: bool) -> Option<Ve
     Some(batch)
 }
 
-async fn write_batches(log: Arc<dyn AuditLog>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
+async fn write_batches(log: Arc<dyn AuditTrail>, queue: Arc<Mutex<mpsc::Receiver<Job>>>) {
     // The queue's lock is released before committing, so the next writer collects meanwhile.
     let mut busy = false;
     while let Some(mut batch) = next_batch(&queue, busy).await {
@@ -103,7 +98,7 @@ async fn write_batches(log: Arc<dyn AuditLog>, queue: Arc<Mutex<mpsc::Receiver<J
 }
 
 #[async_trait]
-impl AuditLog for GroupCommit {
+impl AuditTrail for GroupCommit {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
         if entries.is_empty() {
             return Ok(());
@@ -120,38 +115,5 @@ impl AuditLog for GroupCommit {
         committed
             .await
             .map_err(|_| AuditFailure("the audit writer has stopped".into()))?
-    }
-
-    async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure> {
-        self.log.sequencer().await
-    }
-
-    async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure> {
-        self.log.entry(id).await
-    }
-
-    async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure> {
-        self.log.find(query).await
-    }
-
-    async fn nodes(&self, ids: &[NodeId]) -> Result<HashMap<NodeId, Hash>, AuditFailure> {
-        self.log.nodes(ids).await
-    }
-
-    async fn latest_checkpoint(&self) -> Result<Option<StoredCheckpoint>, AuditFailure> {
-        self.log.latest_checkpoint().await
-    }
-
-    async fn checkpoints(
-        &self,
-        from_size: u64,
-        to_size: u64,
-        limit: usize,
-    ) -> Result<Vec<StoredCheckpoint>, AuditFailure> {
-        self.log.checkpoints(from_size, to_size, limit).await
-    }
-
-    async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure> {
-        self.log.records(from_index, limit).await
     }
 }

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 
 use audit_chain::{
-    Action, AuditEntry, AuditLog, CheckpointSigner, Ed25519Signer, LogVerifier, Outcome, Receipt,
-    Sequencer, Tamper, Verified, VerifierKey, leaf_hash,
+    Action, AuditEntry, AuditLog, AuditTrail, CheckpointSigner, Ed25519Signer, LogVerifier,
+    Outcome, Receipt, Sequencer, Tamper, Verified, VerifierKey, leaf_hash,
 };
 use sea_orm::Value;
 use store_sql::testing::TestDatabase;
