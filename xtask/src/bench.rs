@@ -11,6 +11,7 @@
 //! Options: `--patients N`, `--clients N`, `--seconds N`, `--sqlite`,
 //! `--postgres URL` (an admin URL; default `postgres://postgres@localhost/postgres?host=/var/run/postgresql`,
 //! the local server's Unix socket, as a co-located database is reached),
+//! `--only TEXT` (only the phases whose name contains TEXT, e.g. `read`),
 //! `--reuse` (measure again on the previous run's database and keyring, without loading).
 
 use std::path::Path;
@@ -33,6 +34,8 @@ struct Options {
     seconds: u64,
     postgres: Option<String>,
     reuse: bool,
+    /// Only the phases whose name contains this.
+    only: Option<String>,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
@@ -42,6 +45,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         seconds: 20,
         postgres: Some(DEFAULT_POSTGRES.to_owned()),
         reuse: false,
+        only: None,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -53,6 +57,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             "--sqlite" => options.postgres = None,
             "--postgres" => options.postgres = Some(value()?.clone()),
             "--reuse" => options.reuse = true,
+            "--only" => options.only = Some(value()?.clone()),
             other => bail!("unknown option {other}"),
         }
     }
@@ -461,6 +466,12 @@ async fn measure(
         }
     };
     let clients = options.clients;
+    let wanted = |name: &str| {
+        options
+            .only
+            .as_ref()
+            .is_none_or(|only| name.contains(only.as_str()))
+    };
     // Not measured: opens the server's database connections and prepares its statements,
     // and brings the data into PostgreSQL's buffers, as a server that has been up a while has.
     eprintln!("bench: warming up for 4.5 s");
@@ -487,6 +498,9 @@ async fn measure(
         ("search identifier=system|value, 1 client", 1, 1),
         ("search family=prefix & birthdate=year", clients, 2),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         eprintln!("bench: {name} for {} s", options.seconds);
         let phase = match kind {
             0 => timed(n, &client, deadline, read(base.clone(), ids.clone())).await?,
@@ -501,6 +515,9 @@ async fn measure(
         ("read Patient, 2,000/s over the clients", 2_000, 0),
         ("search identifier, 1,000/s over the clients", 1_000, 1),
     ] {
+        if !wanted(name) {
+            continue;
+        }
         eprintln!("bench: {name} for {} s", options.seconds);
         let phase = match kind {
             0 => {

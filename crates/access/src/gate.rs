@@ -185,16 +185,58 @@ pub struct Allowed {
 /// never a wrong answer.
 const REMEMBERED_TOKENS: usize = 10_000;
 
+/// How many decisions a [`Gate`] remembers within one second. Past it, the memory starts
+/// over.
+const REMEMBERED_DECISIONS: usize = 10_000;
+
+/// The decisions taken in one second: the same token asking for the same thing in the same
+/// second gets the same answer.
+///
+/// A decision is a pure function of the token (its blocks: the last revocation id commits to
+/// all of them), the request facts (resource types with their actions, operations) and the
+/// time, which biscuit sees in whole seconds. Nothing else enters the authorizer, so
+/// remembering an allowed decision until the second ends changes no answer; it saves the
+/// datalog evaluation (about 50 µs) on every further request. Revocation and expiry are
+/// checked in [`Gate::authenticate`], never remembered. Refusals are not remembered: they
+/// are rare, and their explanation is worth computing.
+#[derive(Default)]
+struct Decisions {
+    second: i64,
+    allowed: HashMap<String, Allowed>,
+}
+
+impl Decisions {
+    fn get(&mut self, second: i64, key: &str) -> Option<Allowed> {
+        if self.second != second {
+            self.second = second;
+            self.allowed.clear();
+        }
+        self.allowed.get(key).copied()
+    }
+
+    fn remember(&mut self, second: i64, key: String, allowed: Allowed) {
+        if self.second != second {
+            return;
+        }
+        if self.allowed.len() >= REMEMBERED_DECISIONS {
+            self.allowed.clear();
+        }
+        self.allowed.insert(key, allowed);
+    }
+}
+
 /// Verifies tokens against the root key and decides requests by [`POLICY`].
 ///
 /// A token's signatures and claims never change, so a gate remembers the callers of tokens it
 /// verified (checking signatures is most of the cost, and a client sends one token many
-/// times). Revocation and expiry are still checked on every use.
+/// times). Revocation and expiry are still checked on every use. Decisions are remembered
+/// for the rest of their second (see [`Decisions`]).
 #[derive(Clone)]
 pub struct Gate {
     root: VerifyingKey,
     policy: AuthorizerBuilder,
     verified: Arc<Mutex<HashMap<String, Caller>>>,
+    decisions: Arc<Mutex<Decisions>>,
 }
 
 impl fmt::Debug for Gate {
@@ -229,6 +271,7 @@ impl Gate {
             root,
             policy,
             verified: Arc::default(),
+            decisions: Arc::default(),
         })
     }
 
@@ -364,6 +407,40 @@ impl Gate {
                 Need::Operation(op) => operations.push(*op),
             }
         }
+        operations.sort_by_key(|op| op.as_str());
+        operations.dedup();
+        // The memory's key: the whole token (its last block's revocation id) and the request.
+        let second = now.unix_timestamp();
+        let mut key = caller.revocation_ids.last().cloned().unwrap_or_default();
+        for (resource_type, actions) in &by_type {
+            key.push_str(&format!(" {resource_type}:{actions}"));
+        }
+        for op in &operations {
+            key.push_str(&format!(" {}", op.as_str()));
+        }
+        let remembered = self
+            .decisions
+            .lock()
+            .ok()
+            .and_then(|mut decisions| decisions.get(second, &key));
+        if let Some(allowed) = remembered {
+            return Ok(allowed);
+        }
+        let allowed = self.evaluate(caller, by_type, operations, now)?;
+        if let Ok(mut decisions) = self.decisions.lock() {
+            decisions.remember(second, key, allowed);
+        }
+        Ok(allowed)
+    }
+
+    /// Every need decided by the datalog policy, without the memory.
+    fn evaluate(
+        &self,
+        caller: &Caller,
+        by_type: BTreeMap<&str, Actions>,
+        operations: Vec<Operation>,
+        now: OffsetDateTime,
+    ) -> Result<Allowed, AccessError> {
         let mut allowed = None;
         for (resource_type, actions) in by_type {
             let request = fact(

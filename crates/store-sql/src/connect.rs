@@ -1,7 +1,7 @@
 //! Connecting, configuring each backend, and migrating.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -49,6 +49,8 @@ pub struct SqlStore {
     backend: Backend,
     /// SQLite's sequencer lock (PostgreSQL uses an advisory lock in the database).
     pub(crate) sequencing: Arc<AtomicBool>,
+    /// Entries taken off PostgreSQL's audit queue since it was last vacuumed.
+    pub(crate) dequeued: Arc<AtomicU64>,
 }
 
 impl SqlStore {
@@ -92,6 +94,7 @@ impl SqlStore {
             db,
             backend,
             sequencing: Arc::default(),
+            dequeued: Arc::default(),
         })
     }
 

@@ -50,7 +50,9 @@ impl GroupCommit {
 
 /// How many times a writer under load lets the other tasks run before committing what it has:
 /// requests being answered meanwhile join the batch instead of each paying for a commit.
-const GATHERING_TURNS: u32 = 3;
+/// (Measured on PostgreSQL at 32 clients, one writer: 8 turns gave batches of about 19 entries
+/// and 5,134–5,384 reads/s; two writers with 3 turns, batches of 11, 4,764–4,978 reads/s.)
+const GATHERING_TURNS: u32 = 8;
 
 /// The next batch: the first job to arrive and whatever else queues, up to the limit. When the
 /// last batch had company (`busy`), the writer gives the runtime a few turns to gather more;
