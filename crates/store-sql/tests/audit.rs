@@ -426,3 +426,46 @@ async fn a_truncated_log_and_a_forged_checkpoint_are_caught() {
     )
     .await;
 }
+
+/// PostgreSQL keeps a dequeued row as a dead tuple until vacuumed, and the queue's scan walks
+/// them: the sequencer vacuums the queue itself (every 20,000 entries), whatever the cluster's
+/// autovacuum does. SQLite frees deleted rows at once.
+#[tokio::test]
+async fn the_sequencer_vacuums_the_postgres_queue() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let entries: Vec<AuditEntry> = (0..21_000).map(entry).collect();
+    for chunk in entries.chunks(1_000) {
+        store.append(chunk).await.unwrap();
+    }
+    let sequencer = Sequencer::new(ORIGIN, signer());
+    let mut sequenced = 0;
+    loop {
+        let round = sequencer
+            .run_once(&store, OffsetDateTime::now_utc(), true)
+            .await
+            .unwrap();
+        if round.sequenced == 0 {
+            break;
+        }
+        sequenced += round.sequenced;
+    }
+    assert_eq!(sequenced, 21_000);
+    assert_eq!(db.row_count("audit_pending").await, 0);
+    // The vacuum ran when the round that crossed 20,000 committed, before `run_once` returned.
+    use sea_orm::ConnectionTrait;
+    let stats = sea_orm::Database::connect(db.url()).await.unwrap();
+    let row = stats
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_pending'",
+        ))
+        .await
+        .unwrap()
+        .expect("the queue's statistics");
+    let vacuums: i64 = row.try_get_by_index(0).unwrap();
+    assert!(vacuums >= 1, "the queue was never vacuumed");
+    assert_eq!(verify(&store).await.unwrap().entries, 21_000);
+}
