@@ -410,8 +410,12 @@ impl Gate {
         operations.sort_by_key(|op| op.as_str());
         operations.dedup();
         // The memory's key: the whole token (its last block's revocation id) and the request.
+        // Every biscuit has one; without it there is nothing to key on, so nothing is kept.
+        let Some(token) = caller.revocation_ids.last() else {
+            return self.evaluate(caller, by_type, operations, now);
+        };
         let second = now.unix_timestamp();
-        let mut key = caller.revocation_ids.last().cloned().unwrap_or_default();
+        let mut key = token.clone();
         for (resource_type, actions) in &by_type {
             key.push_str(&format!(" {resource_type}:{actions}"));
         }
