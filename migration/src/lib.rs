@@ -13,6 +13,7 @@ mod m20261122_000003_conditional_claims;
 mod m20261122_000004_blind_index_by_token;
 mod m20261122_000005_access_tokens;
 mod m20261123_000006_audit_log;
+mod m20261123_000007_audit_patient_hash;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000004_blind_index_by_token::Migration),
             Box::new(m20261122_000005_access_tokens::Migration),
             Box::new(m20261123_000006_audit_log::Migration),
+            Box::new(m20261123_000007_audit_patient_hash::Migration),
         ]
     }
 }

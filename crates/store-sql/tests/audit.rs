@@ -469,3 +469,77 @@ async fn the_sequencer_vacuums_the_postgres_queue() {
     assert!(vacuums >= 1, "the queue was never vacuumed");
     assert_eq!(verify(&store).await.unwrap().entries, 21_000);
 }
+
+/// The accounting of disclosures' lookup: one patient's entries, newest first, paged by
+/// position, with a time window. On PostgreSQL it runs on a hash index of `patient`
+/// (migration 7), whose order says nothing about time or position.
+#[tokio::test]
+async fn a_patients_entries_are_found_newest_first_and_paged() {
+    use audit_chain::EntryQuery;
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        // Three patients' entries interleaved: p-0, p-1, p-2, p-0, …
+        let entries: Vec<AuditEntry> = (0..30)
+            .map(|n| {
+                let mut e = entry(n);
+                e.patient = Some(format!("Patient/p-{}", n % 3));
+                e
+            })
+            .collect();
+        for e in &entries {
+            store.append(std::slice::from_ref(e)).await.unwrap();
+        }
+        let query = |after, since| EntryQuery {
+            patient: Some("Patient/p-1".into()),
+            since,
+            before: None,
+            actions: Vec::new(),
+            after,
+            limit: 4,
+        };
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.find(&query(after, None)).await.unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 4, "{}", db.backend_name());
+            after = page.last().map(|found| found.position);
+            ids.extend(page.into_iter().map(|found| found.entry.id));
+        }
+        let expected: Vec<String> = entries
+            .iter()
+            .rev()
+            .filter(|e| e.patient.as_deref() == Some("Patient/p-1"))
+            .map(|e| e.id.clone())
+            .collect();
+        assert_eq!(ids, expected, "{}", db.backend_name());
+        if db.backend_name() == "postgres" {
+            // Entry n is recorded n ms after 10:00: from 20 ms on, p-1 has 22, 25 and 28.
+            // (PostgreSQL only: SQLite stores the time as RFC 3339 text with its trailing
+            // fractional zeros trimmed, so within one second ".022Z" sorts before ".02Z" and
+            // a bound inside a second compares wrongly. A known bug, not fixed yet.)
+            let since = datetime!(2026-11-23 10:00 UTC) + time::Duration::milliseconds(20);
+            let recent = store.find(&query(None, Some(since))).await.unwrap();
+            let recent: Vec<&str> = recent.iter().map(|f| f.entry.id.as_str()).collect();
+            let want: Vec<&str> = [28, 25, 22]
+                .iter()
+                .map(|&n| entries[n].id.as_str())
+                .collect();
+            assert_eq!(recent, want);
+            use sea_orm::ConnectionTrait;
+            let conn = sea_orm::Database::connect(db.url()).await.unwrap();
+            let row = conn
+                .query_one_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'audit_entry_by_patient'",
+                ))
+                .await
+                .unwrap()
+                .expect("the patient index");
+            let definition: String = row.try_get_by_index(0).unwrap();
+            assert!(definition.contains("USING hash (patient)"), "{definition}");
+        }
+    }
+}
