@@ -20,33 +20,28 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
+/// Replaces the patient index by `definition` (its columns and method), on PostgreSQL only.
+async fn patient_index(manager: &SchemaManager<'_>, definition: &str) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    manager
+        .get_connection()
+        .execute_unprepared(&format!(
+            "DROP INDEX audit_entry_by_patient;
+             CREATE INDEX audit_entry_by_patient ON audit_entry {definition};"
+        ))
+        .await?;
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP INDEX audit_entry_by_patient;
-                 CREATE INDEX audit_entry_by_patient ON audit_entry USING hash (patient);",
-            )
-            .await?;
-        Ok(())
+        patient_index(manager, "USING hash (patient)").await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        manager
-            .get_connection()
-            .execute_unprepared(
-                "DROP INDEX audit_entry_by_patient;
-                 CREATE INDEX audit_entry_by_patient ON audit_entry (patient, recorded_at);",
-            )
-            .await?;
-        Ok(())
+        patient_index(manager, "(patient, recorded_at)").await
     }
 }

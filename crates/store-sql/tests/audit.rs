@@ -57,6 +57,21 @@ async fn verify(log: &dyn AuditLog) -> Result<Verified, Tamper> {
     verifier.finish()
 }
 
+/// The first column of the one row a catalog query on a PostgreSQL test database returns.
+async fn postgres_value<T: sea_orm::TryGetable>(db: &TestDatabase, sql: &str) -> T {
+    use sea_orm::ConnectionTrait;
+    let conn = sea_orm::Database::connect(db.url()).await.unwrap();
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            sql,
+        ))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no row for {sql}"));
+    row.try_get_by_index(0).unwrap()
+}
+
 /// 24 entries in four rounds, each round signed: checkpoints at 6, 12, 18, 24.
 async fn sequenced(db: &TestDatabase) -> (SqlStore, Vec<AuditEntry>) {
     let store = db.store().await;
@@ -455,17 +470,11 @@ async fn the_sequencer_vacuums_the_postgres_queue() {
     assert_eq!(sequenced, 21_000);
     assert_eq!(db.row_count("audit_pending").await, 0);
     // The vacuum ran when the round that crossed 20,000 committed, before `run_once` returned.
-    use sea_orm::ConnectionTrait;
-    let stats = sea_orm::Database::connect(db.url()).await.unwrap();
-    let row = stats
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_pending'",
-        ))
-        .await
-        .unwrap()
-        .expect("the queue's statistics");
-    let vacuums: i64 = row.try_get_by_index(0).unwrap();
+    let vacuums: i64 = postgres_value(
+        &db,
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_pending'",
+    )
+    .await;
     assert!(vacuums >= 1, "the queue was never vacuumed");
     assert_eq!(verify(&store).await.unwrap().entries, 21_000);
 }
@@ -528,17 +537,11 @@ async fn a_patients_entries_are_found_newest_first_and_paged() {
                 .map(|&n| entries[n].id.as_str())
                 .collect();
             assert_eq!(recent, want);
-            use sea_orm::ConnectionTrait;
-            let conn = sea_orm::Database::connect(db.url()).await.unwrap();
-            let row = conn
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DbBackend::Postgres,
-                    "SELECT indexdef FROM pg_indexes WHERE indexname = 'audit_entry_by_patient'",
-                ))
-                .await
-                .unwrap()
-                .expect("the patient index");
-            let definition: String = row.try_get_by_index(0).unwrap();
+            let definition: String = postgres_value(
+                &db,
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'audit_entry_by_patient'",
+            )
+            .await;
             assert!(definition.contains("USING hash (patient)"), "{definition}");
         }
     }
