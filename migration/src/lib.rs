@@ -14,6 +14,7 @@ mod m20261122_000004_blind_index_by_token;
 mod m20261122_000005_access_tokens;
 mod m20261123_000006_audit_log;
 mod m20261123_000007_audit_patient_hash;
+mod m20261129_000008_audit_intake;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000005_access_tokens::Migration),
             Box::new(m20261123_000006_audit_log::Migration),
             Box::new(m20261123_000007_audit_patient_hash::Migration),
+            Box::new(m20261129_000008_audit_intake::Migration),
         ]
     }
 }

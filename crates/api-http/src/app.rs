@@ -8,9 +8,9 @@ use poem_openapi::OpenApiService;
 use records::Records;
 
 use crate::admin::AdminApi;
-use audit_chain::AuditLog;
+use audit_chain::{AuditLog, Sequencer};
 
-use crate::audit::{AuditApi, LogIdentity};
+use crate::audit::AuditApi;
 use crate::auth::{AccessControl, RateLimit};
 use crate::fhir::{FhirApi, PublicBase};
 use crate::front::{Front, RouteTable, front};
@@ -55,7 +55,7 @@ impl Default for HttpConfig {
 fn service(
     records: Records,
     access: AccessControl,
-    identity: LogIdentity,
+    sequencer: Sequencer,
     log: Arc<dyn AuditLog>,
 ) -> OpenApiService<(FhirApi, AuditApi, AdminApi, HealthApi), ()> {
     OpenApiService::new(
@@ -68,7 +68,7 @@ fn service(
             AuditApi {
                 log,
                 access: access.clone(),
-                identity,
+                sequencer,
             },
             AdminApi { access },
             HealthApi { records },
@@ -102,11 +102,8 @@ pub fn openapi_json() -> Result<String, Box<dyn std::error::Error + Send + Sync>
         audit.clone(),
     );
     let signer = audit_chain::Ed25519Signer::from_seed("cairn", &[0; 32])?;
-    let identity = LogIdentity {
-        origin: "cairn".to_owned(),
-        key: audit_chain::CheckpointSigner::verifier(&signer).clone(),
-    };
-    Ok(service(records, document_access()?, identity, audit).spec())
+    let sequencer = Sequencer::new("cairn", Arc::new(signer));
+    Ok(service(records, document_access()?, sequencer, audit).spec())
 }
 
 /// Access control for building the document only: a throwaway key, an empty registry.
@@ -120,16 +117,17 @@ fn document_access() -> Result<AccessControl, access::AccessError> {
 }
 
 /// The whole HTTP application over `records`, guarded by `access`; `log` is the audit log the
-/// records write to (read back by `/audit/*` and AuditEvent), `identity` its name and key.
+/// records write to (read back by `/audit/*` and AuditEvent), `sequencer` its sequencer (its
+/// name and key, and catching up before the log is read).
 pub fn app(
     records: Records,
     access: AccessControl,
-    identity: LogIdentity,
+    sequencer: Sequencer,
     log: Arc<dyn AuditLog>,
     config: &HttpConfig,
 ) -> impl Endpoint + 'static {
     let access = access.audited_by(Arc::clone(records.audit_trail()));
-    let api = service(records, access.clone(), identity, log);
+    let api = service(records, access.clone(), sequencer, log);
     let spec = api.spec();
     let front_config = Arc::new(Front {
         routes: serde_json::from_str(&spec)

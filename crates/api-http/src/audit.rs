@@ -6,7 +6,7 @@
 
 use access::{Action as Permission, Caller, Need, Operation};
 use audit_chain::{
-    Action, AuditEntry, AuditLog, EntryQuery, ReceiptUnavailable, StoredCheckpoint, VerifierKey,
+    Action, AuditEntry, AuditLog, EntryQuery, ReceiptUnavailable, Sequencer, StoredCheckpoint,
 };
 use fhir_model::IssueType;
 use poem::Request;
@@ -28,15 +28,6 @@ use crate::payload::FhirJson;
 enum AuditTags {
     /// The tamper-evident audit log: keys, checkpoints, entries and proofs for auditors.
     Audit,
-}
-
-/// Which log this server keeps and how to check its signatures.
-#[derive(Debug, Clone)]
-pub struct LogIdentity {
-    /// The checkpoints' origin line.
-    pub origin: String,
-    /// The checkpoint signing key's public half.
-    pub key: VerifierKey,
 }
 
 /// One signed checkpoint.
@@ -120,12 +111,23 @@ const MAX_COUNT: usize = 1_000;
 pub(crate) struct AuditApi {
     pub log: Arc<dyn AuditLog>,
     pub access: AccessControl,
-    pub identity: LogIdentity,
+    /// The log's sequencer: its origin and key, and a round run on demand so that what an
+    /// auditor lists includes everything recorded before the request.
+    pub sequencer: Sequencer,
 }
 
 impl AuditApi {
     fn log(&self) -> &dyn AuditLog {
         self.log.as_ref()
+    }
+
+    /// Sequences what is still in the intake (entries reach the log's tables within a
+    /// sequencer interval; a reader of the log must not miss the latest ones).
+    async fn caught_up(&self, request_id: &RequestId) -> Result<(), FhirError> {
+        self.sequencer
+            .catch_up(self.log(), OffsetDateTime::now_utc())
+            .await
+            .map_err(|e| failed(e, request_id))
     }
 
     async fn auditor(&self, caller: &Caller, request: &Request) -> Result<RequestId, FhirError> {
@@ -150,6 +152,17 @@ impl AuditApi {
         id: &str,
     ) -> Result<audit_chain::StoredEntry, FhirError> {
         let request_id = self.auditor(caller, request).await?;
+        let entry = self
+            .log()
+            .entry(id)
+            .await
+            .map_err(|e| failed(e, &request_id))?
+            .ok_or_else(|| unknown_entry(id))?;
+        if entry.index.is_some() {
+            return Ok(entry);
+        }
+        // Recorded but not yet sequenced: give it its place, so the answer can say where.
+        self.caught_up(&request_id).await?;
         self.log()
             .entry(id)
             .await
@@ -187,7 +200,9 @@ impl AuditApi {
     #[oai(path = "/audit/key", method = "get")]
     async fn key(&self, request: &Request, auth: BearerAuth) -> Result<KeyResponse, FhirError> {
         self.auditor(&auth.0, request).await?;
-        Ok(KeyResponse::Ok(PlainText(self.identity.key.to_vkey())))
+        Ok(KeyResponse::Ok(PlainText(
+            self.sequencer.verifier().to_vkey(),
+        )))
     }
 
     /// Signed checkpoints of the audit log.
@@ -236,7 +251,7 @@ impl AuditApi {
             checkpoints.push(view(stored, consistency));
         }
         Ok(CheckpointsResponse::Ok(Json(Checkpoints {
-            origin: self.identity.origin.clone(),
+            origin: self.sequencer.origin().to_owned(),
             checkpoints,
         })))
     }
@@ -461,6 +476,7 @@ impl AuditApi {
         path: &str,
     ) -> Result<Value, FhirError> {
         let base = base_url(request);
+        self.caught_up(request_id).await?;
         let found = self
             .log()
             .find(&query)

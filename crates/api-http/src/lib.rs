@@ -18,6 +18,5 @@ mod payload;
 mod shaping;
 
 pub use app::{HttpConfig, app, openapi_json};
-pub use audit::LogIdentity;
 pub use auth::{AccessControl, RateLimit};
 pub use front::RequestId;

@@ -134,6 +134,14 @@ impl AuditLog for MemoryAuditLog {
         })))
     }
 
+    /// The fake cannot wait (it has no runtime to wait on): its sessions are never held
+    /// across another task's await in tests, so a held one is a test's mistake.
+    async fn sequencer_when_free(&self) -> Result<Box<dyn SequencerSession>, AuditFailure> {
+        self.sequencer()
+            .await?
+            .ok_or_else(|| AuditFailure("another sequencer holds the fake log".into()))
+    }
+
     async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure> {
         Ok(self
             .state()?
@@ -150,13 +158,17 @@ impl AuditLog for MemoryAuditLog {
     async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure> {
         let state = self.state()?;
         let mut found = Vec::new();
-        for (key, row) in state.rows.iter().rev() {
+        for (index, key) in state.by_index.iter().rev() {
             if found.len() >= query.limit {
                 break;
             }
-            if query.after.is_some_and(|after| *key >= after) {
+            let position = i64::try_from(*index).unwrap_or(i64::MAX);
+            if query.after.is_some_and(|after| position >= after) {
                 continue;
             }
+            let Some(row) = state.rows.get(key) else {
+                continue;
+            };
             let Ok(entry) = AuditEntry::from_canonical_bytes(&row.body) else {
                 continue;
             };
@@ -169,7 +181,7 @@ impl AuditLog for MemoryAuditLog {
                 && (query.actions.is_empty() || query.actions.contains(&entry.action));
             if matches {
                 found.push(FoundEntry {
-                    position: *key,
+                    position,
                     entry: StoredEntry {
                         id: row.id.clone(),
                         body: row.body.clone(),

@@ -47,11 +47,13 @@ pub struct EntryQuery {
 /// An entry found by [`AuditLog::find`], with its position for paging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundEntry {
+    /// Its leaf index (`after` of the next page).
     pub position: i64,
     pub entry: StoredEntry,
 }
 
-/// An entry waiting for the sequencer: its storage key (commit-order hint) and bytes.
+/// An entry waiting for the sequencer: a key the session gave it (the sequencer hands it
+/// back in [`Assigned`]) and its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     pub key: i64,
@@ -95,9 +97,15 @@ pub trait AuditLog: AuditTrail {
     /// Opens the sequencer's exclusive session; `None` if another sequencer holds it.
     async fn sequencer(&self) -> Result<Option<Box<dyn SequencerSession>>, AuditFailure>;
 
+    /// Opens the sequencer's exclusive session, waiting for another sequencer's round to end
+    /// if one holds it.
+    async fn sequencer_when_free(&self) -> Result<Box<dyn SequencerSession>, AuditFailure>;
+
     async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure>;
 
-    /// Entries matching `query`, newest first (by append position), sequenced or not.
+    /// Sequenced entries matching `query`, newest first (by leaf index, which is their
+    /// `position`). Entries recorded but not yet sequenced are not found: a reader that must
+    /// see everything recorded so far calls [`crate::Sequencer::catch_up`] first.
     async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure>;
 
     /// The stored hashes of `ids` (those that exist).
@@ -123,7 +131,11 @@ pub trait AuditLog: AuditTrail {
 pub trait SequencerSession: Send {
     async fn head(&mut self) -> Result<Head, AuditFailure>;
 
-    /// Unsequenced entries, oldest key first, at most `limit`.
+    /// Unsequenced entries in the order they were recorded: all of them if fewer than `limit`
+    /// are waiting, else `limit` (a store that keeps entries in batches may hand out a few
+    /// more rather than split a batch). Fewer than `limit` means none was left waiting. Every
+    /// entry handed out must be assigned in [`SequencerSession::store`] before the session
+    /// commits.
     async fn pending(&mut self, limit: usize) -> Result<Vec<Pending>, AuditFailure>;
 
     /// Records the assignments and the tree nodes they completed.

@@ -9,8 +9,8 @@ use time::{Duration, OffsetDateTime};
 
 use crate::hash::{chain_hash, leaf_hash};
 use crate::merkle::ProofPlan;
-use crate::note::{Checkpoint, CheckpointSigner, sign_checkpoint};
-use crate::ports::{Assigned, AuditFailure, AuditLog, StoredCheckpoint};
+use crate::note::{Checkpoint, CheckpointSigner, VerifierKey, sign_checkpoint};
+use crate::ports::{Assigned, AuditFailure, AuditLog, SequencerSession, StoredCheckpoint};
 use crate::receipt::Receipt;
 
 /// What one round did.
@@ -23,6 +23,9 @@ pub struct Round {
     /// Another sequencer held the log.
     pub skipped: bool,
 }
+
+/// Full rounds [`Sequencer::catch_up`] runs before it gives up.
+const MAX_CATCH_UP_ROUNDS: usize = 10;
 
 /// Sequences and checkpoints the log named `origin`.
 #[derive(Clone)]
@@ -58,20 +61,56 @@ impl Sequencer {
         &self.origin
     }
 
-    /// One round at `now`. `force_checkpoint` signs even if the last checkpoint is recent
-    /// (shutdown, tests), provided the log grew.
+    /// The key that verifies this sequencer's checkpoints.
+    pub fn verifier(&self) -> &VerifierKey {
+        self.signer.verifier()
+    }
+
+    /// One round at `now`, unless another sequencer holds the log (then `skipped`).
+    /// `force_checkpoint` signs even if the last checkpoint is recent (shutdown, tests),
+    /// provided the log grew.
     pub async fn run_once(
         &self,
         log: &dyn AuditLog,
         now: OffsetDateTime,
         force_checkpoint: bool,
     ) -> Result<Round, AuditFailure> {
-        let Some(mut session) = log.sequencer().await? else {
-            return Ok(Round {
+        match log.sequencer().await? {
+            Some(session) => self.round(session, now, force_checkpoint).await,
+            None => Ok(Round {
                 skipped: true,
                 ..Round::default()
-            });
-        };
+            }),
+        }
+    }
+
+    /// Sequences every entry recorded before the call, waiting for another sequencer's round
+    /// if one is running, so that what [`AuditLog::find`] answers next is complete. Gives up
+    /// after `MAX_CATCH_UP_ROUNDS` full rounds: a log that far behind has a sequencer that
+    /// keeps failing, and a reader must not wait for it indefinitely.
+    pub async fn catch_up(
+        &self,
+        log: &dyn AuditLog,
+        now: OffsetDateTime,
+    ) -> Result<(), AuditFailure> {
+        for _ in 0..MAX_CATCH_UP_ROUNDS {
+            let session = log.sequencer_when_free().await?;
+            if self.round(session, now, false).await?.sequenced < self.batch {
+                return Ok(());
+            }
+        }
+        Err(AuditFailure(format!(
+            "the audit log is more than {} entries behind",
+            MAX_CATCH_UP_ROUNDS * self.batch
+        )))
+    }
+
+    async fn round(
+        &self,
+        mut session: Box<dyn SequencerSession>,
+        now: OffsetDateTime,
+        force_checkpoint: bool,
+    ) -> Result<Round, AuditFailure> {
         let mut head = session.head().await?;
         let pending = session.pending(self.batch).await?;
         let mut assigned = Vec::with_capacity(pending.len());

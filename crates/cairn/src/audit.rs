@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use api_http::LogIdentity;
 use audit_chain::{
-    Action, AuditEntry, AuditLog, CheckpointSigner, Ed25519Signer, Hash, LogRecord, LogVerifier,
-    Outcome, Sequencer, Tamper, Verified, VerifierKey,
+    Action, AuditEntry, AuditFailure, AuditLog, CheckpointSigner, Ed25519Signer, Hash, LogRecord,
+    LogVerifier, Outcome, Sequencer, Tamper, Verified, VerifierKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -35,7 +34,16 @@ pub fn signer(
     .map_err(|err| anyhow::anyhow!("the audit origin cannot name a signing key: {err}"))
 }
 
-/// The log's identity, as the HTTP front publishes it.
+/// Which log this is and how to check its signatures.
+#[derive(Debug, Clone)]
+pub struct LogIdentity {
+    /// The checkpoints' origin line.
+    pub origin: String,
+    /// The checkpoint signing key's public half.
+    pub key: VerifierKey,
+}
+
+/// The log's identity, as exports and `cairn audit key` publish it.
 pub fn identity(config: &Config, signer: &Ed25519Signer) -> LogIdentity {
     LogIdentity {
         origin: config.audit_origin(),
@@ -45,17 +53,24 @@ pub fn identity(config: &Config, signer: &Ed25519Signer) -> LogIdentity {
 
 /// Sequences the log every `every` until the task is aborted. Every instance runs this; the
 /// log's sequencer lock lets one round run at a time, so instances share one log. A failed
-/// round changes nothing and is retried; it is logged once per failure streak.
+/// round changes nothing and is retried; it is logged once per failure streak. Each round is
+/// a task of its own, so that a round that panics (a bug) is a failed round, not the end of
+/// sequencing with nothing said.
 pub async fn keep_sequencing(sequencer: Sequencer, log: Arc<dyn AuditLog>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
         ticker.tick().await;
-        match sequencer
-            .run_once(log.as_ref(), OffsetDateTime::now_utc(), false)
-            .await
-        {
+        let (sequencer, log) = (sequencer.clone(), Arc::clone(&log));
+        let round = tokio::spawn(async move {
+            sequencer
+                .run_once(log.as_ref(), OffsetDateTime::now_utc(), false)
+                .await
+        })
+        .await
+        .unwrap_or_else(|_| Err(AuditFailure("a sequencer round panicked".into())));
+        match round {
             Ok(round) => {
                 if failing {
                     tracing::info!("the audit sequencer recovered");

@@ -33,14 +33,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
         max_connections: config.max_connections,
         ..StoreOptions::default()
     };
-    let store = SqlStore::connect(&config.database_url, &options)
+    SqlStore::open(&config.database_url, &options)
         .await
-        .context("cannot open the database")?;
-    store
-        .migrate()
-        .await
-        .context("cannot migrate the database")?;
-    Ok(store)
+        .context("cannot open and migrate the database")
 }
 
 /// Connections of the audit log's own pool: its group-commit writers and the sequencer.
@@ -144,7 +139,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     ));
     let audit_store = open_audit_store(config).await?;
     let signer = crate::audit::signer(config, master.as_ref())?;
-    let identity = crate::audit::identity(config, &signer);
     // Reads and refusals share commits; writes put their entries in their own transaction.
     let audit_trail: Arc<dyn AuditTrail> = if crate::audit::unaudited_benchmark() {
         tracing::warn!(
@@ -157,7 +151,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             usize::try_from(AUDIT_WRITERS).unwrap_or(1),
         ))
     };
-    let sequencer = Sequencer::new(identity.origin.clone(), Arc::new(signer));
+    let sequencer = Sequencer::new(config.audit_origin(), Arc::new(signer));
     let sequencing = tokio::spawn(crate::audit::keep_sequencing(
         sequencer.clone(),
         Arc::new(audit_store.clone()),
@@ -181,7 +175,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     };
     // Read the certificate before binding: a bad one must stop start-up, not the first client.
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;
-    let app = api_http::app(records, access, identity, Arc::new(store.clone()), &http);
+    let app = api_http::app(
+        records,
+        access,
+        sequencer.clone(),
+        Arc::new(store.clone()),
+        &http,
+    );
     let tcp = TcpListener::bind(config.listen.clone())
         .into_acceptor()
         .await

@@ -1,16 +1,20 @@
-//! [`AuditLog`] on sea-orm: `audit_entry`, `audit_node`, `audit_checkpoint`.
+//! [`AuditLog`] on sea-orm: `audit_intake`, `audit_entry`, `audit_node`, `audit_checkpoint`.
 //!
-//! Every table is insert-only: an entry is inserted once (a trigger queues it on
-//! `audit_pending`), and sequencing inserts its `audit_leaf` row and takes it off the queue.
-//! No row is ever updated, so the log leaves no dead row versions behind.
+//! Recording is one row: a batch of entries (a group commit's, or a write's one) goes into
+//! `audit_intake` as a JSON array of their exact canonical bytes, with nothing but its key
+//! indexed, so a read waits for as little as possible to be written and flushed. The
+//! sequencer takes intake rows oldest first and, in one transaction, inserts each entry's
+//! `audit_entry` row (leaf index, id, bytes, the columns queries need, leaf and chain hash),
+//! the tree nodes the new leaves complete, a signed checkpoint when one is due, and deletes
+//! the intake rows. `audit_entry`, `audit_node` and `audit_checkpoint` are insert-only.
 //!
 //! One sequencer at a time: on PostgreSQL a transaction-scoped advisory lock (so several
-//! `cairn serve` instances on one database produce one log), on SQLite an in-process flag and
-//! an immediate (write-locked) transaction.
+//! `cairn serve` instances on one database produce one log), on SQLite an in-process lock
+//! and an immediate (write-locked) transaction.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use audit_chain::{
@@ -18,53 +22,42 @@ use audit_chain::{
     FoundEntry, Frontier, Hash, Head, LogRecord, Node, NodeId, Pending, SequencerSession,
     StoredCheckpoint, StoredEntry,
 };
-use sea_orm::sea_query::{Cond, Expr, ExprTrait, InsertStatement, Order, Query};
+use sea_orm::sea_query::{ArrayType, Cond, Expr, ExprTrait, InsertStatement, Order, Query};
 use sea_orm::{
     ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, QueryResult, SqliteTransactionMode,
     Statement, TransactionOptions, TransactionTrait,
 };
 use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::macros::format_description;
+use tokio::sync::OwnedMutexGuard;
 
 use crate::connect::{Backend, SqlStore};
-use crate::tables::{
-    AUDIT_CHECKPOINT, AUDIT_ENTRY, AUDIT_LEAF, AUDIT_NODE, AUDIT_PENDING, col, name,
-};
+use crate::tables::{AUDIT_CHECKPOINT, AUDIT_ENTRY, AUDIT_INTAKE, AUDIT_NODE, name};
 
-/// The sequencer's work: the oldest queued entries (see `pending`). Each body is fetched by
-/// key in a scalar subquery: joined, PostgreSQL merge-joins the queue with the entries'
-/// primary key from the log's first entry, reading the whole log every round (measured:
-/// 163 ms a round at 340,000 entries, a core's worth of work at 5 rounds a second).
-const PENDING_SQL: &str = "SELECT p.seq, \
-     (SELECT e.body FROM audit_entry AS e WHERE e.seq = p.seq) AS body \
-     FROM (SELECT seq FROM audit_pending ORDER BY seq LIMIT ?) AS p ORDER BY p.seq";
-
-/// Sequenced entries from a leaf index on (see `records`): the page of leaves, then each
-/// entry by key (on PostgreSQL a lateral lookup, for the same reason as `PENDING_SQL`;
-/// SQLite always joins by nested lookups, and has no LATERAL).
-const RECORDS_SQL_POSTGRES: &str = "SELECT l.leaf_index, l.leaf_hash, l.chain_hash, e.id, e.body \
-     FROM (SELECT leaf_index, seq, leaf_hash, chain_hash FROM audit_leaf \
-           WHERE leaf_index >= $1 ORDER BY leaf_index LIMIT $2) AS l \
-     CROSS JOIN LATERAL (SELECT id, body FROM audit_entry WHERE seq = l.seq) AS e \
-     ORDER BY l.leaf_index";
-const RECORDS_SQL_SQLITE: &str = "SELECT l.leaf_index, l.leaf_hash, l.chain_hash, e.id, e.body \
-     FROM (SELECT leaf_index, seq, leaf_hash, chain_hash FROM audit_leaf \
-           WHERE leaf_index >= ? ORDER BY leaf_index LIMIT ?) AS l \
-     JOIN audit_entry AS e ON e.seq = l.seq ORDER BY l.leaf_index";
-
-/// How many entries leave PostgreSQL's queue between two `VACUUM audit_pending` runs.
+/// How many batches leave PostgreSQL's intake between two `VACUUM audit_intake` runs.
 ///
-/// Every dequeued row is a dead tuple until vacuumed, and the queue's scan walks them all: at
-/// 240,000 dead rows it read 900 pages a round. The cluster's autovacuum may be off, and at
-/// its default thresholds it would let a minute of traffic pile up, so the sequencer keeps
-/// its own queue small. Vacuuming a few thousand dead rows takes milliseconds and blocks no
-/// insert or delete.
-const VACUUM_QUEUE_EVERY: u64 = 20_000;
+/// Every sequenced batch is a dead tuple until vacuumed, and the intake's scan walks them: a
+/// queue of 240,000 dead rows once read 900 pages a round. The cluster's autovacuum may be
+/// off, and at its default thresholds it would let a minute of traffic pile up, so the
+/// sequencer keeps its own queue small. Vacuuming a few thousand dead rows takes milliseconds
+/// and blocks no insert or delete.
+const VACUUM_INTAKE_EVERY: u64 = 5_000;
+
+/// Intake rows read per statement by the sequencer (a batch holds up to
+/// [`crate::GroupCommit::MAX_BATCH`] entries).
+const INTAKE_PAGE: i64 = 256;
 
 /// The advisory lock key of the sequencer ("cairnAUD" as a big-endian integer).
 const SEQUENCER_LOCK: i64 = 0x6361_6972_6e41_5544;
 
-/// Rows per multi-row statement: well under both backends' bound-parameter limits.
+/// Rows per multi-row statement: well under both backends' bound-parameter limits (eight
+/// columns per entry row).
 const ROWS_PER_STATEMENT: usize = 1_000;
+
+/// `recorded_at` on SQLite: fixed-width UTC text, so that text order is time order.
+const SQLITE_TIME: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
 
 fn failure(err: impl std::fmt::Display) -> AuditFailure {
     // Database errors name tables and constraints, never entry content (entries are PHI-free
@@ -72,27 +65,60 @@ fn failure(err: impl std::fmt::Display) -> AuditFailure {
     AuditFailure(err.to_string())
 }
 
-/// The insert of `entries` as unsequenced rows, or `None` if there are none.
+/// A time as `recorded_at` holds it on `backend`.
+fn time_value(backend: DbBackend, at: OffsetDateTime) -> sea_orm::Value {
+    let at = audit_chain::canonical_time(at);
+    match backend {
+        DbBackend::Sqlite => at.format(SQLITE_TIME).unwrap_or_default().into(),
+        _ => at.into(),
+    }
+}
+
+/// The intake row of `entries`, recorded together, or `None` if there are none.
 pub(crate) fn insert_entries(entries: &[AuditEntry]) -> Result<Option<InsertStatement>, DbErr> {
     if entries.is_empty() {
         return Ok(None);
     }
-    let mut insert = Query::insert();
-    insert
-        .into_table(name(AUDIT_ENTRY))
-        .columns(["id", "body", "recorded_at", "action", "patient"].map(name));
-    for entry in entries {
-        insert
-            .values([
-                entry.id.as_str().into(),
-                entry.canonical_bytes().into(),
-                audit_chain::canonical_time(entry.recorded).into(),
-                entry.action.as_str().into(),
-                entry.patient.clone().into(),
-            ])
-            .map_err(|e| DbErr::Custom(e.to_string()))?;
+    let mut batch = String::with_capacity(entries.len() * 512);
+    batch.push('[');
+    for (n, entry) in entries.iter().enumerate() {
+        if n > 0 {
+            batch.push(',');
+        }
+        let bytes = String::from_utf8(entry.canonical_bytes())
+            .map_err(|_| DbErr::Custom("an audit entry is not UTF-8".to_owned()))?;
+        batch.push_str(&bytes);
     }
-    Ok(Some(insert.to_owned()))
+    batch.push(']');
+    let insert = Query::insert()
+        .into_table(name(AUDIT_INTAKE))
+        .columns([name("entries")])
+        .values([batch.into()])
+        .map_err(|e| DbErr::Custom(e.to_string()))?
+        .to_owned();
+    Ok(Some(insert))
+}
+
+/// An entry as recorded: its exact bytes, and what they say.
+struct Recorded {
+    body: Vec<u8>,
+    entry: AuditEntry,
+}
+
+/// The entries of intake row `seq`, exactly as recorded. Anything but a JSON array of
+/// canonical entries is refused, naming the row: only tampering can put one there, and the
+/// sequencer must stop at it rather than leave entries out of the log.
+fn batch_entries(seq: i64, batch: &str) -> Result<Vec<Recorded>, AuditFailure> {
+    let malformed = || AuditFailure(format!("audit intake row {seq} is not a batch of entries"));
+    let raw: Vec<&serde_json::value::RawValue> =
+        serde_json::from_str(batch).map_err(|_| malformed())?;
+    raw.into_iter()
+        .map(|raw| {
+            let body = raw.get().as_bytes().to_vec();
+            let entry = AuditEntry::from_canonical_bytes(&body).map_err(|_| malformed())?;
+            Ok(Recorded { body, entry })
+        })
+        .collect()
 }
 
 fn hash_of(row: &QueryResult, column: &str) -> Result<Hash, AuditFailure> {
@@ -172,12 +198,12 @@ async fn nodes(
     ids: &[NodeId],
 ) -> Result<HashMap<NodeId, Hash>, AuditFailure> {
     let mut found = HashMap::with_capacity(ids.len());
-    // Level 0 is the leaves: their hashes are in `audit_leaf`, not stored twice.
+    // Level 0 is the leaves: their hashes are in `audit_entry`, not stored twice.
     let (leaves, inner): (Vec<NodeId>, Vec<NodeId>) = ids.iter().partition(|id| id.level == 0);
     for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
         let select = Query::select()
             .columns(["leaf_index", "leaf_hash"].map(name))
-            .from(name(AUDIT_LEAF))
+            .from(name(AUDIT_ENTRY))
             .and_where(Expr::col(name("leaf_index")).is_in(chunk.iter().map(|id| to_db(id.index))))
             .to_owned();
         for row in db.query_all(&select).await.map_err(failure)? {
@@ -213,26 +239,60 @@ async fn nodes(
     Ok(found)
 }
 
-/// Entries with their leaf index if sequenced: `seq`, `id`, `body`, `leaf_index`.
-fn with_leaf(
-    mut select: sea_orm::sea_query::SelectStatement,
-) -> sea_orm::sea_query::SelectStatement {
-    select
-        .columns(["seq", "id", "body"].map(|c| (name(AUDIT_ENTRY), name(c))))
-        .column((name(AUDIT_LEAF), name("leaf_index")))
-        .from(name(AUDIT_ENTRY))
-        .left_join(
-            name(AUDIT_LEAF),
-            col(AUDIT_LEAF, "seq").equals((name(AUDIT_ENTRY), name("seq"))),
-        );
-    select
+/// A sequenced entry's row as [`StoredEntry`] (`leaf_index`, `id`, `body`).
+fn sequenced_entry(row: &QueryResult) -> Result<StoredEntry, AuditFailure> {
+    Ok(StoredEntry {
+        id: row.try_get("", "id").map_err(failure)?,
+        body: row.try_get("", "body").map_err(failure)?,
+        index: Some(index_of(row, "leaf_index")?),
+    })
+}
+
+impl SqlStore {
+    /// An entry still in the intake (recorded, not yet sequenced). The intake holds about a
+    /// sequencer interval's worth of batches, scanned for the entry's opening bytes.
+    async fn intake_entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure> {
+        let backend = self.db.get_database_backend();
+        let sql = match backend {
+            DbBackend::Postgres => {
+                "SELECT seq, entries FROM audit_intake WHERE strpos(entries, $1) > 0"
+            }
+            _ => "SELECT seq, entries FROM audit_intake WHERE instr(entries, ?) > 0",
+        };
+        // Every canonical entry opens with its id.
+        let opening = format!("{{\"id\":{}", serde_json::Value::from(id));
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [opening.into()],
+            ))
+            .await
+            .map_err(failure)?;
+        for row in rows {
+            let seq: i64 = row.try_get("", "seq").map_err(failure)?;
+            let batch: String = row.try_get("", "entries").map_err(failure)?;
+            if let Some(found) = batch_entries(seq, &batch)?
+                .into_iter()
+                .find(|recorded| recorded.entry.id == id)
+            {
+                return Ok(Some(StoredEntry {
+                    id: found.entry.id,
+                    body: found.body,
+                    index: None,
+                }));
+            }
+        }
+        Ok(None)
+    }
 }
 
 #[async_trait]
 impl AuditTrail for SqlStore {
     async fn append(&self, entries: &[AuditEntry]) -> Result<(), AuditFailure> {
         if let Some(insert) = insert_entries(entries).map_err(failure)? {
-            // One statement: the entries are committed together or not at all.
+            // One row: the entries are committed together or not at all.
             self.db.execute(&insert).await.map_err(failure)?;
         }
         Ok(())
@@ -263,88 +323,79 @@ impl AuditLog for SqlStore {
                     // Rolls back on drop; nothing was done.
                     return Ok(None);
                 }
-                Ok(Some(Box::new(SqlSequencer {
-                    txn,
-                    _flag: None,
-                    queue: Some(QueueUpkeep {
-                        db: self.db.clone(),
-                        dequeued: Arc::clone(&self.dequeued),
-                        this_round: 0,
-                    }),
-                })))
+                Ok(Some(self.postgres_session(txn)))
+            }
+            Backend::Sqlite => match Arc::clone(&self.sequencing).try_lock_owned() {
+                Ok(lock) => self.sqlite_session(lock).await.map(Some),
+                Err(_) => Ok(None),
+            },
+        }
+    }
+
+    async fn sequencer_when_free(&self) -> Result<Box<dyn SequencerSession>, AuditFailure> {
+        match self.backend() {
+            Backend::Postgres => {
+                let txn = self.db.begin().await.map_err(failure)?;
+                txn.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_advisory_xact_lock($1)",
+                    [SEQUENCER_LOCK.into()],
+                ))
+                .await
+                .map_err(failure)?;
+                Ok(self.postgres_session(txn))
             }
             Backend::Sqlite => {
-                let Some(flag) = SequencerFlag::take(&self.sequencing) else {
-                    return Ok(None);
-                };
-                // Immediate: the write lock is taken now, so the head read below cannot be
-                // overtaken by another writer's commit before the session writes.
-                let txn = self
-                    .db
-                    .begin_with_options(TransactionOptions {
-                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-                        ..TransactionOptions::default()
-                    })
-                    .await
-                    .map_err(failure)?;
-                Ok(Some(Box::new(SqlSequencer {
-                    txn,
-                    _flag: Some(flag),
-                    // SQLite frees a deleted row's space at once: nothing to vacuum.
-                    queue: None,
-                })))
+                let lock = Arc::clone(&self.sequencing).lock_owned().await;
+                self.sqlite_session(lock).await
             }
         }
     }
 
     async fn entry(&self, id: &str) -> Result<Option<StoredEntry>, AuditFailure> {
-        let select = with_leaf(Query::select())
-            .and_where(col(AUDIT_ENTRY, "id").eq(id))
+        let select = Query::select()
+            .columns(["leaf_index", "id", "body"].map(name))
+            .from(name(AUDIT_ENTRY))
+            .and_where(Expr::col(name("id")).eq(id))
             .to_owned();
-        let Some(row) = self.db.query_one(&select).await.map_err(failure)? else {
-            return Ok(None);
-        };
-        let index: Option<i64> = row.try_get("", "leaf_index").map_err(failure)?;
-        Ok(Some(StoredEntry {
-            id: row.try_get("", "id").map_err(failure)?,
-            body: row.try_get("", "body").map_err(failure)?,
-            index: index.map(u64::try_from).transpose().map_err(failure)?,
-        }))
+        match self.db.query_one(&select).await.map_err(failure)? {
+            Some(row) => sequenced_entry(&row).map(Some),
+            None => self.intake_entry(id).await,
+        }
     }
 
     async fn find(&self, query: &EntryQuery) -> Result<Vec<FoundEntry>, AuditFailure> {
-        let mut select = with_leaf(Query::select());
+        let backend = self.db.get_database_backend();
+        let mut select = Query::select();
         select
-            .order_by((name(AUDIT_ENTRY), name("seq")), Order::Desc)
+            .columns(["leaf_index", "id", "body"].map(name))
+            .from(name(AUDIT_ENTRY))
+            .order_by(name("leaf_index"), Order::Desc)
             .limit(u64::try_from(query.limit).unwrap_or(u64::MAX));
         if let Some(patient) = &query.patient {
-            select.and_where(col(AUDIT_ENTRY, "patient").eq(patient.as_str()));
+            select.and_where(Expr::col(name("patient")).eq(patient.as_str()));
         }
         if let Some(since) = query.since {
-            select.and_where(col(AUDIT_ENTRY, "recorded_at").gte(since));
+            select.and_where(Expr::col(name("recorded_at")).gte(time_value(backend, since)));
         }
         if let Some(before) = query.before {
-            select.and_where(col(AUDIT_ENTRY, "recorded_at").lt(before));
+            select.and_where(Expr::col(name("recorded_at")).lt(time_value(backend, before)));
         }
         if !query.actions.is_empty() {
             select.and_where(
-                col(AUDIT_ENTRY, "action").is_in(query.actions.iter().map(|a| a.as_str())),
+                Expr::col(name("action")).is_in(query.actions.iter().map(|a| a.as_str())),
             );
         }
         if let Some(after) = query.after {
-            select.and_where(col(AUDIT_ENTRY, "seq").lt(after));
+            select.and_where(Expr::col(name("leaf_index")).lt(after));
         }
         let rows = self.db.query_all(&select).await.map_err(failure)?;
         rows.iter()
             .map(|row| {
-                let index: Option<i64> = row.try_get("", "leaf_index").map_err(failure)?;
+                let entry = sequenced_entry(row)?;
                 Ok(FoundEntry {
-                    position: row.try_get("", "seq").map_err(failure)?,
-                    entry: StoredEntry {
-                        id: row.try_get("", "id").map_err(failure)?,
-                        body: row.try_get("", "body").map_err(failure)?,
-                        index: index.map(u64::try_from).transpose().map_err(failure)?,
-                    },
+                    position: entry.index.map_or(i64::MAX, to_db),
+                    entry,
                 })
             })
             .collect()
@@ -375,21 +426,14 @@ impl AuditLog for SqlStore {
     }
 
     async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure> {
-        let backend = self.db.get_database_backend();
-        let sql = match backend {
-            DbBackend::Postgres => RECORDS_SQL_POSTGRES,
-            _ => RECORDS_SQL_SQLITE,
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [to_db(from_index).into(), limit.into()],
-            ))
-            .await
-            .map_err(failure)?;
+        let select = Query::select()
+            .columns(["leaf_index", "leaf_hash", "chain_hash", "id", "body"].map(name))
+            .from(name(AUDIT_ENTRY))
+            .and_where(Expr::col(name("leaf_index")).gte(to_db(from_index)))
+            .order_by(name("leaf_index"), Order::Asc)
+            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+            .to_owned();
+        let rows = self.db.query_all(&select).await.map_err(failure)?;
         rows.iter()
             .map(|row| {
                 Ok(LogRecord {
@@ -404,18 +448,43 @@ impl AuditLog for SqlStore {
     }
 }
 
-/// SQLite's in-process sequencer lock, released when the session ends however it ends.
-struct SequencerFlag(Arc<AtomicBool>);
-
-impl SequencerFlag {
-    fn take(flag: &Arc<AtomicBool>) -> Option<Self> {
-        (!flag.swap(true, Ordering::AcqRel)).then(|| Self(Arc::clone(flag)))
+impl SqlStore {
+    /// A round in `txn`, which holds the advisory lock.
+    fn postgres_session(&self, txn: DatabaseTransaction) -> Box<dyn SequencerSession> {
+        Box::new(SqlSequencer {
+            txn,
+            _lock: None,
+            upkeep: Some(IntakeUpkeep {
+                db: self.db.clone(),
+                dequeued: Arc::clone(&self.dequeued),
+                this_round: 0,
+            }),
+            taken: Vec::new(),
+        })
     }
-}
 
-impl Drop for SequencerFlag {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+    /// A round holding SQLite's in-process `lock` and the database's write lock.
+    async fn sqlite_session(
+        &self,
+        lock: OwnedMutexGuard<()>,
+    ) -> Result<Box<dyn SequencerSession>, AuditFailure> {
+        // Immediate: the write lock is taken now, so the head read below cannot be
+        // overtaken by another writer's commit before the session writes.
+        let txn = self
+            .db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(failure)?;
+        Ok(Box::new(SqlSequencer {
+            txn,
+            _lock: Some(lock),
+            // SQLite frees a deleted row's space at once: nothing to vacuum.
+            upkeep: None,
+            taken: Vec::new(),
+        }))
     }
 }
 
@@ -423,24 +492,27 @@ impl Drop for SequencerFlag {
 /// rolls back.
 struct SqlSequencer {
     txn: DatabaseTransaction,
-    _flag: Option<SequencerFlag>,
-    queue: Option<QueueUpkeep>,
+    /// SQLite's in-process lock, released when the session ends however it ends.
+    _lock: Option<OwnedMutexGuard<()>>,
+    upkeep: Option<IntakeUpkeep>,
+    /// The intake rows handed out by `pending`, in order, with their entries.
+    taken: Vec<(i64, Vec<Recorded>)>,
 }
 
-/// Keeping PostgreSQL's queue free of dead rows (see [`VACUUM_QUEUE_EVERY`]).
-struct QueueUpkeep {
+/// Keeping PostgreSQL's intake free of dead rows (see [`VACUUM_INTAKE_EVERY`]).
+struct IntakeUpkeep {
     db: sea_orm::DatabaseConnection,
-    /// Dequeued since the last vacuum, by every round of this store.
+    /// Batches dequeued since the last vacuum, by every round of this store.
     dequeued: Arc<AtomicU64>,
-    /// Dequeued by this round (counted once it commits).
+    /// Batches dequeued by this round (counted once it commits).
     this_round: u64,
 }
 
-impl QueueUpkeep {
-    /// After a round commits: vacuums the queue if enough rows left it since the last time.
+impl IntakeUpkeep {
+    /// After a round commits: vacuums the intake if enough rows left it since the last time.
     async fn after_commit(self) {
         let total = self.dequeued.fetch_add(self.this_round, Ordering::AcqRel) + self.this_round;
-        if total < VACUUM_QUEUE_EVERY {
+        if total < VACUUM_INTAKE_EVERY {
             return;
         }
         self.dequeued.store(0, Ordering::Release);
@@ -450,12 +522,184 @@ impl QueueUpkeep {
         // exclusive lock, stalling every append meanwhile; the free pages are reused instead.
         if let Err(err) = self
             .db
-            .execute_unprepared("VACUUM (TRUNCATE false) audit_pending")
+            .execute_unprepared("VACUUM (TRUNCATE false) audit_intake")
             .await
         {
-            tracing::warn!(error = %err, "could not vacuum the audit queue");
+            tracing::warn!(error = %err, "could not vacuum the audit intake");
         }
     }
+}
+
+impl SqlSequencer {
+    /// The entries handed out this round, in order.
+    fn taken_entries(&self) -> impl Iterator<Item = &Recorded> {
+        self.taken.iter().flat_map(|(_, entries)| entries)
+    }
+}
+
+/// An entry placed in the log, with its bytes.
+type Placed<'a> = (&'a Assigned, &'a Recorded);
+
+/// The entry columns, in the order both insert paths write them.
+const ENTRY_COLUMNS: [&str; 8] = [
+    "leaf_index",
+    "id",
+    "body",
+    "recorded_at",
+    "action",
+    "patient",
+    "leaf_hash",
+    "chain_hash",
+];
+
+/// On PostgreSQL, a round is three statements whatever its size: each takes its rows as
+/// arrays, so the statement is prepared once and reused (a multi-row VALUES of a different
+/// length every round was parsed and planned every time, and its thousands of parameters
+/// built one by one: measured, 12–25 µs of an entry's 25–38 µs of storing). sea-query binds
+/// no NULL inside an array: an entry without a patient is sent as '', which no patient
+/// reference is.
+const POSTGRES_INSERT_ENTRIES: &str = "INSERT INTO audit_entry \
+     (leaf_index, id, body, recorded_at, action, patient, leaf_hash, chain_hash) \
+     SELECT i, d, b, t, a, NULLIF(p, ''), l, c \
+     FROM unnest($1::bigint[], $2::text[], $3::bytea[], $4::timestamptz[], \
+     $5::text[], $6::text[], $7::bytea[], $8::bytea[]) AS x(i, d, b, t, a, p, l, c)";
+const POSTGRES_INSERT_NODES: &str = "INSERT INTO audit_node (level, idx, hash) \
+     SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])";
+const POSTGRES_DEQUEUE: &str = "DELETE FROM audit_intake WHERE seq = ANY($1::bigint[])";
+
+fn array(kind: ArrayType, values: Vec<sea_orm::Value>) -> sea_orm::Value {
+    sea_orm::Value::Array(kind, Some(Box::new(values)))
+}
+
+/// Stores a round's entries and nodes and dequeues its batches on PostgreSQL; returns how
+/// many batches left the intake.
+async fn store_postgres(
+    txn: &DatabaseTransaction,
+    rows: &[Placed<'_>],
+    nodes: &[&Node],
+    seqs: &[i64],
+) -> Result<u64, AuditFailure> {
+    let column = |value: fn(&Placed<'_>) -> sea_orm::Value| rows.iter().map(value).collect();
+    let entries = [
+        array(ArrayType::BigInt, column(|(a, _)| to_db(a.index).into())),
+        array(
+            ArrayType::String,
+            column(|(_, r)| r.entry.id.clone().into()),
+        ),
+        array(ArrayType::Bytes, column(|(_, r)| r.body.clone().into())),
+        array(
+            ArrayType::TimeDateTimeWithTimeZone,
+            column(|(_, r)| audit_chain::canonical_time(r.entry.recorded).into()),
+        ),
+        array(
+            ArrayType::String,
+            column(|(_, r)| r.entry.action.as_str().into()),
+        ),
+        array(
+            ArrayType::String,
+            column(|(_, r)| r.entry.patient.clone().unwrap_or_default().into()),
+        ),
+        array(
+            ArrayType::Bytes,
+            column(|(a, _)| a.leaf_hash.0.to_vec().into()),
+        ),
+        array(
+            ArrayType::Bytes,
+            column(|(a, _)| a.chain_hash.0.to_vec().into()),
+        ),
+    ];
+    let run = |sql: &str, values: Vec<sea_orm::Value>| {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+    };
+    run(POSTGRES_INSERT_ENTRIES, entries.into())
+        .await
+        .map_err(failure)?;
+    if !nodes.is_empty() {
+        let levels = nodes.iter().map(|n| i16::from(n.id.level).into()).collect();
+        let indexes = nodes.iter().map(|n| to_db(n.id.index).into()).collect();
+        let hashes = nodes.iter().map(|n| n.hash.0.to_vec().into()).collect();
+        run(
+            POSTGRES_INSERT_NODES,
+            vec![
+                array(ArrayType::SmallInt, levels),
+                array(ArrayType::BigInt, indexes),
+                array(ArrayType::Bytes, hashes),
+            ],
+        )
+        .await
+        .map_err(failure)?;
+    }
+    let seqs = seqs.iter().map(|&seq| seq.into()).collect();
+    let result = run(POSTGRES_DEQUEUE, vec![array(ArrayType::BigInt, seqs)])
+        .await
+        .map_err(failure)?;
+    Ok(result.rows_affected())
+}
+
+/// The same on SQLite: multi-row statements of at most [`ROWS_PER_STATEMENT`] rows (SQLite
+/// parses a statement in microseconds; it has no arrays to bind).
+async fn store_in_chunks(
+    txn: &DatabaseTransaction,
+    backend: DbBackend,
+    rows: &[Placed<'_>],
+    nodes: &[&Node],
+    seqs: &[i64],
+) -> Result<u64, AuditFailure> {
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(name(AUDIT_ENTRY))
+            .columns(ENTRY_COLUMNS.map(name));
+        for (a, recorded) in chunk {
+            let entry = &recorded.entry;
+            insert
+                .values([
+                    to_db(a.index).into(),
+                    entry.id.as_str().into(),
+                    recorded.body.clone().into(),
+                    time_value(backend, entry.recorded).into(),
+                    entry.action.as_str().into(),
+                    entry.patient.clone().into(),
+                    a.leaf_hash.0.to_vec().into(),
+                    a.chain_hash.0.to_vec().into(),
+                ])
+                .map_err(failure)?;
+        }
+        txn.execute(&insert).await.map_err(failure)?;
+    }
+    for chunk in nodes.chunks(ROWS_PER_STATEMENT) {
+        let mut insert = Query::insert();
+        insert
+            .into_table(name(AUDIT_NODE))
+            .columns(["level", "idx", "hash"].map(name));
+        for node in chunk {
+            insert
+                .values([
+                    i16::from(node.id.level).into(),
+                    to_db(node.id.index).into(),
+                    node.hash.0.to_vec().into(),
+                ])
+                .map_err(failure)?;
+        }
+        txn.execute(&insert).await.map_err(failure)?;
+    }
+    let mut dequeued = 0;
+    for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+        let dequeue = Query::delete()
+            .from_table(name(AUDIT_INTAKE))
+            .and_where(Expr::col(name("seq")).is_in(chunk.iter().copied()))
+            .to_owned();
+        dequeued += txn
+            .execute(&dequeue)
+            .await
+            .map_err(failure)?
+            .rows_affected();
+    }
+    Ok(dequeued)
 }
 
 #[async_trait]
@@ -463,7 +707,7 @@ impl SequencerSession for SqlSequencer {
     async fn head(&mut self) -> Result<Head, AuditFailure> {
         let last = Query::select()
             .columns(["leaf_index", "chain_hash"].map(name))
-            .from(name(AUDIT_LEAF))
+            .from(name(AUDIT_ENTRY))
             .order_by(name("leaf_index"), Order::Desc)
             .limit(1)
             .to_owned();
@@ -487,79 +731,82 @@ impl SequencerSession for SqlSequencer {
     }
 
     async fn pending(&mut self, limit: usize) -> Result<Vec<Pending>, AuditFailure> {
-        // The queue's first rows first, then their entries by key: joined whole, PostgreSQL
-        // may merge-join the queue with the entries' primary key from its start, reading the
-        // whole log every round.
         let backend = self.txn.get_database_backend();
         let sql = match backend {
-            DbBackend::Postgres => PENDING_SQL.replace('?', "$1"),
-            _ => PENDING_SQL.to_owned(),
+            DbBackend::Postgres => {
+                "SELECT seq, entries FROM audit_intake WHERE seq > $1 ORDER BY seq LIMIT $2"
+            }
+            _ => "SELECT seq, entries FROM audit_intake WHERE seq > ? ORDER BY seq LIMIT ?",
         };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .txn
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, [limit.into()]))
-            .await
-            .map_err(failure)?;
-        rows.iter()
-            .map(|row| {
-                Ok(Pending {
-                    key: row.try_get("", "seq").map_err(failure)?,
-                    body: row.try_get("", "body").map_err(failure)?,
-                })
+        let mut count = self.taken_entries().count();
+        let mut after = self.taken.last().map_or(i64::MIN, |(seq, _)| *seq);
+        'pages: while count < limit {
+            let rows = self
+                .txn
+                .query_all_raw(Statement::from_sql_and_values(
+                    backend,
+                    sql,
+                    [after.into(), INTAKE_PAGE.into()],
+                ))
+                .await
+                .map_err(failure)?;
+            let last_page = rows.len() < usize::try_from(INTAKE_PAGE).unwrap_or(usize::MAX);
+            for row in rows {
+                let seq: i64 = row.try_get("", "seq").map_err(failure)?;
+                let batch: String = row.try_get("", "entries").map_err(failure)?;
+                let entries = batch_entries(seq, &batch)?;
+                count += entries.len();
+                after = seq;
+                self.taken.push((seq, entries));
+                if count >= limit {
+                    break 'pages;
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
+        Ok(self
+            .taken_entries()
+            .enumerate()
+            .map(|(key, recorded)| Pending {
+                key: i64::try_from(key).unwrap_or(i64::MAX),
+                body: recorded.body.clone(),
             })
-            .collect()
+            .collect())
     }
 
     async fn store(&mut self, assigned: &[Assigned], nodes: &[Node]) -> Result<(), AuditFailure> {
-        // Multi-row statements: a round trip per thousand entries.
-        for chunk in assigned.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = Query::insert();
-            insert
-                .into_table(name(AUDIT_LEAF))
-                .columns(["leaf_index", "seq", "leaf_hash", "chain_hash"].map(name));
-            for a in chunk {
-                insert
-                    .values([
-                        to_db(a.index).into(),
-                        a.key.into(),
-                        a.leaf_hash.0.to_vec().into(),
-                        a.chain_hash.0.to_vec().into(),
-                    ])
-                    .map_err(failure)?;
-            }
-            self.txn.execute(&insert).await.map_err(failure)?;
-            let dequeue = Query::delete()
-                .from_table(name(AUDIT_PENDING))
-                .and_where(Expr::col(name("seq")).is_in(chunk.iter().map(|a| a.key)))
-                .to_owned();
-            let result = self.txn.execute(&dequeue).await.map_err(failure)?;
-            if result.rows_affected() != chunk.len() as u64 {
-                return Err(AuditFailure(
-                    "an entry to sequence left the queue meanwhile".into(),
-                ));
-            }
-            if let Some(queue) = &mut self.queue {
-                queue.this_round += result.rows_affected();
-            }
+        let taken: Vec<&Recorded> = self.taken_entries().collect();
+        if assigned.len() != taken.len() {
+            return Err(AuditFailure(
+                "every entry taken from the intake must be placed in the log".into(),
+            ));
         }
-        // Leaves (level 0) are in `audit_leaf` already.
+        let rows = assigned
+            .iter()
+            .map(|a| {
+                let recorded = usize::try_from(a.key)
+                    .ok()
+                    .and_then(|key| taken.get(key))
+                    .ok_or_else(|| AuditFailure("an assignment names no taken entry".into()))?;
+                Ok((a, *recorded))
+            })
+            .collect::<Result<Vec<_>, AuditFailure>>()?;
+        // Leaves (level 0) are in `audit_entry`: only the nodes above them are stored.
         let inner: Vec<&Node> = nodes.iter().filter(|node| node.id.level > 0).collect();
-        for chunk in inner.chunks(ROWS_PER_STATEMENT) {
-            let mut insert = Query::insert();
-            insert
-                .into_table(name(AUDIT_NODE))
-                .columns(["level", "idx", "hash"].map(name));
-            for node in chunk {
-                insert
-                    .values([
-                        i16::from(node.id.level).into(),
-                        to_db(node.id.index).into(),
-                        node.hash.0.to_vec().into(),
-                    ])
-                    .map_err(failure)?;
-            }
-            self.txn.execute(&insert).await.map_err(failure)?;
+        let seqs: Vec<i64> = self.taken.iter().map(|(seq, _)| *seq).collect();
+        let dequeued = match self.txn.get_database_backend() {
+            DbBackend::Postgres => store_postgres(&self.txn, &rows, &inner, &seqs).await?,
+            backend => store_in_chunks(&self.txn, backend, &rows, &inner, &seqs).await?,
+        };
+        if dequeued != seqs.len() as u64 {
+            return Err(AuditFailure(
+                "a batch to sequence left the intake meanwhile".into(),
+            ));
+        }
+        if let Some(upkeep) = &mut self.upkeep {
+            upkeep.this_round += dequeued;
         }
         Ok(())
     }
@@ -589,15 +836,13 @@ impl SequencerSession for SqlSequencer {
 
     async fn commit(self: Box<Self>) -> Result<(), AuditFailure> {
         let SqlSequencer {
-            txn,
-            _flag: flag,
-            queue,
+            txn, _lock, upkeep, ..
         } = *self;
         txn.commit().await.map_err(failure)?;
-        // The lock is released with the commit; SQLite's flag with this session.
-        drop(flag);
-        if let Some(queue) = queue {
-            queue.after_commit().await;
+        // The advisory lock is released with the commit; SQLite's with this session.
+        drop(_lock);
+        if let Some(upkeep) = upkeep {
+            upkeep.after_commit().await;
         }
         Ok(())
     }

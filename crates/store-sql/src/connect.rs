@@ -1,7 +1,7 @@
 //! Connecting, configuring each backend, and migrating.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
@@ -48,8 +48,8 @@ pub struct SqlStore {
     pub(crate) db: DatabaseConnection,
     backend: Backend,
     /// SQLite's sequencer lock (PostgreSQL uses an advisory lock in the database).
-    pub(crate) sequencing: Arc<AtomicBool>,
-    /// Entries taken off PostgreSQL's audit queue since it was last vacuumed.
+    pub(crate) sequencing: Arc<tokio::sync::Mutex<()>>,
+    /// Batches taken off PostgreSQL's audit intake since it was last vacuumed.
     pub(crate) dequeued: Arc<AtomicU64>,
 }
 
@@ -98,7 +98,31 @@ impl SqlStore {
         })
     }
 
-    /// Applies every pending migration.
+    /// Migrates the database at `url`, then opens the pool on it: what a server does at start.
+    ///
+    /// The migrations run on a connection of their own, closed before the pool opens. A SQLite
+    /// connection keeps the schema it read until it next executes a statement, and prepares
+    /// against it: a pool connection that had read the schema before a migration replaced a
+    /// table would prepare `SELECT "leaf_index" …` with `"leaf_index"` taken as a string
+    /// literal (SQLite's double-quoted-string fallback), and sqlx keeps the column names of
+    /// that first preparation.
+    pub async fn open(url: &str, options: &StoreOptions) -> Result<Self, ConnectError> {
+        let migrator = Self::connect(
+            url,
+            &StoreOptions {
+                max_connections: 1,
+                ..options.clone()
+            },
+        )
+        .await?;
+        let migrated = migrator.migrate().await;
+        migrator.close().await;
+        migrated?;
+        Self::connect(url, options).await
+    }
+
+    /// Applies every pending migration (see [`SqlStore::open`] for why a server migrates
+    /// before it opens its pool).
     pub async fn migrate(&self) -> Result<(), ConnectError> {
         Migrator::up(&self.db, None)
             .await

@@ -17,9 +17,8 @@ pub(crate) const CONDITIONAL_CLAIM: &str = "conditional_claim";
 pub(crate) const TOKEN_ISSUANCE: &str = "token_issuance";
 pub(crate) const TOKEN_REVOCATION: &str = "token_revocation";
 
+pub(crate) const AUDIT_INTAKE: &str = "audit_intake";
 pub(crate) const AUDIT_ENTRY: &str = "audit_entry";
-pub(crate) const AUDIT_PENDING: &str = "audit_pending";
-pub(crate) const AUDIT_LEAF: &str = "audit_leaf";
 pub(crate) const AUDIT_NODE: &str = "audit_node";
 pub(crate) const AUDIT_CHECKPOINT: &str = "audit_checkpoint";
 

@@ -76,7 +76,16 @@ async fn postgres_value<T: sea_orm::TryGetable>(db: &TestDatabase, sql: &str) ->
 async fn sequenced(db: &TestDatabase) -> (SqlStore, Vec<AuditEntry>) {
     let store = db.store().await;
     let sequencer = Sequencer::new(ORIGIN, signer());
-    let entries: Vec<AuditEntry> = (0..24).map(entry).collect();
+    let entries: Vec<AuditEntry> = (0..24)
+        .map(|n| {
+            let mut e = entry(n);
+            // Refusals and administrative acts concern no patient.
+            if n % 6 == 5 {
+                e.patient = None;
+            }
+            e
+        })
+        .collect();
     for batch in entries.chunks(6) {
         store.append(batch).await.unwrap();
         let round = sequencer
@@ -180,10 +189,9 @@ async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
                 vec![Value::from(b"{}".to_vec()), id()],
             ),
             (
-                "UPDATE audit_leaf SET leaf_index = 99 WHERE leaf_index = 3",
+                "UPDATE audit_entry SET leaf_index = 99 WHERE leaf_index = 3",
                 vec![],
             ),
-            ("DELETE FROM audit_leaf WHERE leaf_index = 3", vec![]),
             ("DELETE FROM audit_entry WHERE id = $1", vec![id()]),
             ("DELETE FROM audit_node", vec![]),
             ("UPDATE audit_checkpoint SET note = 'forged'", vec![]),
@@ -194,7 +202,12 @@ async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
             assert!(result.is_err(), "{}: {sql} was allowed", db.backend_name());
         }
         if db.backend_name() == "postgres" {
-            for table in ["audit_entry", "audit_leaf", "audit_pending"] {
+            for table in [
+                "audit_entry",
+                "audit_intake",
+                "audit_node",
+                "audit_checkpoint",
+            ] {
                 let truncate = format!("TRUNCATE {table}");
                 assert!(
                     db.try_execute(&truncate, vec![]).await.is_err(),
@@ -202,18 +215,38 @@ async fn the_server_role_cannot_rewrite_or_delete_audit_rows() {
                 );
             }
         }
-        // An entry waiting for the sequencer cannot be taken off its queue.
+        // An entry waiting for the sequencer cannot be taken out of the intake, nor changed.
         let waiting = entry(99);
         store.append(std::slice::from_ref(&waiting)).await.unwrap();
-        assert!(
-            db.try_execute("DELETE FROM audit_pending", vec![])
-                .await
-                .is_err(),
-            "{}: an unsequenced entry left the queue",
-            db.backend_name()
-        );
-        assert_eq!(db.row_count("audit_entry").await, 25);
-        assert_eq!(db.row_count("audit_pending").await, 1);
+        for sql in [
+            "DELETE FROM audit_intake",
+            "UPDATE audit_intake SET entries = '[]'",
+        ] {
+            assert!(
+                db.try_execute(sql, vec![]).await.is_err(),
+                "{}: {sql} was allowed",
+                db.backend_name()
+            );
+        }
+        assert_eq!(db.row_count("audit_entry").await, 24);
+        assert_eq!(db.row_count("audit_intake").await, 1);
+        // Once sequenced, it leaves the intake; on PostgreSQL only with the bytes it came with.
+        if db.backend_name() == "postgres" {
+            let mut copy = waiting.clone();
+            copy.purpose = Some("forged".into());
+            db.bypassing_audit_guard(&[(
+                "INSERT INTO audit_entry (leaf_index, id, body, recorded_at, action, patient, \
+                 leaf_hash, chain_hash) VALUES (24, $1, $2, now(), 'read', NULL, '', '')",
+                vec![waiting.id.clone().into(), copy.canonical_bytes().into()],
+            )])
+            .await;
+            assert!(
+                db.try_execute("DELETE FROM audit_intake", vec![])
+                    .await
+                    .is_err(),
+                "an entry left the intake for a row with other bytes"
+            );
+        }
     }
 }
 
@@ -250,9 +283,10 @@ async fn a_writes_audit_entry_commits_with_it_and_a_failed_write_leaves_none() {
         store.create(version(won.clone())).await.unwrap();
         let again = store.create(version(lost.clone())).await;
         assert!(matches!(again, Err(StoreError::AlreadyExists { .. })));
-        assert!(store.entry(&won.id).await.unwrap().is_some());
+        // Recorded (in the intake, not yet sequenced).
+        assert_eq!(store.entry(&won.id).await.unwrap().unwrap().index, None);
         assert!(store.entry(&lost.id).await.unwrap().is_none());
-        assert_eq!(db.row_count("audit_entry").await, 1);
+        assert_eq!(db.row_count("audit_intake").await, 1);
     }
 }
 
@@ -307,13 +341,9 @@ async fn an_altered_entry_with_a_recomputed_leaf_hash_breaks_the_chain_there() {
             let bytes = forged.canonical_bytes();
             vec![
                 (
-                    "UPDATE audit_entry SET body = $1 WHERE id = $2",
-                    vec![bytes.clone().into(), entries[8].id.clone().into()],
-                ),
-                (
-                    "UPDATE audit_leaf SET leaf_hash = $1 \
-                     WHERE seq = (SELECT seq FROM audit_entry WHERE id = $2)",
+                    "UPDATE audit_entry SET body = $1, leaf_hash = $2 WHERE id = $3",
                     vec![
+                        bytes.clone().into(),
                         leaf_hash(&bytes).0.to_vec().into(),
                         entries[8].id.clone().into(),
                     ],
@@ -352,15 +382,15 @@ async fn reordered_entries_are_named() {
             let (a, b) = (entries[3].id.clone(), entries[4].id.clone());
             vec![
                 (
-                    "UPDATE audit_leaf SET leaf_index = -1 WHERE seq = (SELECT seq FROM audit_entry WHERE id = $1)",
+                    "UPDATE audit_entry SET leaf_index = -1 WHERE id = $1",
                     vec![a.clone().into()],
                 ),
                 (
-                    "UPDATE audit_leaf SET leaf_index = 3 WHERE seq = (SELECT seq FROM audit_entry WHERE id = $1)",
+                    "UPDATE audit_entry SET leaf_index = 3 WHERE id = $1",
                     vec![b.into()],
                 ),
                 (
-                    "UPDATE audit_leaf SET leaf_index = 4 WHERE seq = (SELECT seq FROM audit_entry WHERE id = $1)",
+                    "UPDATE audit_entry SET leaf_index = 4 WHERE id = $1",
                     vec![a.into()],
                 ),
             ]
@@ -384,24 +414,17 @@ async fn an_inserted_entry_is_named() {
             let bytes = forged.canonical_bytes();
             // Make room (in two steps: the index is unique), then insert at 10.
             vec![
-                ("UPDATE audit_leaf SET leaf_index = leaf_index + 1000000 WHERE leaf_index >= 10", vec![]),
-                ("UPDATE audit_leaf SET leaf_index = leaf_index - 999999 WHERE leaf_index >= 1000000", vec![]),
+                ("UPDATE audit_entry SET leaf_index = leaf_index + 1000000 WHERE leaf_index >= 10", vec![]),
+                ("UPDATE audit_entry SET leaf_index = leaf_index - 999999 WHERE leaf_index >= 1000000", vec![]),
                 (
-                    "INSERT INTO audit_entry (id, body, recorded_at, action, patient) \
-                     VALUES ($1, $2, $3, 'read', 'Patient/p-forged')",
+                    "INSERT INTO audit_entry (leaf_index, id, body, recorded_at, action, patient, \
+                     leaf_hash, chain_hash) VALUES (10, $1, $2, $3, 'read', 'Patient/p-forged', $4, $5)",
                     vec![
                         forged.id.clone().into(),
                         bytes.clone().into(),
                         forged.recorded.into(),
-                    ],
-                ),
-                (
-                    "INSERT INTO audit_leaf (leaf_index, seq, leaf_hash, chain_hash) \
-                     SELECT 10, seq, $1, $2 FROM audit_entry WHERE id = $3",
-                    vec![
                         leaf_hash(&bytes).0.to_vec().into(),
                         vec![0u8; 32].into(),
-                        forged.id.clone().into(),
                     ],
                 ),
             ]
@@ -417,7 +440,7 @@ async fn an_inserted_entry_is_named() {
 async fn a_truncated_log_and_a_forged_checkpoint_are_caught() {
     detects(
         "deleting the last six entries",
-        |_| vec![("DELETE FROM audit_leaf WHERE leaf_index >= 18", vec![])],
+        |_| vec![("DELETE FROM audit_entry WHERE leaf_index >= 18", vec![])],
         |found, _| {
             matches!(
                 found,
@@ -442,17 +465,18 @@ async fn a_truncated_log_and_a_forged_checkpoint_are_caught() {
     .await;
 }
 
-/// PostgreSQL keeps a dequeued row as a dead tuple until vacuumed, and the queue's scan walks
-/// them: the sequencer vacuums the queue itself (every 20,000 entries), whatever the cluster's
+/// PostgreSQL keeps a dequeued row as a dead tuple until vacuumed, and the intake's scan walks
+/// them: the sequencer vacuums the intake itself (every 5,000 batches), whatever the cluster's
 /// autovacuum does. SQLite frees deleted rows at once.
 #[tokio::test]
-async fn the_sequencer_vacuums_the_postgres_queue() {
+async fn the_sequencer_vacuums_the_postgres_intake() {
     let Some(db) = TestDatabase::postgres().await else {
         return;
     };
     let store = db.store().await;
     let entries: Vec<AuditEntry> = (0..21_000).map(entry).collect();
-    for chunk in entries.chunks(1_000) {
+    // 5,250 batches of four.
+    for chunk in entries.chunks(4) {
         store.append(chunk).await.unwrap();
     }
     let sequencer = Sequencer::new(ORIGIN, signer());
@@ -468,14 +492,15 @@ async fn the_sequencer_vacuums_the_postgres_queue() {
         sequenced += round.sequenced;
     }
     assert_eq!(sequenced, 21_000);
-    assert_eq!(db.row_count("audit_pending").await, 0);
-    // The vacuum ran when the round that crossed 20,000 committed, before `run_once` returned.
+    assert_eq!(db.row_count("audit_intake").await, 0);
+    // The vacuum ran when the round that crossed 5,000 batches committed, before `run_once`
+    // returned.
     let vacuums: i64 = postgres_value(
         &db,
-        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_pending'",
+        "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'audit_intake'",
     )
     .await;
-    assert!(vacuums >= 1, "the queue was never vacuumed");
+    assert!(vacuums >= 1, "the intake was never vacuumed");
     assert_eq!(verify(&store).await.unwrap().entries, 21_000);
 }
 
@@ -498,6 +523,21 @@ async fn a_patients_entries_are_found_newest_first_and_paged() {
         for e in &entries {
             store.append(std::slice::from_ref(e)).await.unwrap();
         }
+        // Found once sequenced.
+        assert!(
+            store
+                .find(&EntryQuery {
+                    limit: 100,
+                    ..EntryQuery::default()
+                })
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        Sequencer::new(ORIGIN, signer())
+            .catch_up(&store, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
         let query = |after, since| EntryQuery {
             patient: Some("Patient/p-1".into()),
             since,
@@ -524,19 +564,18 @@ async fn a_patients_entries_are_found_newest_first_and_paged() {
             .map(|e| e.id.clone())
             .collect();
         assert_eq!(ids, expected, "{}", db.backend_name());
+        // Entry n is recorded n ms after 10:00: from 20 ms on, p-1 has 22, 25 and 28. (On
+        // SQLite the time is fixed-width text: trimmed of trailing zeros, as it once was,
+        // ".022Z" sorted before ".02Z" and this bound inside a second compared wrongly.)
+        let since = datetime!(2026-11-23 10:00 UTC) + time::Duration::milliseconds(20);
+        let recent = store.find(&query(None, Some(since))).await.unwrap();
+        let recent: Vec<&str> = recent.iter().map(|f| f.entry.id.as_str()).collect();
+        let want: Vec<&str> = [28, 25, 22]
+            .iter()
+            .map(|&n| entries[n].id.as_str())
+            .collect();
+        assert_eq!(recent, want, "{}", db.backend_name());
         if db.backend_name() == "postgres" {
-            // Entry n is recorded n ms after 10:00: from 20 ms on, p-1 has 22, 25 and 28.
-            // (PostgreSQL only: SQLite stores the time as RFC 3339 text with its trailing
-            // fractional zeros trimmed, so within one second ".022Z" sorts before ".02Z" and
-            // a bound inside a second compares wrongly. A known bug, not fixed yet.)
-            let since = datetime!(2026-11-23 10:00 UTC) + time::Duration::milliseconds(20);
-            let recent = store.find(&query(None, Some(since))).await.unwrap();
-            let recent: Vec<&str> = recent.iter().map(|f| f.entry.id.as_str()).collect();
-            let want: Vec<&str> = [28, 25, 22]
-                .iter()
-                .map(|&n| entries[n].id.as_str())
-                .collect();
-            assert_eq!(recent, want);
             let definition: String = postgres_value(
                 &db,
                 "SELECT indexdef FROM pg_indexes WHERE indexname = 'audit_entry_by_patient'",
@@ -544,5 +583,137 @@ async fn a_patients_entries_are_found_newest_first_and_paged() {
             .await;
             assert!(definition.contains("USING hash (patient)"), "{definition}");
         }
+    }
+}
+
+/// Migration 8 moves a log kept the old way (every entry a row from the start, queued on
+/// `audit_pending`, sequenced into `audit_leaf`) into the intake and the new `audit_entry`:
+/// the sequenced part still verifies against its signed checkpoint, the queued entries are
+/// sequenced after it, and the migration goes down and up again without losing either.
+#[tokio::test]
+async fn a_log_kept_the_old_way_migrates_whole() {
+    use audit_chain::{Checkpoint, Frontier, chain_hash, sign_checkpoint};
+    use migration::{Migrator, MigratorTrait};
+    for db in TestDatabase::all().await {
+        let conn = sea_orm::Database::connect(db.url()).await.unwrap();
+        Migrator::up(&conn, Some(7)).await.unwrap();
+        let entries: Vec<AuditEntry> = (0..10).map(entry).collect();
+        for e in &entries {
+            db.execute(
+                "INSERT INTO audit_entry (id, body, recorded_at, action, patient) \
+                 VALUES ($1, $2, $3, 'read', $4)",
+                vec![
+                    e.id.clone().into(),
+                    e.canonical_bytes().into(),
+                    e.recorded.into(),
+                    e.patient.clone().into(),
+                ],
+            )
+            .await;
+        }
+        // The old sequencer placed the first six and signed them.
+        let (mut frontier, mut chain) = (Frontier::new(), audit_chain::CHAIN_START);
+        for (index, e) in entries.iter().take(6).enumerate() {
+            let leaf = leaf_hash(&e.canonical_bytes());
+            chain = chain_hash(&chain, &leaf);
+            let mut nodes = Vec::new();
+            frontier.push(leaf, |node| nodes.push(node));
+            db.execute(
+                "INSERT INTO audit_leaf (leaf_index, seq, leaf_hash, chain_hash) \
+                 SELECT $1, seq, $2, $3 FROM audit_entry WHERE id = $4",
+                vec![
+                    (index as i64).into(),
+                    leaf.0.to_vec().into(),
+                    chain.0.to_vec().into(),
+                    e.id.clone().into(),
+                ],
+            )
+            .await;
+            for node in nodes.iter().filter(|n| n.id.level > 0) {
+                db.execute(
+                    "INSERT INTO audit_node (level, idx, hash) VALUES ($1, $2, $3)",
+                    vec![
+                        i16::from(node.id.level).into(),
+                        (node.id.index as i64).into(),
+                        node.hash.0.to_vec().into(),
+                    ],
+                )
+                .await;
+            }
+        }
+        db.execute(
+            "DELETE FROM audit_pending WHERE seq IN (SELECT seq FROM audit_leaf)",
+            vec![],
+        )
+        .await;
+        let signed = Checkpoint {
+            origin: ORIGIN.into(),
+            size: 6,
+            root: frontier.root(),
+        };
+        db.execute(
+            "INSERT INTO audit_checkpoint (size, root, note, signed_at) VALUES (6, $1, $2, $3)",
+            vec![
+                signed.root.0.to_vec().into(),
+                sign_checkpoint(&signed, signer().as_ref()).unwrap().into(),
+                OffsetDateTime::now_utc().into(),
+            ],
+        )
+        .await;
+
+        // Up, down (the old shape, rows where they were), and up again.
+        Migrator::up(&conn, None).await.unwrap();
+        assert_eq!(
+            (
+                db.row_count("audit_entry").await,
+                db.row_count("audit_intake").await
+            ),
+            (6, 4),
+            "{}",
+            db.backend_name()
+        );
+        Migrator::down(&conn, Some(1)).await.unwrap();
+        assert_eq!(
+            (
+                db.row_count("audit_entry").await,
+                db.row_count("audit_leaf").await,
+                db.row_count("audit_pending").await
+            ),
+            (10, 6, 4),
+            "{}",
+            db.backend_name()
+        );
+        Migrator::up(&conn, None).await.unwrap();
+        conn.close().await.unwrap();
+
+        let store = db.store().await;
+        let verified = verify(&store).await.unwrap();
+        assert_eq!((verified.entries, verified.signed_size), (6, 6));
+        let waiting = store.entry(&entries[8].id).await.unwrap().unwrap();
+        assert_eq!(
+            (waiting.index, waiting.body),
+            (None, entries[8].canonical_bytes())
+        );
+        Sequencer::new(ORIGIN, signer())
+            .run_once(&store, OffsetDateTime::now_utc(), true)
+            .await
+            .unwrap();
+        assert_eq!(verify(&store).await.unwrap().entries, 10);
+        for (index, e) in entries.iter().enumerate() {
+            let stored = store.entry(&e.id).await.unwrap().unwrap();
+            assert_eq!(stored.index, Some(index as u64), "{}", db.backend_name());
+            assert_eq!(stored.body, e.canonical_bytes());
+        }
+        // The old entries are found by patient, in log order.
+        let found = store
+            .find(&audit_chain::EntryQuery {
+                patient: Some("Patient/p-3".into()),
+                limit: 10,
+                ..audit_chain::EntryQuery::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].entry.id, entries[3].id);
     }
 }
