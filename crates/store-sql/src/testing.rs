@@ -87,10 +87,17 @@ impl TestDatabase {
             table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
             "plain table names only"
         );
+        self.count(&format!("SELECT COUNT(*) FROM {table}")).await
+    }
+
+    /// The number a one-row, one-column query answers.
+    async fn count(&self, sql: &str) -> i64 {
         let db = Database::connect(&self.url).await.expect("connect");
-        let sql = format!("SELECT COUNT(*) FROM {table}");
         let row = db
-            .query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                sql.to_owned(),
+            ))
             .await
             .expect("count")
             .expect("a row");
@@ -161,8 +168,6 @@ impl TestDatabase {
 
     /// How many audit entries are recorded: sequenced, and still in the intake's batches.
     pub async fn recorded_audit_entries(&self) -> i64 {
-        let db = Database::connect(&self.url).await.expect("connect");
-        let backend = db.get_database_backend();
         let sql = match self.kind {
             Kind::Postgres { .. } => {
                 "SELECT (SELECT COUNT(*) FROM audit_entry) \
@@ -173,14 +178,7 @@ impl TestDatabase {
                  + (SELECT COALESCE(SUM(json_array_length(entries)), 0) FROM audit_intake)"
             }
         };
-        let row = db
-            .query_one_raw(Statement::from_string(backend, sql.to_owned()))
-            .await
-            .expect("count")
-            .expect("a row");
-        let count = row.try_get_by_index::<i64>(0).expect("a number");
-        db.close().await.ok();
-        count
+        self.count(sql).await
     }
 
     /// Runs statements as a database superuser would, past the audit tables' append-only
