@@ -15,6 +15,7 @@ mod m20261122_000005_access_tokens;
 mod m20261123_000006_audit_log;
 mod m20261123_000007_audit_patient_hash;
 mod m20261129_000008_audit_intake;
+mod m20261129_000009_audit_release_by_bytes;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000006_audit_log::Migration),
             Box::new(m20261123_000007_audit_patient_hash::Migration),
             Box::new(m20261129_000008_audit_intake::Migration),
+            Box::new(m20261129_000009_audit_release_by_bytes::Migration),
         ]
     }
 }

@@ -27,6 +27,12 @@ impl NodeId {
     fn size(self) -> u64 {
         1 << self.level
     }
+
+    /// The indexes of the leaves it covers (a store that keeps only the higher levels computes
+    /// a low node from them with [`root_of`]).
+    pub fn leaves(self) -> std::ops::Range<u64> {
+        self.start()..self.start() + self.size()
+    }
 }
 
 /// A node and its hash, as [`Frontier::append`] reports new ones.

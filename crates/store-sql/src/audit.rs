@@ -51,6 +51,15 @@ const INTAKE_PAGE: i64 = 256;
 /// The advisory lock key of the sequencer ("cairnAUD" as a big-endian integer).
 const SEQUENCER_LOCK: i64 = 0x6361_6972_6e41_5544;
 
+/// The lowest level of the tree whose nodes are stored in `audit_node`.
+///
+/// Level 0 is the leaves, whose hashes `audit_entry` holds. A node of levels 1 to 3 covers at
+/// most eight leaves, and a proof needs at most one of each level: it is computed from their
+/// hashes, one small index range, when asked for. Storing them cost a row for almost every
+/// entry sequenced (seven in eight of all nodes); from level 4 up it is one in eight entries.
+/// (Logs sequenced before kept their rows of levels 1 to 3; they are no longer read.)
+const FIRST_STORED_LEVEL: u8 = 4;
+
 /// Rows per multi-row statement: well under both backends' bound-parameter limits (eight
 /// columns per entry row).
 const ROWS_PER_STATEMENT: usize = 1_000;
@@ -106,12 +115,18 @@ struct Recorded {
 }
 
 /// The entries of intake row `seq`, exactly as recorded. Anything but a JSON array of
-/// canonical entries is refused, naming the row: only tampering can put one there, and the
-/// sequencer must stop at it rather than leave entries out of the log.
+/// canonical entries, written as [`insert_entries`] writes it (no space between them), is
+/// refused, naming the row: only tampering can put one there, and the sequencer must stop at
+/// it rather than leave entries out of the log. (The intake's guard compares the batch's text
+/// with the placed entries' bytes, so a batch written any other way could not leave it.)
 fn batch_entries(seq: i64, batch: &str) -> Result<Vec<Recorded>, AuditFailure> {
     let malformed = || AuditFailure(format!("audit intake row {seq} is not a batch of entries"));
     let raw: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(batch).map_err(|_| malformed())?;
+    let parts: Vec<&str> = raw.iter().map(|r| r.get()).collect();
+    if parts.is_empty() || batch != format!("[{}]", parts.join(",")) {
+        return Err(malformed());
+    }
     raw.into_iter()
         .map(|raw| {
             let body = raw.get().as_bytes().to_vec();
@@ -198,19 +213,31 @@ async fn nodes(
     ids: &[NodeId],
 ) -> Result<HashMap<NodeId, Hash>, AuditFailure> {
     let mut found = HashMap::with_capacity(ids.len());
-    // Level 0 is the leaves: their hashes are in `audit_entry`, not stored twice.
-    let (leaves, inner): (Vec<NodeId>, Vec<NodeId>) = ids.iter().partition(|id| id.level == 0);
-    for chunk in leaves.chunks(ROWS_PER_STATEMENT) {
+    // Level 0 is the leaves, whose hashes are in `audit_entry`; the levels below
+    // FIRST_STORED_LEVEL are computed from them.
+    let (computed, inner): (Vec<NodeId>, Vec<NodeId>) =
+        ids.iter().partition(|id| id.level < FIRST_STORED_LEVEL);
+    let mut leaf_indexes: Vec<u64> = computed.iter().flat_map(|id| id.leaves()).collect();
+    leaf_indexes.sort_unstable();
+    leaf_indexes.dedup();
+    let mut leaves = HashMap::with_capacity(leaf_indexes.len());
+    for chunk in leaf_indexes.chunks(ROWS_PER_STATEMENT) {
         let select = Query::select()
             .columns(["leaf_index", "leaf_hash"].map(name))
             .from(name(AUDIT_ENTRY))
-            .and_where(Expr::col(name("leaf_index")).is_in(chunk.iter().map(|id| to_db(id.index))))
+            .and_where(Expr::col(name("leaf_index")).is_in(chunk.iter().map(|&i| to_db(i))))
             .to_owned();
         for row in db.query_all(&select).await.map_err(failure)? {
-            found.insert(
-                NodeId::new(0, index_of(&row, "leaf_index")?),
-                hash_of(&row, "leaf_hash")?,
-            );
+            leaves.insert(index_of(&row, "leaf_index")?, hash_of(&row, "leaf_hash")?);
+        }
+    }
+    for id in computed {
+        let hashes: Option<Vec<Hash>> = id
+            .leaves()
+            .map(|index| leaves.get(&index).copied())
+            .collect();
+        if let Some(hashes) = hashes {
+            found.insert(id, audit_chain::merkle::root_of(&hashes));
         }
     }
     for chunk in inner.chunks(ROWS_PER_STATEMENT / 2) {
@@ -565,6 +592,9 @@ const POSTGRES_INSERT_ENTRIES: &str = "INSERT INTO audit_entry \
      $5::text[], $6::text[], $7::bytea[], $8::bytea[]) AS x(i, d, b, t, a, p, l, c)";
 const POSTGRES_INSERT_NODES: &str = "INSERT INTO audit_node (level, idx, hash) \
      SELECT * FROM unnest($1::smallint[], $2::bigint[], $3::bytea[])";
+/// The intake's guard (migration 9) lets batches go only if, joined, they are byte for byte the
+/// log's entries from the leaf this names to the end: the first leaf this round placed.
+const POSTGRES_ROUND_START: &str = "SELECT set_config('cairn.audit_round_start', $1, true)";
 const POSTGRES_DEQUEUE: &str = "DELETE FROM audit_intake WHERE seq = ANY($1::bigint[])";
 
 fn array(kind: ArrayType, values: Vec<sea_orm::Value>) -> sea_orm::Value {
@@ -632,6 +662,11 @@ async fn store_postgres(
         )
         .await
         .map_err(failure)?;
+    }
+    if let Some(first) = rows.iter().map(|(a, _)| a.index).min() {
+        run(POSTGRES_ROUND_START, vec![first.to_string().into()])
+            .await
+            .map_err(failure)?;
     }
     let seqs = seqs.iter().map(|&seq| seq.into()).collect();
     let result = run(POSTGRES_DEQUEUE, vec![array(ArrayType::BigInt, seqs)])
@@ -793,8 +828,10 @@ impl SequencerSession for SqlSequencer {
                 Ok((a, *recorded))
             })
             .collect::<Result<Vec<_>, AuditFailure>>()?;
-        // Leaves (level 0) are in `audit_entry`: only the nodes above them are stored.
-        let inner: Vec<&Node> = nodes.iter().filter(|node| node.id.level > 0).collect();
+        let inner: Vec<&Node> = nodes
+            .iter()
+            .filter(|node| node.id.level >= FIRST_STORED_LEVEL)
+            .collect();
         let seqs: Vec<i64> = self.taken.iter().map(|(seq, _)| *seq).collect();
         let dequeued = match self.txn.get_database_backend() {
             DbBackend::Postgres => store_postgres(&self.txn, &rows, &inner, &seqs).await?,
