@@ -2,8 +2,9 @@
 //!
 //! Migration 8's guard let a batch leave `audit_intake` only once every entry in it was in
 //! `audit_entry` with the same bytes, and checked that by parsing each removed batch as JSON
-//! and looking every entry up by id: 8–12 µs of PostgreSQL's CPU per entry, spent in the
-//! sequencer's transaction for every read the server answers.
+//! and looking every entry up by id: 8–12 µs an entry in the store bench and 27 µs in the
+//! server with two million entries logged (`pg_stat_statements`), spent in the sequencer's
+//! transaction for every read the server answers. Compared as bytes: 3 µs.
 //!
 //! The sequencer places a round's entries at the end of the log and then removes their
 //! batches, so the same guarantee is a comparison of bytes: the removed batches, each without

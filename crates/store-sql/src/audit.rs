@@ -215,7 +215,7 @@ async fn nodes(
     let mut found = HashMap::with_capacity(ids.len());
     // Level 0 is the leaves, whose hashes are in `audit_entry`; the levels below
     // FIRST_STORED_LEVEL are computed from them.
-    let (computed, inner): (Vec<NodeId>, Vec<NodeId>) =
+    let (computed, stored): (Vec<NodeId>, Vec<NodeId>) =
         ids.iter().partition(|id| id.level < FIRST_STORED_LEVEL);
     let mut leaf_indexes: Vec<u64> = computed.iter().flat_map(|id| id.leaves()).collect();
     leaf_indexes.sort_unstable();
@@ -240,7 +240,7 @@ async fn nodes(
             found.insert(id, audit_chain::merkle::root_of(&hashes));
         }
     }
-    for chunk in inner.chunks(ROWS_PER_STATEMENT / 2) {
+    for chunk in stored.chunks(ROWS_PER_STATEMENT / 2) {
         let mut any = Cond::any();
         for id in chunk {
             any = any.add(
@@ -828,14 +828,14 @@ impl SequencerSession for SqlSequencer {
                 Ok((a, *recorded))
             })
             .collect::<Result<Vec<_>, AuditFailure>>()?;
-        let inner: Vec<&Node> = nodes
+        let stored: Vec<&Node> = nodes
             .iter()
             .filter(|node| node.id.level >= FIRST_STORED_LEVEL)
             .collect();
         let seqs: Vec<i64> = self.taken.iter().map(|(seq, _)| *seq).collect();
         let dequeued = match self.txn.get_database_backend() {
-            DbBackend::Postgres => store_postgres(&self.txn, &rows, &inner, &seqs).await?,
-            backend => store_in_chunks(&self.txn, backend, &rows, &inner, &seqs).await?,
+            DbBackend::Postgres => store_postgres(&self.txn, &rows, &stored, &seqs).await?,
+            backend => store_in_chunks(&self.txn, backend, &rows, &stored, &seqs).await?,
         };
         if dequeued != seqs.len() as u64 {
             return Err(AuditFailure(

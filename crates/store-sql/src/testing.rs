@@ -168,17 +168,16 @@ impl TestDatabase {
 
     /// How many audit entries are recorded: sequenced, and still in the intake's batches.
     pub async fn recorded_audit_entries(&self) -> i64 {
-        let sql = match self.kind {
-            Kind::Postgres { .. } => {
-                "SELECT (SELECT COUNT(*) FROM audit_entry) \
-                 + (SELECT COALESCE(SUM(json_array_length(entries::json)), 0) FROM audit_intake)"
-            }
-            Kind::Sqlite { .. } => {
-                "SELECT (SELECT COUNT(*) FROM audit_entry) \
-                 + (SELECT COALESCE(SUM(json_array_length(entries)), 0) FROM audit_intake)"
-            }
+        // The intake's batches are text: PostgreSQL's json_array_length wants json.
+        let batch = match self.kind {
+            Kind::Postgres { .. } => "entries::json",
+            Kind::Sqlite { .. } => "entries",
         };
-        self.count(sql).await
+        self.count(&format!(
+            "SELECT (SELECT COUNT(*) FROM audit_entry) \
+             + (SELECT COALESCE(SUM(json_array_length({batch})), 0) FROM audit_intake)"
+        ))
+        .await
     }
 
     /// Runs statements as a database superuser would, past the audit tables' append-only
