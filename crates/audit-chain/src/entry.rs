@@ -217,10 +217,24 @@ impl AuditEntry {
     /// The bytes hashed into the log: compact JSON, fields in declaration order, absent
     /// fields omitted, the time in UTC to the microsecond.
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut canonical = self.clone();
-        canonical.recorded = canonical_time(self.recorded);
-        // Serializing plain strings, integers and enums cannot fail.
-        serde_json::to_vec(&canonical).unwrap_or_default()
+        let mut bytes = Vec::with_capacity(512);
+        self.write_canonical(&mut bytes);
+        bytes
+    }
+
+    /// Appends [`AuditEntry::canonical_bytes`] to `out`: a recorder batching entries writes
+    /// each straight into its batch.
+    pub fn write_canonical(&self, out: &mut Vec<u8>) {
+        let at = canonical_time(self.recorded);
+        // Serializing plain strings, integers and enums into memory cannot fail. (Equal
+        // instants may differ in offset: both must match to serialize the entry as it is.)
+        if at == self.recorded && self.recorded.offset().is_utc() {
+            let _ = serde_json::to_writer(out, self);
+        } else {
+            let mut canonical = self.clone();
+            canonical.recorded = at;
+            let _ = serde_json::to_writer(out, &canonical);
+        }
     }
 
     /// Reads canonical bytes back, refusing anything that would not re-encode to the same
@@ -228,7 +242,9 @@ impl AuditEntry {
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self, EntryError> {
         let entry: AuditEntry =
             serde_json::from_slice(bytes).map_err(|e| EntryError::Malformed(e.to_string()))?;
-        if entry.canonical_bytes() != bytes {
+        let mut again = Vec::with_capacity(bytes.len());
+        entry.write_canonical(&mut again);
+        if again != bytes {
             return Err(EntryError::NotCanonical);
         }
         Ok(entry)

@@ -400,6 +400,16 @@ fn entries_have_one_canonical_form() {
         Err(EntryError::NotCanonical)
     ));
     assert!(AuditEntry::from_canonical_bytes(b"{\"id\":1}").is_err());
+    // The same instant in another offset, or with nanoseconds, has the same canonical bytes.
+    let mut elsewhere = e.clone();
+    elsewhere.recorded = canonical_time(e.recorded).to_offset(time::macros::offset!(+02:00));
+    assert_eq!(elsewhere.canonical_bytes(), bytes);
+    let mut finer = e.clone();
+    finer.recorded = canonical_time(e.recorded) + time::Duration::nanoseconds(999);
+    assert_eq!(finer.canonical_bytes(), bytes);
+    let mut batch = b"[".to_vec();
+    e.write_canonical(&mut batch);
+    assert_eq!(&batch[1..], &bytes[..]);
     for action in Action::ALL {
         assert_eq!(Action::parse(action.as_str()), Some(action));
     }

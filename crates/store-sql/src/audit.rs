@@ -85,20 +85,9 @@ fn time_value(backend: DbBackend, at: OffsetDateTime) -> sea_orm::Value {
 
 /// The intake row of `entries`, recorded together, or `None` if there are none.
 pub(crate) fn insert_entries(entries: &[AuditEntry]) -> Result<Option<InsertStatement>, DbErr> {
-    if entries.is_empty() {
+    let Some(batch) = batch_text(entries)? else {
         return Ok(None);
-    }
-    let mut batch = String::with_capacity(entries.len() * 512);
-    batch.push('[');
-    for (n, entry) in entries.iter().enumerate() {
-        if n > 0 {
-            batch.push(',');
-        }
-        let bytes = String::from_utf8(entry.canonical_bytes())
-            .map_err(|_| DbErr::Custom("an audit entry is not UTF-8".to_owned()))?;
-        batch.push_str(&bytes);
-    }
-    batch.push(']');
+    };
     let insert = Query::insert()
         .into_table(name(AUDIT_INTAKE))
         .columns([name("entries")])
@@ -106,6 +95,26 @@ pub(crate) fn insert_entries(entries: &[AuditEntry]) -> Result<Option<InsertStat
         .map_err(|e| DbErr::Custom(e.to_string()))?
         .to_owned();
     Ok(Some(insert))
+}
+
+/// `entries` as one intake batch: a JSON array of their canonical bytes, nothing between them
+/// but commas (what [`batch_entries`] reads back, and the intake's guard compares).
+fn batch_text(entries: &[AuditEntry]) -> Result<Option<String>, DbErr> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let mut batch = Vec::with_capacity(entries.len() * 512);
+    batch.push(b'[');
+    for (n, entry) in entries.iter().enumerate() {
+        if n > 0 {
+            batch.push(b',');
+        }
+        entry.write_canonical(&mut batch);
+    }
+    batch.push(b']');
+    String::from_utf8(batch)
+        .map(Some)
+        .map_err(|_| DbErr::Custom("an audit entry is not UTF-8".to_owned()))
 }
 
 /// An entry as recorded: its exact bytes, and what they say.
@@ -123,8 +132,7 @@ fn batch_entries(seq: i64, batch: &str) -> Result<Vec<Recorded>, AuditFailure> {
     let malformed = || AuditFailure(format!("audit intake row {seq} is not a batch of entries"));
     let raw: Vec<&serde_json::value::RawValue> =
         serde_json::from_str(batch).map_err(|_| malformed())?;
-    let parts: Vec<&str> = raw.iter().map(|r| r.get()).collect();
-    if parts.is_empty() || batch != format!("[{}]", parts.join(",")) {
+    if raw.is_empty() || !written_as_recorded(batch, &raw) {
         return Err(malformed());
     }
     raw.into_iter()
@@ -134,6 +142,14 @@ fn batch_entries(seq: i64, batch: &str) -> Result<Vec<Recorded>, AuditFailure> {
             Ok(Recorded { body, entry })
         })
         .collect()
+}
+
+/// Whether `batch`, which parsed as the JSON array `parts`, is exactly `[` + the parts joined by
+/// `,` + `]`. Raw values exclude the whitespace around them, and an array cannot be written
+/// in fewer bytes than its elements, brackets and commas: any space makes it longer.
+fn written_as_recorded(batch: &str, parts: &[&serde_json::value::RawValue]) -> bool {
+    let elements: usize = parts.iter().map(|part| part.get().len()).sum();
+    batch.len() == elements + parts.len() + 1
 }
 
 fn hash_of(row: &QueryResult, column: &str) -> Result<Hash, AuditFailure> {
@@ -882,5 +898,61 @@ impl SequencerSession for SqlSequencer {
             upkeep.after_commit().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use audit_chain::{Action, Outcome};
+    use time::macros::datetime;
+
+    use super::*;
+
+    fn entry(n: u32) -> String {
+        let mut entry = AuditEntry::new(
+            format!("entry-{n}"),
+            datetime!(2026-11-29 22:00:00.123456 UTC),
+            Action::Read,
+            Outcome::Success,
+        );
+        entry.patient = Some(format!("Patient/p{n}"));
+        String::from_utf8(entry.canonical_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_read_back_only_as_the_recorder_wrote_it() {
+        let (a, b) = (entry(1), entry(2));
+        let batch = batch_text(&[
+            AuditEntry::from_canonical_bytes(a.as_bytes()).unwrap(),
+            AuditEntry::from_canonical_bytes(b.as_bytes()).unwrap(),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(batch, format!("[{a},{b}]"));
+        assert_eq!(batch_text(&[]).unwrap(), None);
+        let read = batch_entries(7, &batch).unwrap();
+        assert_eq!(read.len(), 2);
+        assert_eq!(read[0].body, a.as_bytes());
+        assert_eq!(read[1].entry.id, "entry-2");
+
+        // The same entries spelled any other way, or anything else: refused, naming the row.
+        for other in [
+            format!("[{a}, {b}]"),
+            format!(" [{a},{b}]"),
+            format!("[{a},{b}]\n"),
+            format!("[\n{a},{b}]"),
+            format!("[{a},{b} ]"),
+            "[]".to_owned(),
+            "[1]".to_owned(),
+            format!("[{}]", a.replacen(',', ", ", 1)),
+            format!("{{\"entries\":[{a}]}}"),
+        ] {
+            let refused = batch_entries(7, &other).err();
+            assert_eq!(
+                refused.map(|e| e.0),
+                Some("audit intake row 7 is not a batch of entries".to_owned()),
+                "{other}"
+            );
+        }
     }
 }
