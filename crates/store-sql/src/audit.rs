@@ -903,6 +903,8 @@ impl SequencerSession for SqlSequencer {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use audit_chain::{Action, Outcome};
     use time::macros::datetime;
 
