@@ -481,13 +481,13 @@ async fn measure(
     };
     let clients = options.clients;
     let wanted = |name: &str| {
-        options
-            .only
-            .as_ref()
-            .is_none_or(|only| match PHASES.contains(&only.as_str()) {
-                true => name == only,
-                false => name.contains(only.as_str()),
-            })
+        options.only.as_ref().is_none_or(|only| {
+            if PHASES.contains(&only.as_str()) {
+                name == only
+            } else {
+                name.contains(only.as_str())
+            }
+        })
     };
     // Not measured: opens the server's database connections and prepares its statements,
     // and brings the data into PostgreSQL's buffers, as a server that has been up a while has.
