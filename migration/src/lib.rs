@@ -16,6 +16,8 @@ mod m20261123_000006_audit_log;
 mod m20261123_000007_audit_patient_hash;
 mod m20261129_000008_audit_intake;
 mod m20261129_000009_audit_release_by_bytes;
+mod m20261203_000010_sqlite_instants;
+mod m20261203_000011_index_generation;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -34,6 +36,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000007_audit_patient_hash::Migration),
             Box::new(m20261129_000008_audit_intake::Migration),
             Box::new(m20261129_000009_audit_release_by_bytes::Migration),
+            Box::new(m20261203_000010_sqlite_instants::Migration),
+            Box::new(m20261203_000011_index_generation::Migration),
         ]
     }
 }

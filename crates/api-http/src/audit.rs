@@ -541,6 +541,11 @@ pub(crate) fn audit_event(entry: &AuditEntry, index: Option<u64>) -> Value {
             "User Authentication",
             "http://dicom.nema.org/resources/ontology/DCM",
         ),
+        Action::Reindex => (
+            "110100",
+            "Application Activity",
+            "http://dicom.nema.org/resources/ontology/DCM",
+        ),
         Action::AccessDenied | Action::TokenIssued | Action::TokenRevoked | Action::KeyRotated => (
             "110113",
             "Security Alert",

@@ -26,10 +26,12 @@ pub enum Action {
     TokenIssued,
     TokenRevoked,
     KeyRotated,
+    /// The search index was made anew by newer rules (a maintenance run, not a disclosure).
+    Reindex,
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 15] = [
         Action::Create,
         Action::Read,
         Action::Vread,
@@ -44,6 +46,7 @@ impl Action {
         Action::TokenIssued,
         Action::TokenRevoked,
         Action::KeyRotated,
+        Action::Reindex,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -62,6 +65,7 @@ impl Action {
             Action::TokenIssued => "token-issued",
             Action::TokenRevoked => "token-revoked",
             Action::KeyRotated => "key-rotated",
+            Action::Reindex => "reindex",
         }
     }
 
@@ -76,7 +80,7 @@ impl Action {
             Action::Read | Action::Vread | Action::Search | Action::History | Action::Export => "R",
             Action::Update | Action::TokenRevoked | Action::KeyRotated => "U",
             Action::Delete | Action::Erase => "D",
-            Action::LoginFailure | Action::AccessDenied => "E",
+            Action::LoginFailure | Action::AccessDenied | Action::Reindex => "E",
         }
     }
 

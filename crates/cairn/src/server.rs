@@ -165,6 +165,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Arc::new(RandomIds),
         audit_trail,
     );
+    // Rows made by older index rules would give wrong answers: make them anew first.
+    if let Some(report) = records
+        .ensure_index_current()
+        .await
+        .context("cannot bring the search index up to date")?
+    {
+        tracing::info!(
+            from_generation = report.from_generation,
+            to_generation = records::index::INDEX_GENERATION,
+            reindexed = report.reindexed,
+            moved_on = report.moved_on,
+            unreadable = report.unreadable,
+            "the search index was made anew by the current rules"
+        );
+    }
     let http = HttpConfig {
         body_limit: config.body_limit,
         public_base_url: config.public_base_url.clone(),

@@ -6,12 +6,15 @@
 
 use std::fmt;
 
-use time::format_description::well_known::Rfc3339;
-use time::{Date as CalendarDate, Month, OffsetDateTime, PrimitiveDateTime, Time};
+use time::OffsetDateTime;
 
 use crate::datatypes::{Address, CodeableConcept, HumanName, Reference};
 use crate::resource::Resource;
 use crate::resource_type::ResourceType;
+
+mod dates;
+
+pub use dates::{date_range, floor_micros};
 
 /// The FHIR search parameter type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +63,9 @@ pub enum IndexValue {
     },
     /// A relative reference `Type/id`.
     Reference { target_type: String, id: String },
+    /// Text that describes a coded value (`CodeableConcept.text`, `Coding.display`): what a
+    /// token parameter's `:text` modifier searches.
+    TokenText(String),
 }
 
 impl fmt::Debug for IndexValue {
@@ -69,6 +75,7 @@ impl fmt::Debug for IndexValue {
             Self::Token { .. } => "Token",
             Self::Date { .. } => "Date",
             Self::Reference { .. } => "Reference",
+            Self::TokenText(_) => "TokenText",
         };
         write!(f, "IndexValue::{kind}(<redacted>)")
     }
@@ -85,6 +92,9 @@ pub struct SearchParam {
     pub expression: &'static str,
     /// Why this protection, and what it accepts leaking.
     pub rationale: &'static str,
+    /// The resource types a reference parameter may point at (R4's `SearchParameter.target`);
+    /// empty for other kinds.
+    pub targets: &'static [&'static str],
     extract: fn(&Resource, &mut Vec<IndexValue>),
 }
 
@@ -102,6 +112,17 @@ impl SearchParam {
             (self.extract)(resource, &mut out);
         }
         out
+    }
+
+    /// Whether a string search may match the start of any word of a value, not only the start
+    /// of the value. R4 string search matches where the value starts (`family=der` does not
+    /// find "van der Berg"); `Patient.name` is "a server defined search that may match any of
+    /// the string fields in the HumanName", and Cairn matches it at the start of any word of
+    /// any part, so `name=berg` finds "van der Berg".
+    pub fn matches_words(&self) -> bool {
+        self.kind == ParamKind::String
+            && self.resource_type == ResourceType::PATIENT
+            && self.code == "name"
     }
 
     /// The blind-index purpose name, which selects the HMAC key: `Patient.name`.
@@ -139,6 +160,9 @@ pub fn patient_compartment(resource: &Resource) -> Option<String> {
 
 macro_rules! param {
     ($rt:ident, $code:literal, $kind:ident, $protection:ident, $expr:literal, $why:literal, $extract:expr) => {
+        param!($rt, $code, $kind, $protection, $expr, $why, [], $extract)
+    };
+    ($rt:ident, $code:literal, $kind:ident, $protection:ident, $expr:literal, $why:literal, [$($target:literal),*], $extract:expr) => {
         SearchParam {
             resource_type: ResourceType::$rt,
             code: $code,
@@ -146,6 +170,7 @@ macro_rules! param {
             protection: Protection::$protection,
             expression: $expr,
             rationale: $why,
+            targets: &[$($target),*],
             extract: $extract,
         }
     };
@@ -296,6 +321,7 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Patient.generalPractitioner",
         "A reference by opaque id to a practitioner or organization; reveals the care relationship only to someone who can already read both.",
+        ["Organization", "Practitioner", "PractitionerRole"],
         |r, out| if let Resource::Patient(p) = r {
             references(p.general_practitioner.iter(), out)
         }
@@ -307,6 +333,7 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Patient.managingOrganization",
         "A reference by opaque id to the managing organization.",
+        ["Organization"],
         |r, out| if let Resource::Patient(p) = r {
             references(p.managing_organization.iter(), out)
         }
@@ -318,6 +345,7 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Immunization.patient",
         "The patient's opaque id (a random UUID), not their identity; needed to list a patient's immunizations.",
+        ["Patient"],
         |r, out| if let Resource::Immunization(i) = r {
             references(i.patient.iter(), out)
         }
@@ -376,17 +404,14 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
     param!(
         IMMUNIZATION,
         "lot-number",
-        Token,
+        String,
         Plain,
         "Immunization.lotNumber",
         "A manufacturer's batch number, shared by thousands of doses; recalls search by it.",
         |r, out| if let Resource::Immunization(i) = r
             && let Some(lot) = &i.lot_number
         {
-            out.push(IndexValue::Token {
-                system: None,
-                code: lot.clone(),
-            })
+            out.push(IndexValue::Text(lot.clone()))
         }
     ),
     param!(
@@ -396,6 +421,7 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Immunization.performer.actor",
         "A reference by opaque id to the practitioner or organization that vaccinated.",
+        ["Organization", "Practitioner", "PractitionerRole"],
         |r, out| if let Resource::Immunization(i) = r {
             references(i.performer.iter().filter_map(|p| p.actor.as_ref()), out)
         }
@@ -407,6 +433,7 @@ pub static SEARCH_PARAMETERS: &[SearchParam] = &[
         Plain,
         "Immunization.location",
         "A reference by opaque id to a clinic.",
+        ["Location"],
         |r, out| if let Resource::Immunization(i) = r {
             references(i.location.iter(), out)
         }
@@ -495,7 +522,9 @@ fn codes<'a>(concepts: impl Iterator<Item = &'a CodeableConcept>, out: &mut Vec<
                     code: code.0.clone(),
                 });
             }
+            out.extend(coding.display.clone().map(IndexValue::TokenText));
         }
+        out.extend(concept.text.clone().map(IndexValue::TokenText));
     }
 }
 
@@ -506,46 +535,6 @@ fn push_date(text: &str, out: &mut Vec<IndexValue>) {
             low,
             high,
         });
-    }
-}
-
-/// The half-open range `[low, high)` a FHIR date or dateTime covers: `2021` is the whole year,
-/// `2021-03-14` the whole day (UTC, as the value carries no zone), a full dateTime its second.
-pub fn date_range(text: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
-    let midnight = |date: CalendarDate| PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc();
-    let number = |range: std::ops::Range<usize>| text.get(range)?.parse::<i32>().ok();
-    match text.len() {
-        4 => {
-            let year = number(0..4)?;
-            Some((
-                midnight(CalendarDate::from_calendar_date(year, Month::January, 1).ok()?),
-                midnight(CalendarDate::from_calendar_date(year + 1, Month::January, 1).ok()?),
-            ))
-        }
-        7 => {
-            let year = number(0..4)?;
-            let month = Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-            let first = CalendarDate::from_calendar_date(year, month, 1).ok()?;
-            let next = if month == Month::December {
-                CalendarDate::from_calendar_date(year + 1, Month::January, 1).ok()?
-            } else {
-                CalendarDate::from_calendar_date(year, month.next(), 1).ok()?
-            };
-            Some((midnight(first), midnight(next)))
-        }
-        10 => {
-            let year = number(0..4)?;
-            let month = Month::try_from(u8::try_from(number(5..7)?).ok()?).ok()?;
-            let day =
-                CalendarDate::from_calendar_date(year, month, u8::try_from(number(8..10)?).ok()?)
-                    .ok()?;
-            Some((midnight(day), midnight(day.next_day()?)))
-        }
-        _ => {
-            let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-            let second = at.replace_nanosecond(0).ok()?;
-            Some((second, second + time::Duration::SECOND))
-        }
     }
 }
 

@@ -103,15 +103,17 @@ impl BlindKey {
     }
 
     /// Terms for a FHIR string parameter (names, address parts): every prefix of 3 or more
-    /// folded characters of the whole value and of each word (FHIR string search is a case- and
-    /// accent-insensitive starts-with), and the exact value for `:exact`.
-    pub fn string_terms(&self, value: &Phi<String>) -> BTreeSet<BlindToken> {
+    /// folded characters of the whole value (FHIR string search is a case- and
+    /// accent-insensitive starts-with), with `words` of each word too (for parameters that match
+    /// any word, such as `Patient.name`), and the exact value for `:exact`.
+    pub fn string_terms(&self, value: &Phi<String>, words: bool) -> BTreeSet<BlindToken> {
         let mut terms = BTreeSet::new();
         terms.insert(self.token("exact", &value.expose().nfc().collect::<String>()));
         let folded = fold(value.expose());
+        let word_starts = folded.split(' ').filter(|_| words);
         // The first word's prefixes are also the whole value's: collect first, hash each once.
         let mut prefixes = BTreeSet::new();
-        for word in std::iter::once(folded.as_str()).chain(folded.split(' ')) {
+        for word in std::iter::once(folded.as_str()).chain(word_starts) {
             let chars: Vec<char> = word.chars().take(MAX_PREFIX_CHARS).collect();
             // A word shorter than the minimum is still findable whole (as part of a longer
             // prefix of the value, or by :exact).

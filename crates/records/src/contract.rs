@@ -15,6 +15,8 @@ use crate::index::{
 };
 use crate::ports::{Erasure, NewVersion, ResourceStore, StoreError};
 
+mod search;
+
 /// The contract's data key for an owner: a fixed id per owner, wrapped bytes that are never
 /// opened (the store does not look inside).
 fn key_of(key_owner: &str) -> KeyRecord {
@@ -87,6 +89,11 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     sorting_by_a_date_uses_its_extremes_and_puts_the_undated_last(store).await;
     one_token_pages_in_id_order_both_ways(store).await;
     chained_clauses_follow_references_to_live_targets(store).await;
+    search::dates_compare_as_instants_whatever_their_offset(store).await;
+    search::last_updated_compares_to_the_microsecond(store).await;
+    search::sorted_paging_through_mixed_offsets_is_exact(store).await;
+    search::negation_reverse_chains_and_string_matches(store).await;
+    search::index_rows_are_replaced_on_the_current_version_only(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 
@@ -479,6 +486,7 @@ async fn search_matches_every_clause_kind(store: &dyn ResourceStore) {
     let series = |prefix: &str| Clause::String {
         param: "series",
         any_of: vec![prefix.into()],
+        how: crate::index::StringMatch::Start,
     };
     assert_eq!(ids(vec![series("series 4")]).await, ["s4"]);
     assert_eq!(ids(vec![series("seri")]).await.len(), 6);

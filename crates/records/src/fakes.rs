@@ -34,6 +34,9 @@ pub struct MemoryStore {
     claims: Mutex<BTreeMap<(ResourceType, phi_crypto::BlindToken), String>>,
     keys: Arc<MemoryKeyStore>,
     audit: MemoryAuditLog,
+    /// The index rules' generation; `None` until set: a new store's rows are the current
+    /// rules' (it has none).
+    generation: Mutex<Option<u32>>,
 }
 
 impl MemoryStore {
@@ -395,6 +398,44 @@ impl ResourceStore for MemoryStore {
         Ok(erasure)
     }
 
+    async fn replace_index(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+        index: IndexRows,
+    ) -> Result<bool, StoreError> {
+        let mut entries = self.lock()?;
+        let Some(entry) = entries.get_mut(&(resource_type, id.to_owned())) else {
+            return Ok(false);
+        };
+        if entry
+            .versions
+            .last()
+            .is_none_or(|v| v.version != version || v.deleted)
+        {
+            return Ok(false);
+        }
+        entry.index = index;
+        Ok(true)
+    }
+
+    async fn index_generation(&self) -> Result<u32, StoreError> {
+        Ok(self
+            .generation
+            .lock()
+            .ok()
+            .and_then(|g| *g)
+            .unwrap_or(crate::index::INDEX_GENERATION))
+    }
+
+    async fn set_index_generation(&self, generation: u32) -> Result<(), StoreError> {
+        if let Ok(mut g) = self.generation.lock() {
+            *g = Some(generation);
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.lock().map(|_| ())
     }
@@ -475,8 +516,27 @@ fn matches(
             };
             present != *missing
         }
-        Clause::String { param, any_of } => index.strings.iter().any(|row| {
-            row.param == *param && any_of.iter().any(|p| row.folded.starts_with(p.as_str()))
+        Clause::String { param, any_of, how } => index
+            .strings
+            .iter()
+            .any(|row| row.param == *param && any_of.iter().any(|p| how.matches(&row.folded, p))),
+        Clause::Not(inner) => !matches(inner, id, current, index, entries),
+        Clause::Has {
+            source_type,
+            param,
+            inner,
+        } => entries.iter().any(|((rt, source_id), source)| {
+            *rt == *source_type
+                && source.versions.last().is_some_and(|v| !v.deleted)
+                && source.index.references.iter().any(|row| {
+                    row.param == *param
+                        && row.target_type == current.resource_type.as_str()
+                        && row.target_id == id
+                })
+                && source
+                    .versions
+                    .last()
+                    .is_some_and(|v| matches(inner, source_id, v, &source.index, entries))
         }),
     }
 }

@@ -9,6 +9,16 @@ use fhir_model::search::{IndexValue, Protection, SearchParam, search_params};
 use phi_crypto::{BlindIndex, BlindToken, Phi, fold, normalize_telecom};
 use time::OffsetDateTime;
 
+/// The generation of the rules that turn a resource into index rows. A store whose rows were
+/// made by an older generation gives wrong answers until they are made anew
+/// ([`crate::Records::reindex`], which the server runs before it answers).
+///
+/// 1. The first rules.
+/// 2. Dates as UTC ranges as wide as their precision; `family`, `given` and
+///    `address-postalcode` match where the value starts, not any word; `lot-number` is a
+///    string; a coded value's text is kept for `:text`.
+pub const INDEX_GENERATION: u32 = 2;
+
 /// The index rows of one resource version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IndexRows {
@@ -69,14 +79,17 @@ pub fn index_rows(resource: &fhir_model::Resource, blind: &BlindIndex) -> IndexR
                 let mut tokens = BTreeSet::new();
                 for value in values {
                     tokens.extend(match value {
-                        IndexValue::Text(text) => key.string_terms(&Phi::new(text)),
+                        IndexValue::Text(text) => {
+                            key.string_terms(&Phi::new(text), param.matches_words())
+                        }
                         IndexValue::Token { system, code } => {
                             let code = blind_token_value(param, &code);
                             key.token_terms(system.as_deref(), &Phi::new(code))
                         }
                         IndexValue::Date { text, .. } => key.date_terms(&Phi::new(text)),
-                        // References are ids, never classified blind; nothing to hash.
-                        IndexValue::Reference { .. } => BTreeSet::new(),
+                        // References are ids, never classified blind; nothing to hash. A
+                        // coded value's text is searched only on plain parameters.
+                        IndexValue::Reference { .. } | IndexValue::TokenText(_) => BTreeSet::new(),
                     });
                 }
                 rows.blind.extend(tokens.into_iter().map(|token| BlindRow {
@@ -96,7 +109,9 @@ pub fn index_rows(resource: &fhir_model::Resource, blind: &BlindIndex) -> IndexR
 
 fn plain_row(param: &'static SearchParam, value: IndexValue, rows: &mut IndexRows) {
     match value {
-        IndexValue::Text(text) => rows.strings.push(StringRow {
+        // A token parameter's text lives with the strings, under the parameter's name: only
+        // `:text` looks for it there.
+        IndexValue::Text(text) | IndexValue::TokenText(text) => rows.strings.push(StringRow {
             param: param.code,
             folded: fold(&text),
         }),
@@ -237,10 +252,21 @@ pub enum Clause {
         param: &'static str,
         any_of: Vec<DateMatch>,
     },
-    /// Starts-with on folded text.
+    /// Folded text, matched as `how` says.
     String {
         param: &'static str,
         any_of: Vec<String>,
+        how: StringMatch,
+    },
+    /// The inner clause does not hold (`:not`): resources without any matching value,
+    /// including those without a value at all.
+    Not(Box<Clause>),
+    /// Reverse chaining (`_has:Immunization:patient:vaccine-code=…`): some live `source_type`
+    /// resource whose reference parameter `param` points at this one meets `inner`.
+    Has {
+        source_type: ResourceType,
+        param: &'static str,
+        inner: Box<Clause>,
     },
     /// `_lastUpdated`: the resource's current version's time.
     LastUpdated(Vec<DateMatch>),
@@ -257,6 +283,33 @@ pub enum Clause {
         table: IndexTable,
         missing: bool,
     },
+}
+
+/// How folded text is matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StringMatch {
+    /// The value starts with the text (R4's default for string parameters).
+    Start,
+    /// The value contains the text anywhere (`:contains`).
+    Contains,
+    /// Some word of the value starts with the text (a token's `:text`).
+    WordStart,
+}
+
+impl StringMatch {
+    /// Whether folded `value` matches folded `text`.
+    pub fn matches(self, value: &str, text: &str) -> bool {
+        match self {
+            Self::Start => value.starts_with(text),
+            Self::Contains => value.contains(text),
+            Self::WordStart => {
+                value.starts_with(text)
+                    || value
+                        .match_indices(text)
+                        .any(|(at, _)| value[..at].ends_with(' '))
+            }
+        }
+    }
 }
 
 /// Which index table holds a parameter's rows.
@@ -297,7 +350,11 @@ pub struct ReferenceMatch {
     pub target_id: String,
 }
 
-/// A comparison of the stored range against the query's range `[low, high)`.
+/// A comparison of a stored range `[low, high)` with the query's range, by R4's rules for date
+/// prefixes (search.html §3.1.1.4.5): `eq` the query's range contains the stored one, `ne` it
+/// does not, `gt`/`lt` the stored range reaches past the query's end/start, `ge`/`le` those or
+/// `eq`, `sa`/`eb` the stored range starts after/ends before the query's, `ap` the ranges
+/// overlap once the query's is widened (see [`DateMatch::approximately`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DateMatch {
     pub comparator: DateComparator,
@@ -307,19 +364,136 @@ pub struct DateMatch {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DateComparator {
-    /// The stored range lies within the query's.
     Eq,
-    /// The stored range reaches past the query's end.
+    Ne,
     Gt,
-    /// The stored range reaches past the query's start.
     Ge,
-    /// The stored range starts before the query's start.
     Lt,
-    /// The stored range starts before the query's end.
     Le,
+    Sa,
+    Eb,
+    /// The stored range overlaps the query's range (already widened).
+    Ap,
+}
+
+impl DateComparator {
+    /// The comparator of an R4 date prefix.
+    pub fn from_prefix(prefix: &str) -> Option<Self> {
+        Some(match prefix {
+            "eq" => Self::Eq,
+            "ne" => Self::Ne,
+            "gt" => Self::Gt,
+            "ge" => Self::Ge,
+            "lt" => Self::Lt,
+            "le" => Self::Le,
+            "sa" => Self::Sa,
+            "eb" => Self::Eb,
+            "ap" => Self::Ap,
+            _ => return None,
+        })
+    }
+}
+
+/// Which end of a stored range a [`DateBound`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeEnd {
+    /// The first instant in the range.
+    Low,
+    /// The first instant after the range.
+    High,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BoundOp {
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// One comparison of an end of the stored range with an instant: `low >= 2021-03-01T00:00Z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateBound {
+    pub end: RangeEnd,
+    pub op: BoundOp,
+    pub at: OffsetDateTime,
+}
+
+impl DateBound {
+    fn new(end: RangeEnd, op: BoundOp, at: OffsetDateTime) -> Self {
+        Self { end, op, at }
+    }
+
+    /// Whether the stored range `[low, high)` meets the bound.
+    pub fn holds(&self, low: OffsetDateTime, high: OffsetDateTime) -> bool {
+        let value = match self.end {
+            RangeEnd::Low => low,
+            RangeEnd::High => high,
+        };
+        match self.op {
+            BoundOp::Lt => value < self.at,
+            BoundOp::Le => value <= self.at,
+            BoundOp::Gt => value > self.at,
+            BoundOp::Ge => value >= self.at,
+        }
+    }
+
+    /// The same bound on a stored instant `at` (the range `[at, at + 1 µs)`), as a comparison
+    /// of `at` itself: `high > x` holds exactly when `at > x - 1 µs`.
+    pub fn on_instant(&self) -> (BoundOp, OffsetDateTime) {
+        match self.end {
+            RangeEnd::Low => (self.op, self.at),
+            RangeEnd::High => (self.op, self.at - time::Duration::MICROSECOND),
+        }
+    }
 }
 
 impl DateMatch {
+    /// `ap`: R4 leaves "approximately" to the server; Cairn widens the query's range by a tenth
+    /// of the time between it and `now` on each side (at least a day, as HAPI FHIR does), so
+    /// `ap2020-06` matches a few weeks around June 2020 today and a few days around last week.
+    pub fn approximately(low: OffsetDateTime, high: OffsetDateTime, now: OffsetDateTime) -> Self {
+        let distance = if now < low {
+            low - now
+        } else if now > high {
+            now - high
+        } else {
+            time::Duration::ZERO
+        };
+        let margin = (distance / 10_i32).max(time::Duration::DAY);
+        Self {
+            comparator: DateComparator::Ap,
+            low: low - margin,
+            high: high + margin,
+        }
+    }
+
+    /// The condition on a stored range: any of the lists holds when each of its bounds does.
+    /// The in-memory store evaluates it and the SQL store writes it, so they cannot disagree.
+    pub fn condition(&self) -> Vec<Vec<DateBound>> {
+        use BoundOp::{Ge, Gt, Le, Lt};
+        use RangeEnd::{High, Low};
+        let (ql, qh) = (self.low, self.high);
+        let within = || vec![DateBound::new(Low, Ge, ql), DateBound::new(High, Le, qh)];
+        match self.comparator {
+            DateComparator::Eq => vec![within()],
+            DateComparator::Ne => vec![
+                vec![DateBound::new(Low, Lt, ql)],
+                vec![DateBound::new(High, Gt, qh)],
+            ],
+            DateComparator::Gt => vec![vec![DateBound::new(High, Gt, qh)]],
+            DateComparator::Lt => vec![vec![DateBound::new(Low, Lt, ql)]],
+            DateComparator::Ge => vec![vec![DateBound::new(High, Gt, qh)], within()],
+            DateComparator::Le => vec![vec![DateBound::new(Low, Lt, ql)], within()],
+            DateComparator::Sa => vec![vec![DateBound::new(Low, Ge, qh)]],
+            DateComparator::Eb => vec![vec![DateBound::new(High, Le, ql)]],
+            DateComparator::Ap => vec![vec![
+                DateBound::new(Low, Lt, qh),
+                DateBound::new(High, Gt, ql),
+            ]],
+        }
+    }
+
     /// Whether an instant (a range of one microsecond) matches.
     pub fn matches_instant(&self, at: OffsetDateTime) -> bool {
         self.matches(at, at + time::Duration::MICROSECOND)
@@ -327,13 +501,9 @@ impl DateMatch {
 
     /// Whether a stored range `[low, high)` matches.
     pub fn matches(&self, low: OffsetDateTime, high: OffsetDateTime) -> bool {
-        match self.comparator {
-            DateComparator::Eq => low >= self.low && high <= self.high,
-            DateComparator::Gt => high > self.high,
-            DateComparator::Ge => high > self.low,
-            DateComparator::Lt => low < self.low,
-            DateComparator::Le => low < self.high,
-        }
+        self.condition()
+            .iter()
+            .any(|all| all.iter().all(|bound| bound.holds(low, high)))
     }
 }
 
@@ -372,24 +542,33 @@ impl SearchQuery {
                             )
                         })
                         .collect(),
-                    Clause::String { any_of, .. } => any_of.clone(),
+                    Clause::String { any_of, how, .. } => {
+                        any_of.iter().map(|v| format!("{how:?}:{v}")).collect()
+                    }
                     Clause::Missing { missing, .. } => vec![missing.to_string()],
                     Clause::Chain {
                         target_type, inner, ..
-                    } => {
-                        let inner = SearchQuery {
-                            resource_type: *target_type,
-                            clauses: vec![(**inner).clone()],
-                            order: Order::default(),
-                            after: None,
-                            limit: 0,
-                        };
-                        vec![format!("{target_type}:{}", hex(&inner.canonical()))]
+                    } => vec![format!(
+                        "{target_type}:{}",
+                        hex(&inner_canonical(*target_type, inner))
+                    )],
+                    Clause::Has {
+                        source_type,
+                        param,
+                        inner,
+                    } => vec![format!(
+                        "{source_type}:{param}:{}",
+                        hex(&inner_canonical(*source_type, inner))
+                    )],
+                    Clause::Not(inner) => {
+                        vec![hex(&inner_canonical(self.resource_type, inner))]
                     }
                 };
                 parts.sort();
                 parts.dedup();
                 let param = match clause {
+                    Clause::Not(_) => "_not",
+                    Clause::Has { .. } => "_has",
                     Clause::Id(_) => "_id",
                     Clause::Compartment(_) => "_compartment",
                     Clause::LastUpdated(_) => "_lastUpdated",
@@ -407,4 +586,16 @@ impl SearchQuery {
         clauses.dedup();
         clauses.join("&").into_bytes()
     }
+}
+
+/// The canonical bytes of one clause asked of `resource_type`.
+fn inner_canonical(resource_type: ResourceType, clause: &Clause) -> Vec<u8> {
+    SearchQuery {
+        resource_type,
+        clauses: vec![clause.clone()],
+        order: Order::default(),
+        after: None,
+        limit: 0,
+    }
+    .canonical()
 }

@@ -21,4 +21,6 @@ pub use ports::{
     Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore,
     SearchMatch, StoreError, StoredVersion, SystemClock,
 };
-pub use service::{HistoryEntry, HistoryPage, Records, SearchPage, StoredResource, instant};
+pub use service::{
+    HistoryEntry, HistoryPage, Records, ReindexReport, SearchPage, StoredResource, instant,
+};

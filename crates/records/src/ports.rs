@@ -266,6 +266,24 @@ pub trait ResourceStore: Send + Sync {
         audit: &audit_chain::AuditEntry,
     ) -> Result<Erasure, StoreError>;
 
+    /// Replaces the search index rows of a resource with `index`, only if `version` is still
+    /// its current version and it is not deleted (its conditional claims stay). `false`, and
+    /// nothing written, when the resource moved on: its newer version brought its own rows.
+    async fn replace_index(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+        index: IndexRows,
+    ) -> Result<bool, StoreError>;
+
+    /// Which generation of the index rules the stored index rows were made by (see
+    /// [`crate::index::INDEX_GENERATION`]); 1 for a store that never said.
+    async fn index_generation(&self) -> Result<u32, StoreError>;
+
+    /// Records that every index row is now made by `generation`'s rules.
+    async fn set_index_generation(&self, generation: u32) -> Result<(), StoreError>;
+
     /// Whether the store answers (for readiness checks).
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -5,13 +5,15 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use fhir_model::ResourceType;
-use fhir_model::search::{ParamKind, Protection, SearchParam, date_range, search_param};
-use phi_crypto::{BlindIndex, BlindQueryError, fold};
+use fhir_model::search::{ParamKind, Protection, SearchParam, search_param};
+use phi_crypto::BlindIndex;
+use time::OffsetDateTime;
 
-use crate::index::{
-    Clause, DateComparator, DateMatch, IndexTable, Order, Position, ReferenceMatch, SearchQuery,
-    SortKey, TokenMatch, blind_token_value,
-};
+use crate::index::{Clause, Order, Position, SearchQuery, SortKey};
+
+mod clause;
+
+use clause::{alternatives, clause, date_match};
 
 pub const DEFAULT_COUNT: u64 = 20;
 pub const MAX_COUNT: u64 = 1000;
@@ -62,19 +64,41 @@ pub fn parse(
     resource_type: ResourceType,
     params: &[(String, String)],
     blind: &BlindIndex,
+    now: OffsetDateTime,
 ) -> Result<SearchQuery, SearchError> {
-    parse_with(resource_type, params, blind, false).map(|parsed| parsed.query)
+    let rules = Rules {
+        blind,
+        now,
+        lenient: false,
+    };
+    parse_with(resource_type, params, &rules).map(|parsed| parsed.query)
 }
 
-/// As [`parse`]; with `lenient` (FHIR `Prefer: handling=lenient`) parameters the type does not
-/// have are left out instead of refused, and returned so the answer can say so. Malformed
-/// values of known parameters are refused either way.
+/// What parsing needs besides the parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules<'a> {
+    /// The keys of the blind indexes, to turn identifying values into tokens.
+    pub blind: &'a BlindIndex,
+    /// The time `ap` (approximately) measures its margin from.
+    pub now: OffsetDateTime,
+    /// FHIR `Prefer: handling=lenient`: parameters the type does not have are left out instead
+    /// of refused.
+    pub lenient: bool,
+}
+
+/// As [`parse`]; with `rules.lenient` parameters the type does not have are left out instead
+/// of refused, and returned so the answer can say so. Malformed values of known parameters are
+/// refused either way.
 pub fn parse_with(
     resource_type: ResourceType,
     params: &[(String, String)],
-    blind: &BlindIndex,
-    lenient: bool,
+    rules: &Rules<'_>,
 ) -> Result<Parsed, SearchError> {
+    let Rules {
+        blind,
+        now,
+        lenient,
+    } = *rules;
     let mut ignored = Vec::new();
     let mut total = false;
     let mut cursor = None;
@@ -88,10 +112,16 @@ pub fn parse_with(
         limit: DEFAULT_COUNT,
     };
     for (name, value) in params {
+        if let Some(rest) = name.strip_prefix("_has:") {
+            query
+                .clauses
+                .push(has(resource_type, name, rest, value, blind, now)?);
+            continue;
+        }
         if let Some((head, child)) = name.split_once('.') {
             query
                 .clauses
-                .push(chain(resource_type, name, head, child, value, blind)?);
+                .push(chain(resource_type, name, head, child, value, blind, now)?);
             continue;
         }
         let (code, modifier) = match name.split_once(':') {
@@ -129,6 +159,10 @@ pub fn parse_with(
                     .parse::<u64>()
                     .map_err(|_| error(name, "must be a whole number"))?
                     .min(MAX_COUNT);
+                // `_count=0` asks how many match, without any of them.
+                if query.limit == 0 {
+                    total = true;
+                }
             }
             "_cursor" => {
                 no_modifier(name, modifier)?;
@@ -146,14 +180,14 @@ pub fn parse_with(
                 no_modifier(name, modifier)?;
                 let any_of = alternatives(value)
                     .iter()
-                    .map(|v| date_match(name, v))
+                    .map(|v| date_match(name, v, now))
                     .collect::<Result<Vec<_>, _>>()?;
                 query.clauses.push(Clause::LastUpdated(any_of));
             }
             _ => match search_param(resource_type, code) {
                 Some(param) => query
                     .clauses
-                    .push(clause(param, name, modifier, value, blind)?),
+                    .push(clause(param, name, modifier, value, blind, now)?),
                 None if lenient => ignored.push(name.clone()),
                 None => {
                     return Err(error(
@@ -201,6 +235,7 @@ fn chain(
     child: &str,
     value: &str,
     blind: &BlindIndex,
+    now: OffsetDateTime,
 ) -> Result<Clause, SearchError> {
     let (code, explicit_target) = match head.split_once(':') {
         Some((code, target)) => (code, Some(target)),
@@ -247,12 +282,85 @@ fn chain(
             format!("{target_type} has no search parameter {child_code}"),
         )
     })?;
-    let inner = clause(child_param, name, modifier, value, blind)?;
+    let inner = clause(child_param, name, modifier, value, blind, now)?;
     Ok(Clause::Chain {
         param: param.code,
         target_type,
         inner: Box::new(inner),
     })
+}
+
+/// Reverse chaining, one level: `_has:Immunization:patient:vaccine-code=…` (here `rest` is what
+/// follows `_has:`) finds the resources some live Immunization's `patient` points at, among
+/// Immunizations whose `vaccine-code` matches.
+fn has(
+    resource_type: ResourceType,
+    name: &str,
+    rest: &str,
+    value: &str,
+    blind: &BlindIndex,
+    now: OffsetDateTime,
+) -> Result<Clause, SearchError> {
+    let shape = || {
+        error(
+            name,
+            "must be _has:Type:reference-parameter:parameter, e.g. \
+             _has:Immunization:patient:vaccine-code",
+        )
+    };
+    let mut parts = rest.splitn(3, ':');
+    let (Some(source), Some(code), Some(child)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(shape());
+    };
+    if child.starts_with("_has:") || child.contains('.') {
+        return Err(error(
+            name,
+            "_has is supported one level deep, without chains inside",
+        ));
+    }
+    let source_type =
+        ResourceType::parse(source).map_err(|_| error(name, "names an unknown resource type"))?;
+    let param = search_param(source_type, code)
+        .filter(|p| p.kind == ParamKind::Reference)
+        .ok_or_else(|| {
+            error(
+                name,
+                format!("{source_type} has no reference parameter {code}"),
+            )
+        })?;
+    // Cairn's reference parameters each point at the types they are named for or at several;
+    // a parameter that can never point at this type would match nothing, which hides a typo.
+    if !param_targets(param).contains(&resource_type) {
+        return Err(error(
+            name,
+            format!("{source_type}.{code} does not refer to {resource_type}"),
+        ));
+    }
+    let (child_code, modifier) = match child.split_once(':') {
+        Some((c, m)) => (c, Some(m)),
+        None => (child, None),
+    };
+    let child_param = search_param(source_type, child_code).ok_or_else(|| {
+        error(
+            name,
+            format!("{source_type} has no search parameter {child_code}"),
+        )
+    })?;
+    let inner = clause(child_param, name, modifier, value, blind, now)?;
+    Ok(Clause::Has {
+        source_type,
+        param: param.code,
+        inner: Box::new(inner),
+    })
+}
+
+/// The types a reference parameter may point at.
+fn param_targets(param: &SearchParam) -> Vec<ResourceType> {
+    param
+        .targets
+        .iter()
+        .filter_map(|t| ResourceType::parse(t).ok())
+        .collect()
 }
 
 /// `Type:param` (or `Type:param:Target`) naming a reference search parameter.
@@ -281,208 +389,6 @@ fn no_modifier(name: &str, modifier: Option<&str>) -> Result<(), SearchError> {
         None => Ok(()),
         Some(_) => Err(error(name, "takes no modifier")),
     }
-}
-
-/// Splits `a,b` into alternatives; `\,` is a literal comma.
-fn alternatives(value: &str) -> Vec<String> {
-    let mut out = vec![String::new()];
-    let mut chars = value.chars();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => {
-                if let (Some(next), Some(last)) = (chars.next(), out.last_mut()) {
-                    last.push(next);
-                }
-            }
-            ',' => out.push(String::new()),
-            other => {
-                if let Some(last) = out.last_mut() {
-                    last.push(other);
-                }
-            }
-        }
-    }
-    out
-}
-
-fn clause(
-    param: &'static SearchParam,
-    name: &str,
-    modifier: Option<&str>,
-    value: &str,
-    blind: &BlindIndex,
-) -> Result<Clause, SearchError> {
-    let value = value.to_owned();
-    let values = alternatives(&value);
-    if values.iter().any(String::is_empty) {
-        return Err(error(name, "has an empty value"));
-    }
-    if modifier == Some("missing") {
-        let missing = match value.as_str() {
-            "true" => true,
-            "false" => false,
-            _ => return Err(error(name, ":missing takes true or false")),
-        };
-        return Ok(Clause::Missing {
-            param: param.code,
-            table: IndexTable::of(param),
-            missing,
-        });
-    }
-    // No other modifier on plain parameters yet (:not, :above, :below, :text…).
-    if let (Protection::Plain, Some(other)) = (param.protection, modifier) {
-        return Err(unsupported_modifier(name, param, other));
-    }
-    match (param.protection, param.kind) {
-        (Protection::Blind, kind) => {
-            let key = blind.key(&param.purpose());
-            let blind_err = |err: BlindQueryError| {
-                error(
-                    name,
-                    format!(
-                        "{err} ({} is PHI and indexed only as keyed hashes)",
-                        param.code
-                    ),
-                )
-            };
-            let any_of = values
-                .iter()
-                .map(|v| match (kind, modifier) {
-                    (ParamKind::String, None) => key.string_query(v).map_err(blind_err),
-                    (ParamKind::String, Some("exact")) => Ok(key.exact_query(v)),
-                    (ParamKind::Token, None) => {
-                        let (system, code) = split_token(v);
-                        let code = code.map(|c| blind_token_value(param, &c));
-                        Ok(key.token_query(
-                            system.as_ref().map(|s| s.as_deref().unwrap_or("")),
-                            code.as_deref(),
-                        ))
-                    }
-                    (ParamKind::Date, None) => {
-                        let v = v.strip_prefix("eq").unwrap_or(v);
-                        if v.starts_with(|c: char| c.is_ascii_alphabetic()) {
-                            return Err(error(
-                                name,
-                                format!(
-                                    "{} is PHI, stored only as year, year-month and day buckets; \
-                                     only equality (YYYY, YYYY-MM, YYYY-MM-DD) can be searched, \
-                                     not ranges such as gt or lt",
-                                    param.code
-                                ),
-                            ));
-                        }
-                        key.date_query(v).map_err(blind_err)
-                    }
-                    (_, Some(other)) => Err(unsupported_modifier(name, param, other)),
-                    (ParamKind::Reference, None) => {
-                        Err(error(name, "blind references are not supported"))
-                    }
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Clause::Blind {
-                param: param.code,
-                any_of,
-            })
-        }
-        (Protection::Plain, ParamKind::Token) => {
-            let any_of = values
-                .iter()
-                .map(|v| {
-                    let (system, code) = split_token(v);
-                    TokenMatch { system, code }
-                })
-                .collect();
-            Ok(Clause::Token {
-                param: param.code,
-                any_of,
-            })
-        }
-        (Protection::Plain, ParamKind::Reference) => {
-            let any_of = values
-                .iter()
-                .map(|v| match v.split_once('/') {
-                    Some((t, id)) if !id.contains('/') => Ok(ReferenceMatch {
-                        target_type: Some(t.to_owned()),
-                        target_id: id.to_owned(),
-                    }),
-                    None => Ok(ReferenceMatch {
-                        target_type: None,
-                        target_id: v.clone(),
-                    }),
-                    Some(_) => Err(error(name, "must be an id or Type/id")),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Clause::Reference {
-                param: param.code,
-                any_of,
-            })
-        }
-        (Protection::Plain, ParamKind::Date) => {
-            let any_of = values
-                .iter()
-                .map(|v| date_match(name, v))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Clause::Date {
-                param: param.code,
-                any_of,
-            })
-        }
-        (Protection::Plain, ParamKind::String) => Ok(Clause::String {
-            param: param.code,
-            any_of: values.iter().map(|v| fold(v)).collect(),
-        }),
-    }
-}
-
-fn unsupported_modifier(name: &str, param: &SearchParam, modifier: &str) -> SearchError {
-    error(
-        name,
-        format!(
-            "the modifier :{modifier} is not supported for {} ({} parameter)",
-            param.code,
-            param.kind.code()
-        ),
-    )
-}
-
-/// `system|code` → (Some(Some(system)), Some(code)); `|code` → (Some(None), …); `code` → (None,
-/// …); `system|` → (…, None).
-fn split_token(value: &str) -> (Option<Option<String>>, Option<String>) {
-    match value.split_once('|') {
-        Some((system, code)) => (
-            Some((!system.is_empty()).then(|| system.to_owned())),
-            (!code.is_empty()).then(|| code.to_owned()),
-        ),
-        None => (None, Some(value.to_owned())),
-    }
-}
-
-fn date_match(name: &str, value: &str) -> Result<DateMatch, SearchError> {
-    let (comparator, date) = match value.get(..2) {
-        Some("eq") => (DateComparator::Eq, &value[2..]),
-        Some("gt") => (DateComparator::Gt, &value[2..]),
-        Some("ge") => (DateComparator::Ge, &value[2..]),
-        Some("lt") => (DateComparator::Lt, &value[2..]),
-        Some("le") => (DateComparator::Le, &value[2..]),
-        Some(prefix) if prefix.chars().all(|c| c.is_ascii_lowercase()) => {
-            return Err(error(
-                name,
-                format!("the prefix {prefix} is not supported (use eq, gt, ge, lt or le)"),
-            ));
-        }
-        _ => (DateComparator::Eq, value),
-    };
-    let (low, high) = date_range(date).ok_or_else(|| {
-        error(
-            name,
-            "is not a FHIR date or dateTime (YYYY, YYYY-MM, YYYY-MM-DD or a full dateTime with zone)",
-        )
-    })?;
-    Ok(DateMatch {
-        comparator,
-        low,
-        high,
-    })
 }
 
 /// `_sort=[-]key`: one key, `_id`, `_lastUpdated` or a date parameter that is not blind.

@@ -474,7 +474,7 @@ impl Records {
         what: &str,
     ) -> Result<(crate::index::SearchQuery, phi_crypto::BlindToken), RecordsError> {
         let blind = self.vault.blind_index();
-        let mut query = search::parse(resource_type, criteria, &blind)?;
+        let mut query = search::parse(resource_type, criteria, &blind, self.now())?;
         if query.clauses.is_empty() {
             return Err(RecordsError::Search(search::SearchError {
                 param: what.to_owned(),
@@ -1195,7 +1195,15 @@ impl Records {
             total,
             includes,
             revincludes,
-        } = search::parse_with(resource_type, params, &self.vault.blind_index(), lenient)?;
+        } = search::parse_with(
+            resource_type,
+            params,
+            &search::Rules {
+                blind: &self.vault.blind_index(),
+                now: self.now(),
+                lenient,
+            },
+        )?;
         self.confine(&mut query);
         let total = if total {
             Some(self.store.count(&query).await?)
@@ -1517,6 +1525,10 @@ pub fn instant(at: OffsetDateTime) -> String {
     utc.format(&Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }
+
+mod reindex;
+
+pub use reindex::ReindexReport;
 
 #[cfg(test)]
 mod tests;

@@ -8,8 +8,10 @@ mod audit;
 mod connect;
 mod entity;
 mod group_commit;
+mod instants;
 mod keys;
 mod resources;
+mod search;
 mod tables;
 mod tokens;
 

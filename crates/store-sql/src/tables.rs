@@ -13,6 +13,7 @@ pub(crate) const SEARCH_DATE: &str = "search_date";
 pub(crate) const SEARCH_STRING: &str = "search_string";
 
 pub(crate) const CONDITIONAL_CLAIM: &str = "conditional_claim";
+pub(crate) const INDEX_STATE: &str = "index_state";
 
 pub(crate) const TOKEN_ISSUANCE: &str = "token_issuance";
 pub(crate) const TOKEN_REVOCATION: &str = "token_revocation";

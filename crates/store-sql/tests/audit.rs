@@ -695,8 +695,12 @@ async fn a_log_kept_the_old_way_migrates_whole() {
             "{}",
             db.backend_name()
         );
-        // Back past migration 8 (and 9, which changed only its guard).
-        Migrator::down(&conn, Some(2)).await.unwrap();
+        // Back past migration 8 (and 9, which changed only its guard, and 10 and 11, which
+        // touch no audit table).
+        let since_8 = Migrator::migrations().len() - 7;
+        Migrator::down(&conn, Some(u32::try_from(since_8).unwrap()))
+            .await
+            .unwrap();
         assert_eq!(
             (
                 db.row_count("audit_entry").await,

@@ -143,3 +143,138 @@ fn system_key() -> phi_crypto::KeyRecord {
         }),
     }
 }
+
+/// Migration 10 rewrites the instants SQLite held as sqlx wrote them (RFC 3339 in the offset
+/// given, fractions without trailing zeros, which sort as text out of time order) into UTC text
+/// of one width, and searches then compare and sort them as the instants they are.
+#[tokio::test]
+async fn sqlite_instants_stored_before_migration_10_compare_as_instants_after_it() {
+    use migration::{Migrator, MigratorTrait};
+    use records::index::{Clause, DateComparator, DateMatch, Order, SearchQuery, SortKey};
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = TestDatabase::sqlite();
+    let conn = sea_orm::Database::connect(db.url()).await.unwrap();
+    Migrator::up(&conn, Some(9)).await.unwrap();
+    // id, last_updated and the date's low and high as sqlx wrote them.
+    let rows = [
+        (
+            "a",
+            "2021-03-20T17:00:00.12-05:00",
+            "2021-03-20T17:00:00-05:00",
+            "2021-03-20T17:00:01-05:00",
+        ),
+        (
+            "b",
+            "2021-03-20T22:00:00.123Z",
+            "2021-03-20T20:00:00Z",
+            "2021-03-20T20:00:01Z",
+        ),
+        (
+            "c",
+            "2021-03-21T03:30:00.5+05:30",
+            "2021-03-21T03:30:00+05:30",
+            "2021-03-21T03:30:01+05:30",
+        ),
+    ];
+    for (id, updated, low, high) in rows {
+        for sql in [
+            "INSERT INTO resource (resource_type, id, version, last_updated, deleted, key_owner) \
+             VALUES ('Immunization', $1, 1, $2, false, 'system')",
+            "INSERT INTO resource_version (resource_type, id, version, last_updated, deleted, \
+             key_owner, body) VALUES ('Immunization', $1, 1, $2, false, 'system', x'00')",
+        ] {
+            db.execute(sql, vec![id.into(), updated.into()]).await;
+        }
+        db.execute(
+            "INSERT INTO search_date (resource_type, id, param, low, high) \
+             VALUES ('Immunization', $1, 'date', $2, $3)",
+            vec![id.into(), low.into(), high.into()],
+        )
+        .await;
+    }
+    Migrator::up(&conn, None).await.unwrap();
+    let texts = conn
+        .query_all_raw(Statement::from_string(
+            sea_orm::DbBackend::Sqlite,
+            "SELECT r.id, r.last_updated, v.last_updated, d.low, d.high FROM resource r \
+             JOIN resource_version v USING (resource_type, id) \
+             JOIN search_date d USING (resource_type, id) ORDER BY r.id",
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| {
+            (0..5)
+                .map(|i| row.try_get_by_index::<String>(i).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        texts,
+        [
+            [
+                "a",
+                "2021-03-20T22:00:00.120000Z",
+                "2021-03-20T22:00:00.120000Z",
+                "2021-03-20T22:00:00.000000Z",
+                "2021-03-20T22:00:01.000000Z"
+            ],
+            [
+                "b",
+                "2021-03-20T22:00:00.123000Z",
+                "2021-03-20T22:00:00.123000Z",
+                "2021-03-20T20:00:00.000000Z",
+                "2021-03-20T20:00:01.000000Z"
+            ],
+            [
+                "c",
+                "2021-03-20T22:00:00.500000Z",
+                "2021-03-20T22:00:00.500000Z",
+                "2021-03-20T22:00:00.000000Z",
+                "2021-03-20T22:00:01.000000Z"
+            ],
+        ]
+    );
+    conn.close().await.unwrap();
+    // Migrating again changes nothing, and the store sorts and compares them as instants.
+    let store = db.store().await;
+    let sorted = |key, clauses| SearchQuery {
+        resource_type: ResourceType::IMMUNIZATION,
+        clauses,
+        order: Order {
+            key,
+            descending: false,
+        },
+        after: None,
+        limit: 10,
+    };
+    let ids = |query: SearchQuery| {
+        let store = &store;
+        async move {
+            store
+                .search(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.version.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        ids(sorted(SortKey::LastUpdated, vec![])).await,
+        ["a", "b", "c"]
+    );
+    assert_eq!(
+        ids(sorted(SortKey::DateLow("date"), vec![])).await,
+        ["b", "a", "c"]
+    );
+    let at_22 = Clause::Date {
+        param: "date",
+        any_of: vec![DateMatch {
+            comparator: DateComparator::Eq,
+            low: datetime!(2021-03-20 22:00 UTC),
+            high: datetime!(2021-03-20 22:01 UTC),
+        }],
+    };
+    assert_eq!(ids(sorted(SortKey::Id, vec![at_22])).await, ["a", "c"]);
+}

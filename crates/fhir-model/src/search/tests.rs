@@ -1,5 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use time::UtcOffset;
 use time::macros::datetime;
 
 use super::*;
@@ -147,6 +148,90 @@ fn date_ranges_cover_their_precision() {
     );
     assert_eq!(date_range("2021-02-29"), None);
     assert_eq!(date_range("nonsense"), None);
+}
+
+#[test]
+fn date_times_are_instants_in_utc_as_wide_as_their_precision() {
+    let range = |text| date_range(text).unwrap();
+    let is_utc = |(low, high): (OffsetDateTime, OffsetDateTime)| {
+        low.offset() == UtcOffset::UTC && high.offset() == UtcOffset::UTC
+    };
+    // West of UTC: the evening of 28 February in New York is 1 March in UTC.
+    let west = range("2021-02-28T20:30:00-05:00");
+    assert_eq!(west.0, datetime!(2021-03-01 1:30:00 UTC));
+    assert_eq!(west.1, datetime!(2021-03-01 1:30:01 UTC));
+    assert!(is_utc(west));
+    // East of UTC, and the largest offsets FHIR allows.
+    assert_eq!(
+        range("2021-03-01T05:30:00+05:30").0,
+        datetime!(2021-03-01 0:00 UTC)
+    );
+    assert_eq!(
+        range("2021-03-01T00:00:00+14:00").0,
+        datetime!(2021-02-28 10:00 UTC)
+    );
+    assert_eq!(
+        range("2021-03-01T00:00:00-12:00").0,
+        datetime!(2021-03-01 12:00 UTC)
+    );
+    // The same instant written with the two offsets of one zone across a DST change.
+    assert_eq!(
+        range("2021-03-14T01:30:00-05:00").0 + time::Duration::HOUR,
+        range("2021-03-14T03:30:00-04:00").0
+    );
+    // Fractions set the width: a tenth, a millisecond, a microsecond; finer stays in its µs.
+    assert_eq!(
+        range("2021-03-01T10:00:00.1Z"),
+        (
+            datetime!(2021-03-01 10:00:00.1 UTC),
+            datetime!(2021-03-01 10:00:00.2 UTC)
+        )
+    );
+    assert_eq!(
+        range("2021-03-01T10:00:00.123Z").1,
+        datetime!(2021-03-01 10:00:00.124 UTC)
+    );
+    assert_eq!(
+        range("2021-03-01T10:00:00.123456Z"),
+        (
+            datetime!(2021-03-01 10:00:00.123456 UTC),
+            datetime!(2021-03-01 10:00:00.123457 UTC)
+        )
+    );
+    assert_eq!(
+        range("2021-03-01T10:00:00.1234567Z"),
+        (
+            datetime!(2021-03-01 10:00:00.123456 UTC),
+            datetime!(2021-03-01 10:00:00.123457 UTC)
+        )
+    );
+    // A search value may stop at the minute, or leave out the zone (UTC, the server's zone).
+    assert_eq!(
+        range("2021-03-01T10:00Z"),
+        (
+            datetime!(2021-03-01 10:00 UTC),
+            datetime!(2021-03-01 10:01 UTC)
+        )
+    );
+    assert_eq!(range("2021-03-01T10:00:00"), range("2021-03-01T10:00:00Z"));
+    // A leap second is the last microsecond of its minute.
+    assert_eq!(
+        range("2016-12-31T23:59:60Z").0,
+        datetime!(2016-12-31 23:59:59.999999 UTC)
+    );
+    for bad in [
+        "2021-03-01T",
+        "2021-03-01T10",
+        "2021-03-01T25:00Z",
+        "2021-03-01T10:00:00+15:00",
+        "2021-03-01T10:00:00.Z",
+        "2021-03-01T10:00:00Zjunk",
+        "2021-3-01",
+        "20210301",
+        "2021-03-01 10:00:00Z",
+    ] {
+        assert_eq!(date_range(bad), None, "{bad}");
+    }
 }
 
 #[test]
