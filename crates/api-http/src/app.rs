@@ -16,6 +16,7 @@ use crate::fhir::{FhirApi, PublicBase};
 use crate::front::{Front, RouteTable, front};
 use crate::health::HealthApi;
 use crate::payload::BodyLimit;
+use crate::smart::SmartApi;
 
 pub(crate) const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
@@ -57,7 +58,7 @@ fn service(
     access: AccessControl,
     sequencer: Sequencer,
     log: Arc<dyn AuditLog>,
-) -> OpenApiService<(FhirApi, AuditApi, AdminApi, HealthApi), ()> {
+) -> OpenApiService<(FhirApi, AuditApi, AdminApi, HealthApi, SmartApi), ()> {
     OpenApiService::new(
         (
             FhirApi {
@@ -72,6 +73,7 @@ fn service(
             },
             AdminApi { access },
             HealthApi { records },
+            SmartApi,
         ),
         "Cairn",
         env!("CARGO_PKG_VERSION"),
@@ -80,7 +82,8 @@ fn service(
         "Cairn: a compliance-first FHIR R4 server for patient and immunization records. \
          FHIR interactions live under /fhir and speak application/fhir+json; every error is a \
          FHIR OperationOutcome. Every FHIR and admin operation needs `Authorization: Bearer` \
-         with a biscuit token (`cairn token issue`); /health/* and /openapi.json do not.",
+         with a biscuit token (`cairn token issue`); /health/*, /openapi.json and \
+         /fhir/.well-known/smart-configuration do not.",
     )
 }
 

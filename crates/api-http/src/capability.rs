@@ -5,8 +5,8 @@
 use fhir_model::search::{Protection, SearchParam, search_params};
 use fhir_model::{
     CapabilityImplementation, CapabilityInteraction, CapabilityOperation, CapabilityResource,
-    CapabilityRest, CapabilitySearchParam, CapabilitySoftware, CapabilityStatement, Code, DateTime,
-    ResourceType, Uri,
+    CapabilityRest, CapabilityRestSecurity, CapabilitySearchParam, CapabilitySoftware,
+    CapabilityStatement, Code, CodeableConcept, DateTime, ResourceType, Uri,
 };
 use time::OffsetDateTime;
 
@@ -25,8 +25,11 @@ pub(crate) const INTERACTIONS: &[(&str, &str, &str)] = &[
         "get",
         "/fhir/{resource_type}/{id}/_history",
     ),
+    ("history-type", "get", "/fhir/{resource_type}/_history"),
     ("create", "post", "/fhir/{resource_type}"),
     ("search-type", "get", "/fhir/{resource_type}"),
+    // The same search with its parameters in a form body, for queries too long for a URL.
+    ("search-type", "post", "/fhir/{resource_type}/_search"),
 ];
 
 /// Every system-level interaction, with its route.
@@ -77,12 +80,16 @@ const COMMON_PARAMS: &[(&str, &str, &str)] = &[
     (
         "_lastUpdated",
         "date",
-        "When the current version was stored: eq, gt, ge, lt, le with any date precision.",
+        "When the current version was stored, to the microsecond: any date precision (a \
+         value stands for the range its precision implies: 2021-03 is the month, \
+         …T10:00:00.123Z that millisecond) with eq, ne, gt, ge, lt, le, sa, eb or ap (a \
+         tenth of the time between the value and now on each side, at least a day).",
     ),
     (
         "_count",
         "number",
-        "Page size: default 20, at most 1000; follow the next link for more.",
+        "Page size: default 20, at most 1000; follow the next link for more. _count=0 \
+         answers only how many match (Bundle.total).",
     ),
 ];
 
@@ -118,9 +125,25 @@ pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> Capab
             mode: code("server"),
             documentation: Some(
                 "Bodies are encrypted at rest; identifying search parameters are answered from \
-                 blind indexes (see each parameter's documentation)."
+                 blind indexes (see each parameter's documentation). Search follows R4: values \
+                 separated by commas are alternatives, repeated parameters all apply; chains \
+                 (patient.identifier=…) and reverse chains \
+                 (_has:Immunization:patient:vaccine-code=…) go one level deep; dates are \
+                 compared as instants, and a date without a time (2021-03-01) is that day in \
+                 UTC, the server's time zone. POST [type]/_search takes the same parameters as \
+                 a form body. POST [type] with search parameters in the query is a conditional \
+                 create, as with If-None-Exist."
                     .to_owned(),
             ),
+            security: Some(CapabilityRestSecurity {
+                cors: Some(false),
+                service: vec![CodeableConcept {
+                    text: Some("Bearer token (biscuit, SMART v2 scopes)".to_owned()),
+                    ..CodeableConcept::default()
+                }],
+                description: Some(crate::smart::HOW_TO_AUTHENTICATE.to_owned()),
+                ..CapabilityRestSecurity::default()
+            }),
             resource: resources,
             interaction: SYSTEM_INTERACTIONS
                 .iter()
@@ -136,10 +159,13 @@ pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> Capab
 }
 
 fn resource(resource_type: ResourceType) -> CapabilityResource {
-    let interaction = INTERACTIONS
-        .iter()
-        .map(|(code, _, _)| CapabilityInteraction {
-            code: Some(Code::from(*code)),
+    let mut codes: Vec<&str> = INTERACTIONS.iter().map(|(code, _, _)| *code).collect();
+    // An interaction served on two routes is one interaction.
+    codes.dedup();
+    let interaction = codes
+        .into_iter()
+        .map(|code| CapabilityInteraction {
+            code: Some(Code::from(code)),
             ..CapabilityInteraction::default()
         })
         .collect();
@@ -245,26 +271,51 @@ fn reference_params(resource_type: ResourceType) -> impl Iterator<Item = &'stati
 }
 
 fn search_param_entry(param: &'static SearchParam) -> CapabilitySearchParam {
+    use fhir_model::search::ParamKind;
     let how = match (param.protection, param.kind) {
-        (Protection::Blind, fhir_model::search::ParamKind::String) => {
-            "PHI, blind-indexed: case- and accent-insensitive starts-with of 3 or more \
-             characters, or :exact."
+        (Protection::Blind, ParamKind::String) if param.matches_words() => {
+            "PHI, blind-indexed: case- and accent-insensitive match of 3 or more characters at \
+             the start of any word of any part of the name (name=berg finds van der Berg), or \
+             :exact; :contains cannot be answered from keyed hashes."
         }
-        (Protection::Blind, fhir_model::search::ParamKind::Date) => {
-            "PHI, blind-indexed: equality on a year, year-month or full date only."
+        (Protection::Blind, ParamKind::String) => {
+            "PHI, blind-indexed: case- and accent-insensitive starts-with of the value, 3 or \
+             more characters (R4 string search), or :exact; shorter prefixes and :contains \
+             cannot be answered from keyed hashes (400)."
         }
-        (Protection::Blind, _) => "PHI, blind-indexed: exact token match (system|value forms).",
-        (Protection::Plain, _) => "Stored plain (not identifying).",
+        (Protection::Blind, ParamKind::Date) => {
+            "PHI, blind-indexed by year, year-month and day: equality on a year, year-month or \
+             full date only; ranges and prefixes (gt, lt, ne, ap, …) cannot be answered from \
+             keyed hashes (400)."
+        }
+        (Protection::Blind, _) => {
+            "PHI, blind-indexed: exact token match (code, system|code, |code, system|), and \
+             :not; no :text."
+        }
+        (Protection::Plain, ParamKind::String) => {
+            "Stored plain (not identifying): case- and accent-insensitive starts-with, or \
+             anywhere with :contains."
+        }
+        (Protection::Plain, ParamKind::Token) => {
+            "Stored plain (not identifying): code, system|code, |code or system|; :not; :text \
+             matches the start of any word of the coding's display or the concept's text."
+        }
+        (Protection::Plain, ParamKind::Date) => {
+            "Stored plain (not identifying), compared as instants whatever the offset: eq, ne, \
+             gt, ge, lt, le, sa, eb, ap, with any precision; a date without a time is that day \
+             in UTC; sortable (_sort)."
+        }
+        (Protection::Plain, ParamKind::Reference) => {
+            "Stored plain (an opaque id): Type/id or id; chainable one level \
+             (param.child=value)."
+        }
     };
     CapabilitySearchParam {
         name: Some(param.code.to_owned()),
-        definition: Some(Uri::from(format!(
-            "http://hl7.org/fhir/SearchParameter/{}-{}",
-            param.resource_type, param.code
-        ))),
+        definition: Some(Uri::from(param.definition_url())),
         type_: Some(Code::from(param.kind.code())),
         documentation: Some(format!(
-            "{} {how} Values from {}.",
+            "{} {how} Values from {}. Every parameter also takes :missing.",
             param.rationale, param.expression
         )),
         ..CapabilitySearchParam::default()

@@ -12,7 +12,7 @@ use time::macros::format_description;
 use crate::auth::{AccessControl, BearerAuth};
 use crate::errors::FhirError;
 use crate::front::RequestId;
-use crate::payload::FhirJson;
+use crate::payload::{FhirJson, SearchForm};
 use crate::shaping::{Shaping, Summary};
 
 #[derive(Tags)]
@@ -171,19 +171,15 @@ impl FhirApi {
     ) -> Result<CreateResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
+        let criteria = create_criteria(request, if_none_exist.0.as_deref())?;
         let mut needs = vec![Need::data(resource_type.as_str(), Action::Create)];
-        if if_none_exist.0.is_some() {
+        if criteria.is_some() {
             needs.push(Need::data(resource_type.as_str(), Action::Search));
         }
         let records = self.allow(request, &auth.0, &needs).await?;
-        let stored = match if_none_exist.0.as_deref() {
+        let stored = match criteria {
             None => records.create(resource_type, &body.0).await,
-            Some(criteria) => {
-                // `identifier=…`, `?identifier=…` or `Patient?identifier=…`.
-                let query = criteria.rsplit_once('?').map_or(criteria, |(_, q)| q);
-                let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-                    .into_owned()
-                    .collect();
+            Some(params) => {
                 match records
                     .create_conditional(resource_type, &body.0, &params)
                     .await
@@ -583,7 +579,29 @@ impl FhirApi {
         resource_type: Path<String>,
         auth: BearerAuth,
     ) -> Result<SearchResponse, FhirError> {
-        self.search_impl(request, &resource_type.0, &auth.0).await
+        let params: Vec<(String, String)> = request
+            .params()
+            .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
+        self.search_impl(request, &resource_type.0, params, &auth.0)
+            .await
+    }
+
+    /// search-type by POST: the parameters as an `application/x-www-form-urlencoded` body
+    /// (with any in the URL's query), for searches too long for a URL. Answers as the GET.
+    #[oai(path = "/fhir/:resource_type/_search", method = "post")]
+    async fn search_post(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        body: SearchForm,
+        auth: BearerAuth,
+    ) -> Result<SearchResponse, FhirError> {
+        let mut params: Vec<(String, String)> = request
+            .params()
+            .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
+        params.extend(form_urlencoded::parse(&body.0).into_owned());
+        self.search_impl(request, &resource_type.0, params, &auth.0)
+            .await
     }
 
     /// $erase: crypto-shred a patient (GDPR Art. 17).
@@ -674,6 +692,7 @@ impl FhirApi {
         &self,
         request: &Request,
         resource_type: &str,
+        params: Vec<(String, String)>,
         caller: &Caller,
     ) -> Result<SearchResponse, FhirError> {
         let request_id = RequestId::of(request);
@@ -685,9 +704,6 @@ impl FhirApi {
                 &[Need::data(resource_type.as_str(), Action::Search)],
             )
             .await?;
-        let params: Vec<(String, String)> = request
-            .params()
-            .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
         let mut criteria = params.clone();
         let shaping = Shaping::take(&mut criteria)?;
         if shaping.summary() == Summary::Count {
@@ -784,6 +800,37 @@ fn history_bundle(
 }
 
 /// The answer to an update: 201 if it created the resource, else 200; the body per `Prefer`.
+/// A create's conditional criteria: `If-None-Exist` (`identifier=…`, `?identifier=…` or
+/// `Patient?identifier=…`), or search parameters in the URL's query, which some clients send
+/// instead (fhirpy's `save(search_params=…)`); both at once are refused rather than one
+/// silently ignored. `_format` and `_pretty` in the query only shape the answer.
+fn create_criteria(
+    request: &Request,
+    if_none_exist: Option<&str>,
+) -> Result<Option<Vec<(String, String)>>, FhirError> {
+    let mut query: Vec<(String, String)> = request
+        .params()
+        .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
+    query.retain(|(name, _)| !matches!(name.as_str(), "_format" | "_pretty"));
+    match (if_none_exist, query.is_empty()) {
+        (None, true) => Ok(None),
+        (None, false) => Ok(Some(query)),
+        (Some(criteria), true) => {
+            let query = criteria.rsplit_once('?').map_or(criteria, |(_, q)| q);
+            Ok(Some(
+                form_urlencoded::parse(query.as_bytes())
+                    .into_owned()
+                    .collect(),
+            ))
+        }
+        (Some(_), false) => Err(bad_parameter(
+            "If-None-Exist",
+            "and search parameters in the URL both ask for a conditional create; give the \
+             criteria once",
+        )),
+    }
+}
+
 fn update_response(request: &Request, stored: &StoredResource, created: bool) -> UpdateResponse {
     let location = version_url(&base_url(request), stored);
     let (etag, last_modified) = (etag(stored), http_date(stored.last_updated));

@@ -16,6 +16,7 @@ mod front;
 mod health;
 mod payload;
 mod shaping;
+mod smart;
 
 pub use app::{HttpConfig, app, openapi_json};
 pub use auth::{AccessControl, RateLimit};

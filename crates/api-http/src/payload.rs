@@ -1,4 +1,5 @@
-//! `FhirJson`: a FHIR resource as JSON, in requests and responses.
+//! `FhirJson`: a FHIR resource as JSON, in requests and responses; `SearchForm`: search
+//! parameters as a form body.
 //!
 //! Requests are taken as raw bytes (up to the configured limit, chunked or not) so that the
 //! core can report malformed JSON as an OperationOutcome instead of poem's plain-text error.
@@ -59,28 +60,71 @@ impl ParsePayload for FhirJson {
     const IS_REQUIRED: bool = true;
 
     async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
-        let limit = request
-            .data::<BodyLimit>()
-            .map_or(crate::app::DEFAULT_BODY_LIMIT, |l| l.0);
-        let bytes = body.take()?.into_bytes_limit(limit).await;
-        if let Some(arrival) = request.data::<BodyArrival>() {
-            arrival.mark_read();
-        }
-        let bytes = bytes.map_err(|err| match err {
-            poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from_string(
-                format!("the request body is larger than the limit of {limit} bytes"),
-                StatusCode::PAYLOAD_TOO_LARGE,
-            ),
-            other => poem::Error::from_string(
-                format!("the request body could not be read: {other}"),
-                StatusCode::BAD_REQUEST,
-            ),
-        })?;
-        Ok(Self(bytes.to_vec()))
+        read_limited(request, body).await.map(Self)
     }
 }
 
 impl_apirequest_for_payload!(FhirJson);
+
+/// Search parameters as a form body (`POST [type]/_search`).
+#[derive(Debug, Clone)]
+pub struct SearchForm(pub Vec<u8>);
+
+impl Payload for SearchForm {
+    const CONTENT_TYPE: &'static str = "application/x-www-form-urlencoded";
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case(Self::CONTENT_TYPE)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some(
+                "FHIR search parameters, URL-encoded as in a query string \
+                 (family=smith&birthdate=1970).",
+            ),
+            ..MetaSchema::new("string")
+        }))
+    }
+}
+
+impl ParsePayload for SearchForm {
+    // An empty body is a search without parameters.
+    const IS_REQUIRED: bool = false;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        read_limited(request, body).await.map(Self)
+    }
+}
+
+impl_apirequest_for_payload!(SearchForm);
+
+/// The request body, up to the configured limit (413 past it), chunked or not.
+async fn read_limited(request: &Request, body: &mut RequestBody) -> poem::Result<Vec<u8>> {
+    let limit = request
+        .data::<BodyLimit>()
+        .map_or(crate::app::DEFAULT_BODY_LIMIT, |l| l.0);
+    let bytes = body.take()?.into_bytes_limit(limit).await;
+    if let Some(arrival) = request.data::<BodyArrival>() {
+        arrival.mark_read();
+    }
+    let bytes = bytes.map_err(|err| match err {
+        poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from_string(
+            format!("the request body is larger than the limit of {limit} bytes"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        other => poem::Error::from_string(
+            format!("the request body could not be read: {other}"),
+            StatusCode::BAD_REQUEST,
+        ),
+    })?;
+    Ok(bytes.to_vec())
+}
 
 impl IntoResponse for FhirJson {
     fn into_response(self) -> Response {

@@ -125,6 +125,22 @@ impl SearchParam {
             && self.code == "name"
     }
 
+    /// The canonical URL of the R4 SearchParameter this parameter implements. Some are shared
+    /// by several types (`individual-family`, `clinical-date`); a test checks every one against
+    /// the official definitions.
+    pub fn definition_url(&self) -> String {
+        let shared = match (self.resource_type.as_str(), self.code) {
+            (
+                "Patient",
+                "family" | "given" | "birthdate" | "gender" | "telecom" | "address-postalcode",
+            ) => Some("individual"),
+            ("Immunization", "date" | "patient") => Some("clinical"),
+            _ => None,
+        };
+        let prefix = shared.unwrap_or(self.resource_type.as_str());
+        format!("http://hl7.org/fhir/SearchParameter/{prefix}-{}", self.code)
+    }
+
     /// The blind-index purpose name, which selects the HMAC key: `Patient.name`.
     pub fn purpose(&self) -> String {
         format!("{}.{}", self.resource_type, self.code)

@@ -74,11 +74,31 @@ fhir_element! {
         modifier_extension: Vec<Extension> => "modifierExtension",
         mode: Option<Code> => "mode",
         documentation: Option<String> => "documentation",
+        security: Option<CapabilityRestSecurity> => "security",
         resource: Vec<CapabilityResource> => "resource",
         interaction: Vec<CapabilityInteraction> => "interaction",
         search_param: Vec<CapabilitySearchParam> => "searchParam",
         operation: Vec<CapabilityOperation> => "operation",
         compartment: Vec<Uri> => "compartment",
+    }
+}
+
+fhir_element! {
+    /// How clients authenticate to the endpoint.
+    pub struct CapabilityRestSecurity {
+        id: Option<String> => "id",
+        extension: Vec<Extension> => "extension",
+        modifier_extension: Vec<Extension> => "modifierExtension",
+        cors: Option<bool> => "cors",
+        service: Vec<CodeableConcept> => "service",
+        description: Option<String> => "description",
+    }
+}
+
+impl Validate for CapabilityRestSecurity {
+    fn validate(&self, at: &Location, issues: &mut Issues) {
+        backbone(&self.extension, &self.modifier_extension, at, issues);
+        each(&self.service, at, "service", issues);
     }
 }
 
@@ -242,6 +262,7 @@ impl Validate for CapabilityRest {
         backbone(&self.extension, &self.modifier_extension, at, issues);
         issues.required(&self.mode, at, "mode");
         issues.binding(&self.mode, at, "mode", &["client", "server"]);
+        one(&self.security, at, "security", issues);
         each(&self.resource, at, "resource", issues);
         for (index, interaction) in self.interaction.iter().enumerate() {
             interaction.check(&at.item("interaction", index), SYSTEM_INTERACTIONS, issues);

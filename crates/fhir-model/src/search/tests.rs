@@ -264,3 +264,63 @@ fn the_classification_document_matches_the_table() {
         "the document lists parameters the code does not"
     );
 }
+
+/// Every parameter has the type, targets, expression and canonical URL of the official R4
+/// SearchParameter it implements (`search-parameters.json` of the FHIR 4.0.1 definitions,
+/// which `cargo xtask conformance-tools` fetches and pins).
+#[test]
+fn every_parameter_matches_its_official_r4_definition() {
+    let Some(path) = std::env::var_os("CAIRN_TEST_FHIR_SEARCH_PARAMETERS") else {
+        assert!(
+            std::env::var("CAIRN_TEST_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
+            "CAIRN_TEST_REQUIRE_CONFORMANCE=1 but CAIRN_TEST_FHIR_SEARCH_PARAMETERS is not set"
+        );
+        eprintln!(
+            "the R4 SearchParameter definitions are not configured: skipped (`eval \"$(cargo \
+             xtask conformance-tools)\"` sets them up)"
+        );
+        return;
+    };
+    let bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let definitions: Vec<&serde_json::Value> = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| &entry["resource"])
+        .collect();
+    assert!(definitions.len() > 1000, "the whole R4 set");
+    for param in SEARCH_PARAMETERS {
+        let official = definitions
+            .iter()
+            .find(|d| {
+                d["code"] == param.code
+                    && d["base"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|b| b == param.resource_type.as_str())
+            })
+            .unwrap_or_else(|| panic!("{param:?} is not an R4 search parameter"));
+        assert_eq!(official["type"], param.kind.code(), "{param:?}: type");
+        assert_eq!(official["url"], param.definition_url(), "{param:?}: url");
+        let expressions: Vec<&str> = official["expression"]
+            .as_str()
+            .unwrap()
+            .split('|')
+            .map(str::trim)
+            .collect();
+        assert!(
+            expressions.contains(&param.expression),
+            "{param:?}: {} is not among {expressions:?}",
+            param.expression
+        );
+        let mut targets: Vec<&str> = official["target"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        targets.sort_unstable();
+        let mut ours = param.targets.to_vec();
+        ours.sort_unstable();
+        assert_eq!(ours, targets, "{param:?}: targets");
+    }
+}
