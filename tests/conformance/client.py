@@ -1,7 +1,8 @@
 """A real FHIR client library (fhirpy, the Beda/Health Samurai client) against a running Cairn.
 
-Creates, reads, searches (with paging and _include), updates (with and without version
-checks) and deletes through fhirpy's public API only, asserting what a client relies on.
+Creates, reads, searches (with paging, _include and counts), saves conditionally, updates (with
+and without version checks) and deletes through fhirpy's public API only, asserting what a
+client relies on.
 Usage: client.py BASE_URL   (e.g. http://127.0.0.1:8080/fhir). Exits non-zero on failure.
 """
 
@@ -76,6 +77,27 @@ def main(base, token):
     newest_first = client.resources("Immunization").search(patient=patient.id).sort("-date").limit(3).fetch()
     assert [d["occurrenceDateTime"][:10] for d in newest_first] == ["2021-01-25", "2021-01-24", "2021-01-23"], newest_first
 
+    # count: fhirpy asks `_count=0&_totalMethod=count` and reads Bundle.total
+    assert client.resources("Immunization").search(patient=patient.id).count() == 25
+    assert client.resources("Immunization").search(patient=patient.id, date="ge2021-01-20").count() == 6
+    assert client.resources("Patient").search(identifier=f"{SYSTEM}|nobody-{run}").count() == 0
+
+    # conditional save: POST with the criteria in the query creates once, then finds the match
+    twin = client.resource(
+        "Patient",
+        identifier=[{"system": SYSTEM, "value": f"TWIN-{run}"}],
+        name=[{"family": f"Twin{run}"}],
+    )
+    twin.save(search_params={"identifier": f"{SYSTEM}|TWIN-{run}"})
+    again = client.resource(
+        "Patient",
+        identifier=[{"system": SYSTEM, "value": f"TWIN-{run}"}],
+        name=[{"family": f"Twin{run}"}],
+    )
+    again.save(search_params={"identifier": f"{SYSTEM}|TWIN-{run}"})
+    assert again.id == twin.id, (again.id, twin.id)
+    assert client.resources("Patient").search(identifier=f"{SYSTEM}|TWIN-{run}").count() == 1
+
     # a resource the server refuses comes back as an OperationOutcome the client understands
     try:
         client.resource("Patient", birthDate="not-a-date").save()
@@ -91,7 +113,10 @@ def main(base, token):
         raise AssertionError("a deleted Immunization was read")
     except ResourceNotFound:
         pass
-    print(f"fhirpy: create, read, search, update, paging, _include, _sort and delete work ({patient.id})")
+    print(
+        f"fhirpy: create, read, search, count, conditional save, update, paging, _include, _sort "
+        f"and delete work ({patient.id})"
+    )
 
 
 if __name__ == "__main__":

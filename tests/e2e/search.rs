@@ -633,3 +633,52 @@ async fn clients_can_discover_what_search_and_security_support() {
     assert_eq!(smart["grant_types_supported"], json!([]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_makes_an_index_of_older_rules_anew_before_it_answers() {
+    for app in TestApp::on_every_backend().await {
+        let berg = patient(&app, "van der Berg").await;
+        assert!(
+            ids(&app, "/fhir/Patient?family=van%20d")
+                .await
+                .contains(&berg)
+        );
+        // The store says its rows were made by the first rules: a new instance on it makes
+        // them anew (and says the index is current) before it listens.
+        assert_eq!(
+            app.db
+                .execute("UPDATE index_state SET generation = 1", vec![])
+                .await,
+            1
+        );
+        let mut config = app.config.clone();
+        config.listen = "127.0.0.1:0".into();
+        let other = cairn::start(&config).await.unwrap();
+        assert_eq!(
+            app.db
+                .execute(
+                    "UPDATE index_state SET generation = generation WHERE generation > 1",
+                    vec![]
+                )
+                .await,
+            1,
+            "{}: the index is current again",
+            app.backend()
+        );
+        let client = tests::client_with(&app.token);
+        let bundle: Value = client
+            .get(format!(
+                "http://{}/fhir/Patient?family=van%20der%20b",
+                other.local_addr
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(entry_ids(&bundle), [berg.clone()], "{}", app.backend());
+        other.stop().await.unwrap();
+        app.stop().await;
+    }
+}

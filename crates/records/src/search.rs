@@ -153,6 +153,16 @@ pub fn parse_with(
                     _ => return Err(error(name, "takes none, estimate or accurate")),
                 };
             }
+            // Aidbox's name for `_total`, which clients built for it send (fhirpy's `count()`
+            // asks `_count=0&_totalMethod=count`).
+            "_totalMethod" => {
+                no_modifier(name, modifier)?;
+                total = match value.as_str() {
+                    "none" => false,
+                    "count" | "estimate" | "accurate" => true,
+                    _ => return Err(error(name, "takes none, count, estimate or accurate")),
+                };
+            }
             "_count" => {
                 no_modifier(name, modifier)?;
                 query.limit = value

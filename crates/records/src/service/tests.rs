@@ -710,3 +710,74 @@ fn a_confined_caller_sees_and_writes_only_its_patients_compartment() {
     ));
     assert_eq!(block_on(records.read(pt, &theirs.id)).unwrap().version, 1);
 }
+
+#[test]
+fn an_index_made_by_older_rules_is_made_anew_once() {
+    use crate::index::{BlindRow, INDEX_GENERATION, index_rows};
+    use phi_crypto::Phi;
+    let (records, store) = records_with_store();
+    let patient = block_on(
+        records.create(
+            ResourceType::PATIENT,
+            json!({"resourceType": "Patient", "name": [{"family": "van der Berg"}]})
+                .to_string()
+                .as_bytes(),
+        ),
+    )
+    .unwrap();
+    let dose = json!({"resourceType": "Immunization", "status": "completed",
+        "vaccineCode": {"text": "x"}, "patient": {"reference": format!("Patient/{}", patient.id)},
+        "occurrenceDateTime": "2021-02-28T20:30:00-05:00", "lotNumber": "LOT001"});
+    block_on(records.create(ResourceType::IMMUNIZATION, dose.to_string().as_bytes())).unwrap();
+    // The first rules indexed every word of a family name: put such rows back, as a store made
+    // before them would hold, and say so.
+    let resource = fhir_model::Resource::from_json(&patient.body).unwrap();
+    let blind = records.vault.blind_index();
+    let mut old = index_rows(&resource, &blind);
+    let family = blind.key("Patient.family");
+    old.blind.extend(
+        family
+            .string_terms(&Phi::new("van der Berg".to_owned()), true)
+            .into_iter()
+            .map(|token| BlindRow {
+                param: "family",
+                token,
+            }),
+    );
+    assert!(block_on(store.replace_index(ResourceType::PATIENT, &patient.id, 1, old)).unwrap());
+    block_on(store.set_index_generation(1)).unwrap();
+    assert_eq!(
+        search_ids(&records, ResourceType::PATIENT, &[("family", "der")]),
+        [patient.id.clone()]
+    );
+
+    let report = block_on(records.ensure_index_current()).unwrap().unwrap();
+    assert_eq!((report.from_generation, report.reindexed), (1, 2));
+    assert!(search_ids(&records, ResourceType::PATIENT, &[("family", "der")]).is_empty());
+    assert_eq!(
+        search_ids(&records, ResourceType::PATIENT, &[("family", "van der")]),
+        [patient.id.clone()]
+    );
+    assert_eq!(
+        search_ids(
+            &records,
+            ResourceType::IMMUNIZATION,
+            &[("lot-number", "lot0")]
+        )
+        .len(),
+        1
+    );
+    assert_eq!(
+        block_on(store.index_generation()).unwrap(),
+        INDEX_GENERATION
+    );
+    let entries = store.audit_log().entries();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.action == audit_chain::Action::Reindex
+                && e.operation.as_deref() == Some("$reindex")),
+        "the reindex is on the audit log"
+    );
+    assert!(block_on(records.ensure_index_current()).unwrap().is_none());
+}
