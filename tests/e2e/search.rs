@@ -218,7 +218,7 @@ async fn paging_by_date_through_a_thousand_mixed_offsets_repeats_and_skips_nothi
             .map(|n: usize| {
                 let base = time::macros::datetime!(2021-01-01 0:00 UTC)
                     + time::Duration::minutes(11 * (n as i64 % 400))
-                    + time::Duration::milliseconds(if n % 3 == 0 { 250 } else { 0 });
+                    + time::Duration::milliseconds(if n.is_multiple_of(3) { 250 } else { 0 });
                 let offset = offsets[n % offsets.len()];
                 let local = if offset == "Z" {
                     base
@@ -228,7 +228,7 @@ async fn paging_by_date_through_a_thousand_mixed_offsets_repeats_and_skips_nothi
                     let minutes: i64 = offset[4..6].parse().unwrap();
                     base + time::Duration::minutes(sign * (hours * 60 + minutes))
                 };
-                let fraction = if n % 3 == 0 { ".250" } else { "" };
+                let fraction = if n.is_multiple_of(3) { ".250" } else { "" };
                 let when = format!(
                     "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{fraction}{offset}",
                     local.year(),
@@ -335,7 +335,7 @@ async fn last_updated_is_compared_to_the_microsecond() {
             let at = at.replace('+', "%2B");
             assert_eq!(
                 ids(&app, &format!("/fhir/Patient?_lastUpdated={at}")).await,
-                [id.clone()],
+                std::slice::from_ref(id),
                 "{}: eq its own lastUpdated",
                 app.backend()
             );
@@ -513,7 +513,10 @@ async fn token_modifiers_reverse_chains_and_post_search() {
             .await
             .unwrap();
         assert_eq!(response.status(), 200, "{}", app.backend());
-        assert_eq!(entry_ids(&fhir_json(response).await), [covid.clone()]);
+        assert_eq!(
+            entry_ids(&fhir_json(response).await),
+            std::slice::from_ref(&covid)
+        );
         // `_count=0`: the number of matches only.
         let counted = fhir_json(
             app.get(&format!("/fhir/Immunization?{mine}&_count=0"))
@@ -677,7 +680,12 @@ async fn a_server_makes_an_index_of_older_rules_anew_before_it_answers() {
             .json()
             .await
             .unwrap();
-        assert_eq!(entry_ids(&bundle), [berg.clone()], "{}", app.backend());
+        assert_eq!(
+            entry_ids(&bundle),
+            std::slice::from_ref(&berg),
+            "{}",
+            app.backend()
+        );
         other.stop().await.unwrap();
         app.stop().await;
     }

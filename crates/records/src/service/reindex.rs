@@ -39,8 +39,8 @@ impl Records {
 
     /// Makes every live resource's index rows anew by today's rules, then records the index as
     /// of [`INDEX_GENERATION`]. Safe while others write: a resource that moves on meanwhile
-    /// keeps the rows its new version brought. One audit entry (`reindex`) says it happened;
-    /// nothing is disclosed.
+    /// keeps the rows its new version brought. One audit entry (`reindex`) says it happened,
+    /// when there was anything to open; nothing is disclosed.
     pub async fn reindex(&self) -> Result<ReindexReport, RecordsError> {
         let result = self.try_reindex().await;
         self.audited(Action::Reindex, None, None, result).await
@@ -109,10 +109,14 @@ impl Records {
                 }
             }
         }
+        // Opening records is a touch of them, and goes on the log; a store with nothing in it
+        // (a new database) was touched by no one.
+        if report.reindexed + report.moved_on + report.unreadable > 0 {
+            let mut entry = self.audit_entry(Action::Reindex, Outcome::Success);
+            entry.operation = Some("$reindex".to_owned());
+            self.record(&[entry]).await?;
+        }
         self.store.set_index_generation(INDEX_GENERATION).await?;
-        let mut entry = self.audit_entry(Action::Reindex, Outcome::Success);
-        entry.operation = Some("$reindex".to_owned());
-        self.record(&[entry]).await?;
         Ok(report)
     }
 }

@@ -748,7 +748,7 @@ fn an_index_made_by_older_rules_is_made_anew_once() {
     block_on(store.set_index_generation(1)).unwrap();
     assert_eq!(
         search_ids(&records, ResourceType::PATIENT, &[("family", "der")]),
-        [patient.id.clone()]
+        std::slice::from_ref(&patient.id)
     );
 
     let report = block_on(records.ensure_index_current()).unwrap().unwrap();
@@ -756,7 +756,7 @@ fn an_index_made_by_older_rules_is_made_anew_once() {
     assert!(search_ids(&records, ResourceType::PATIENT, &[("family", "der")]).is_empty());
     assert_eq!(
         search_ids(&records, ResourceType::PATIENT, &[("family", "van der")]),
-        [patient.id.clone()]
+        std::slice::from_ref(&patient.id)
     );
     assert_eq!(
         search_ids(
