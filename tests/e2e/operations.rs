@@ -54,14 +54,16 @@ async fn the_openapi_document_describes_every_endpoint_and_the_ui_is_served() {
             "{method} {path} has no summary"
         );
     }
-    // The bearer scheme on every protected operation, and only on those.
+    // The bearer scheme on every protected operation, and only on those: all but the health
+    // probes and SMART discovery (which tells clients how to get a token).
     assert_eq!(
         spec["components"]["securitySchemes"]["bearer"]["scheme"],
         "bearer"
     );
     for (path, item) in paths {
         for (method, operation) in item.as_object().unwrap() {
-            let protected = !path.starts_with("/health/");
+            let protected =
+                !path.starts_with("/health/") && path != "/fhir/.well-known/smart-configuration";
             assert_eq!(
                 operation["security"] == serde_json::json!([{"bearer": []}]),
                 protected,

@@ -245,6 +245,7 @@ async fn metadata_is_a_capability_statement_of_what_the_server_does() {
             "update",
             "delete",
             "history-instance",
+            "history-type",
             "create",
             "search-type"
         ]
@@ -271,6 +272,7 @@ async fn metadata_is_a_capability_statement_of_what_the_server_does() {
         format!("/fhir/Patient/{id}"),
         format!("/fhir/Patient/{id}/_history/1"),
         format!("/fhir/Patient/{id}/_history"),
+        "/fhir/Patient/_history".to_owned(),
         "/fhir/Patient?family=meta".to_owned(),
     ] {
         assert_eq!(app.get(&path).await.status(), 200, "{path}");
