@@ -1,5 +1,6 @@
 //! The dependency rule: domain crates stay usable by any service, so none of them may depend,
-//! even transitively, on a database, web framework or async runtime.
+//! even transitively, on a database, web framework or async runtime; and adapters depend on
+//! the core, never on each other.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -26,12 +27,28 @@ pub const FORBIDDEN: &[&str] = &[
     "reqwest",
 ];
 
+/// The adapters: each translates between the core's ports and one technology, and none may
+/// depend on another (the composition root, `cairn`, wires them together).
+pub const ADAPTER_CRATES: &[&str] = &["api-http", "store-sql"];
+
 fn forbidden(name: &str) -> bool {
     FORBIDDEN.contains(&name) || name.starts_with("sqlx-") || name.starts_with("sea-orm-")
 }
 
-/// One line per (domain crate, forbidden package) pair, with the path that reaches it.
+/// One line per broken rule, with the path that breaks it: a domain crate reaching a forbidden
+/// package, or an adapter reaching another adapter.
 pub fn violations(metadata: &Metadata) -> Vec<String> {
+    let mut found = reaching(metadata, DOMAIN_CRATES, forbidden);
+    for adapter in ADAPTER_CRATES {
+        let other = |name: &str| name != *adapter && ADAPTER_CRATES.contains(&name);
+        found.extend(reaching(metadata, &[adapter], other));
+    }
+    found
+}
+
+/// One line per (workspace crate in `crates`, package that `bad` names) pair it reaches
+/// through normal dependencies, with the path.
+fn reaching(metadata: &Metadata, crates: &[&str], bad: impl Fn(&str) -> bool) -> Vec<String> {
     let Some(resolve) = &metadata.resolve else {
         return vec!["cargo metadata has no dependency graph".to_owned()];
     };
@@ -43,7 +60,7 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
     let nodes: HashMap<&PackageId, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
     let mut found = BTreeSet::new();
     for package in metadata.workspace_packages() {
-        if !DOMAIN_CRATES.contains(&package.name.as_str()) {
+        if !crates.contains(&package.name.as_str()) {
             continue;
         }
         // Depth-first over normal (not dev, not build) dependencies, remembering the path.
@@ -62,7 +79,7 @@ pub fn violations(metadata: &Metadata) -> Vec<String> {
                 let name = names.get(&dep.pkg).copied().unwrap_or("?");
                 let mut here = path.clone();
                 here.push(name.to_owned());
-                if forbidden(name) {
+                if bad(name) {
                     found.insert(format!(
                         "{} reaches {name} via {}",
                         package.name,
@@ -158,6 +175,45 @@ mod tests {
             found
                 .iter()
                 .any(|v| v.starts_with("fhir-model reaches tokio via")),
+            "{found:?}"
+        );
+    }
+
+    /// An adapter depending on another adapter is caught too.
+    #[test]
+    fn an_adapter_reaching_another_adapter_is_caught() {
+        let mut metadata = metadata();
+        let find = |m: &Metadata, name: &str| {
+            m.packages
+                .iter()
+                .find(|p| p.name.as_str() == name)
+                .map(|p| p.id.clone())
+                .unwrap()
+        };
+        let (api, cairn) = (find(&metadata, "api-http"), find(&metadata, "cairn"));
+        let resolve = metadata.resolve.as_mut().unwrap();
+        let store_edge = resolve
+            .nodes
+            .iter()
+            .find(|n| n.id == cairn)
+            .unwrap()
+            .deps
+            .iter()
+            .find(|d| d.name == "store_sql")
+            .unwrap()
+            .clone();
+        resolve
+            .nodes
+            .iter_mut()
+            .find(|n| n.id == api)
+            .unwrap()
+            .deps
+            .push(store_edge);
+        let found = violations(&metadata);
+        assert!(
+            found
+                .iter()
+                .any(|v| v == "api-http reaches store-sql via api-http -> store-sql"),
             "{found:?}"
         );
     }

@@ -16,6 +16,7 @@ use crate::index::{
 use crate::ports::{Erasure, NewVersion, ResourceStore, StoreError};
 
 mod search;
+mod unit;
 
 /// The contract's data key for an owner: a fixed id per owner, wrapped bytes that are never
 /// opened (the store does not look inside).
@@ -94,6 +95,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     search::sorted_paging_through_mixed_offsets_is_exact(store).await;
     search::negation_reverse_chains_and_string_matches(store).await;
     search::index_rows_are_replaced_on_the_current_version_only(store).await;
+    unit::a_unit_of_work_commits_whole_or_not_at_all(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }
 

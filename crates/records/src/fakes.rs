@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 
 use crate::index::{Clause, IndexRows, IndexTable, SearchQuery, SortKey};
 use crate::ports::{
-    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SearchMatch,
-    StoreError, StoredVersion,
+    Changes, Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SearchMatch,
+    StoreError, StoredVersion, Write,
 };
 
 type Key = (ResourceType, String);
@@ -51,65 +51,87 @@ impl MemoryStore {
         self.keys.clone()
     }
 
-    /// Create (`expected` = None) or update (the current version must be `expected`).
-    async fn write(&self, version: NewVersion, expected: Option<u64>) -> Result<(), StoreError> {
-        if !version.deleted {
-            self.check_key(&version).await?;
+    /// Commits `changes`: every write is checked against the state the earlier writes of the
+    /// unit leave, and only when all pass is anything applied.
+    async fn apply(&self, changes: Changes) -> Result<(), StoreError> {
+        for write in &changes.writes {
+            if !write.version.deleted {
+                self.check_key(&write.version).await?;
+            }
         }
         let mut entries = self.lock()?;
-        let key = (version.resource_type, version.id.clone());
-        let current = entries
-            .get(&key)
-            .and_then(|entry| entry.versions.last().map(|v| v.version));
-        match (expected, current) {
-            (None, Some(_)) => {
-                return Err(StoreError::AlreadyExists {
-                    resource_type: version.resource_type,
-                    id: version.id,
-                });
+        let mut claims = self.claims.lock().map_err(|_| {
+            StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
+        })?;
+        // The unit's view: each touched resource's current version, and the claims as the
+        // unit changes them.
+        let mut current: BTreeMap<Key, u64> = BTreeMap::new();
+        let mut staged_claims = claims.clone();
+        for Write { version, expected } in &changes.writes {
+            let key = (version.resource_type, version.id.clone());
+            let now = current.get(&key).copied().or_else(|| {
+                entries
+                    .get(&key)
+                    .and_then(|entry| entry.versions.last().map(|v| v.version))
+            });
+            match (expected, now) {
+                (None, Some(_)) => {
+                    return Err(StoreError::AlreadyExists {
+                        resource_type: version.resource_type,
+                        id: version.id.clone(),
+                    });
+                }
+                (Some(expected), now) if now != Some(*expected) => {
+                    return Err(StoreError::VersionConflict {
+                        resource_type: version.resource_type,
+                        id: version.id.clone(),
+                    });
+                }
+                _ => {}
             }
-            (Some(expected), current) if current != Some(expected) => {
-                return Err(StoreError::VersionConflict {
-                    resource_type: version.resource_type,
-                    id: version.id,
-                });
-            }
-            _ => {}
-        }
-        {
-            let mut claims = self.claims.lock().map_err(|_| {
-                StoreError::Unavailable("the in-memory store was poisoned by a panic".into())
-            })?;
+            current.insert(key, version.version);
             // Claims stay through updates and go with a deletion.
             if version.deleted {
-                claims.retain(|(rt, _), id| !(*rt == version.resource_type && *id == version.id));
+                staged_claims
+                    .retain(|(rt, _), id| !(*rt == version.resource_type && *id == version.id));
             }
             if let Some(claim) = version.claim {
-                if claims.contains_key(&(version.resource_type, claim)) {
+                if staged_claims.contains_key(&(version.resource_type, claim)) {
                     return Err(StoreError::ClaimTaken {
                         resource_type: version.resource_type,
                     });
                 }
-                claims.insert((version.resource_type, claim), version.id.clone());
+                staged_claims.insert((version.resource_type, claim), version.id.clone());
             }
         }
-        if let Some(audit) = &version.audit {
+        let mut audit: Vec<AuditEntry> = changes
+            .writes
+            .iter()
+            .filter_map(|w| w.version.audit.clone())
+            .collect();
+        audit.extend(changes.audit);
+        if !audit.is_empty() {
             self.audit
-                .append_now(std::slice::from_ref(audit))
+                .append_now(&audit)
                 .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
         }
-        let entry = entries.entry(key).or_default();
-        entry.versions.push(StoredVersion {
-            resource_type: version.resource_type,
-            id: version.id,
-            version: version.version,
-            last_updated: version.last_updated,
-            deleted: version.deleted,
-            key_owner: version.key_owner,
-            key: None,
-            body: version.body,
-        });
-        entry.index = version.index;
+        *claims = staged_claims;
+        for Write { version, .. } in changes.writes {
+            let entry = entries
+                .entry((version.resource_type, version.id.clone()))
+                .or_default();
+            entry.versions.push(StoredVersion {
+                resource_type: version.resource_type,
+                id: version.id,
+                version: version.version,
+                last_updated: version.last_updated,
+                deleted: version.deleted,
+                key_owner: version.key_owner,
+                key: None,
+                body: version.body,
+            });
+            entry.index = version.index;
+        }
         Ok(())
     }
 
@@ -214,12 +236,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl ResourceStore for MemoryStore {
-    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
-        self.write(version, None).await
-    }
-
-    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
-        self.write(version, Some(expected)).await
+    async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        self.apply(changes).await
     }
 
     async fn read_version(

@@ -18,8 +18,8 @@ mod service;
 pub use audit::Actor;
 pub use error::RecordsError;
 pub use ports::{
-    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore,
-    SearchMatch, StoreError, StoredVersion, SystemClock,
+    Changes, Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore,
+    SearchMatch, StoreError, StoredVersion, SystemClock, Write,
 };
 pub use service::{
     HistoryEntry, HistoryPage, Records, ReindexReport, SearchPage, StoredResource, instant,

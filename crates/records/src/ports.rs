@@ -40,6 +40,49 @@ pub struct NewVersion {
     pub audit: Option<audit_chain::AuditEntry>,
 }
 
+/// One write of a unit of work: a new resource (`expected` = `None`) or a later version of one
+/// whose current version must be `expected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub version: NewVersion,
+    pub expected: Option<u64>,
+}
+
+/// Everything one use case writes: versions (each with its index rows, key checks, claim and
+/// audit entry) and audit entries of the whole, committed together or not at all. A single
+/// create or update is `Changes` of one write; a transaction Bundle is one `Changes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// In the order they are applied: a later write may update what an earlier one created.
+    pub writes: Vec<Write>,
+    /// Entries about the unit as a whole, stored in the same transaction.
+    pub audit: Vec<audit_chain::AuditEntry>,
+}
+
+impl Changes {
+    /// A create of `version`.
+    pub fn create(version: NewVersion) -> Self {
+        Self {
+            writes: vec![Write {
+                version,
+                expected: None,
+            }],
+            audit: Vec::new(),
+        }
+    }
+
+    /// An update of a resource whose current version is `expected`.
+    pub fn update(version: NewVersion, expected: u64) -> Self {
+        Self {
+            writes: vec![Write {
+                version,
+                expected: Some(expected),
+            }],
+            audit: Vec::new(),
+        }
+    }
+}
+
 /// A version as the store returns it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct StoredVersion {
@@ -180,20 +223,28 @@ pub enum StoreError {
 /// Where resource versions live. Every version is kept; writes are atomic.
 #[async_trait]
 pub trait ResourceStore: Send + Sync {
-    /// Stores version 1 of a new resource, its index rows and (if given and the owner has none)
-    /// its owner's new data key, atomically. Fails, writing nothing, with
-    /// [`StoreError::AlreadyExists`] if a resource with that type and id exists; with
-    /// [`StoreError::Erased`] if the key owner was erased; with [`StoreError::KeyChanged`] if
-    /// the owner's stored key is not `key_id`. The key checks happen in the same transaction
-    /// under a shared lock on the key row, so a write racing an erasure either lands before it
-    /// (and is erased with the rest) or fails.
-    async fn create(&self, version: NewVersion) -> Result<(), StoreError>;
+    /// Commits a unit of work: every write in order, with its index rows, claim, audit entry
+    /// and (if given and the owner has none) its owner's new data key, and the unit's own audit
+    /// entries, in one transaction, or nothing. A write fails the whole unit with
+    /// [`StoreError::AlreadyExists`] (a create of a type and id that exists),
+    /// [`StoreError::VersionConflict`] (an update whose resource is not at `expected`),
+    /// [`StoreError::ClaimTaken`] (a conditional create whose claim another holds),
+    /// [`StoreError::Erased`] (the key owner was erased) or [`StoreError::KeyChanged`] (the
+    /// owner's stored key is not `key_id`; deletion markers skip the key checks). The key
+    /// checks happen in the same transaction under a shared lock on the key row, so a write
+    /// racing an erasure either lands before it (and is erased with the rest) or fails.
+    async fn commit(&self, changes: Changes) -> Result<(), StoreError>;
 
-    /// Stores a later version of an existing resource, replacing its index rows, atomically and
-    /// only if the resource's current version is `expected`: otherwise
-    /// [`StoreError::VersionConflict`] and nothing is written. Key checks as for `create` unless
-    /// the version is a deletion marker.
-    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError>;
+    /// Stores version 1 of a new resource: a unit of one write (see [`Self::commit`]).
+    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
+        self.commit(Changes::create(version)).await
+    }
+
+    /// Stores a later version of an existing resource whose current version is `expected`,
+    /// replacing its index rows: a unit of one write (see [`Self::commit`]).
+    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
+        self.commit(Changes::update(version, expected)).await
+    }
 
     /// One version of a resource, or `None` if it never existed.
     async fn read_version(

@@ -6,7 +6,8 @@ use fhir_model::ResourceType;
 use phi_crypto::BlindToken;
 use records::index::{IndexRows, SearchQuery, SortKey};
 use records::{
-    Erasure, HistoryPosition, NewVersion, ResourceStore, SearchMatch, StoreError, StoredVersion,
+    Changes, Erasure, HistoryPosition, NewVersion, ResourceStore, SearchMatch, StoreError,
+    StoredVersion, Write,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query, SelectStatement};
 use sea_orm::{
@@ -30,14 +31,23 @@ use crate::tables::{
 
 #[async_trait]
 impl ResourceStore for SqlStore {
-    #[tracing::instrument(skip_all, fields(resource_type = %version.resource_type, id = %version.id))]
-    async fn create(&self, version: NewVersion) -> Result<(), StoreError> {
-        self.write(version, None).await
-    }
-
-    #[tracing::instrument(skip_all, fields(resource_type = %version.resource_type, id = %version.id, version = version.version))]
-    async fn update(&self, version: NewVersion, expected: u64) -> Result<(), StoreError> {
-        self.write(version, Some(expected)).await
+    #[tracing::instrument(skip_all, fields(writes = changes.writes.len()))]
+    async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
+        // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
+        // at once instead of failing to upgrade a read transaction later.
+        let txn = self.db.begin().await.map_err(unavailable)?;
+        let mut audit = Vec::with_capacity(changes.writes.len() + changes.audit.len());
+        for Write { version, expected } in changes.writes {
+            audit.extend(version.audit.clone());
+            self.write(&txn, version, expected).await?;
+        }
+        audit.extend(changes.audit);
+        // The unit's audit entries commit with it, or none do.
+        if let Some(insert) = insert_entries(&audit).map_err(unavailable)? {
+            txn.execute(&insert).await.map_err(unavailable)?;
+        }
+        // Dropping the transaction on an error above rolls everything back.
+        txn.commit().await.map_err(unavailable)
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id, version))]
@@ -316,9 +326,6 @@ impl ResourceStore for SqlStore {
 }
 
 impl SqlStore {
-    /// Create (`expected` = None: the head row's primary key refuses a duplicate) or update
-    /// (the head row moves from `expected` to the new version, or nothing is written), in one
-    /// transaction with the version row, the index rows and the key checks.
     /// Runs a select of `resource_version` rows with their owners' keys joined in.
     async fn versions(
         &self,
@@ -329,10 +336,16 @@ impl SqlStore {
         rows.iter().map(to_stored).collect()
     }
 
-    async fn write(&self, version: NewVersion, expected: Option<u64>) -> Result<(), StoreError> {
-        // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
-        // at once instead of failing to upgrade a read transaction later.
-        let txn = self.db.begin().await.map_err(unavailable)?;
+    /// One write of a unit, in its transaction: create (`expected` = None: the head row's
+    /// primary key refuses a duplicate) or update (the head row moves from `expected` to the
+    /// new version, or the unit fails), with the version row, the index rows and the key
+    /// checks.
+    async fn write(
+        &self,
+        txn: &DatabaseTransaction,
+        version: NewVersion,
+        expected: Option<u64>,
+    ) -> Result<(), StoreError> {
         let (resource_type, id) = (version.resource_type, version.id.clone());
         let last_updated = instant(self.backend(), version.last_updated);
         match expected {
@@ -413,7 +426,7 @@ impl SqlStore {
                 // A new version replaces the index rows. Conditional claims stay with a live
                 // resource (releasing them on update would let a racing conditional create
                 // through); a deletion releases them.
-                clear_index(&txn, resource_type, &id, version.deleted)
+                clear_index(txn, resource_type, &id, version.deleted)
                     .await
                     .map_err(unavailable)?;
             }
@@ -445,16 +458,12 @@ impl SqlStore {
             .map_err(|e| unavailable(DbErr::Custom(e.to_string())))?
             .to_owned();
         txn.execute(&row).await.map_err(unavailable)?;
-        write_index(&txn, self.backend(), resource_type, &id, &version.index)
+        write_index(txn, self.backend(), resource_type, &id, &version.index)
             .await
             .map_err(unavailable)?;
-        // The write's audit entry commits with it, or neither does.
-        if let Some(insert) = insert_entries(version.audit.as_slice()).map_err(unavailable)? {
-            txn.execute(&insert).await.map_err(unavailable)?;
-        }
         if version.deleted {
             // A deletion marker has no body: no key is involved.
-            return txn.commit().await.map_err(unavailable);
+            return Ok(());
         }
         if let Some(new_key) = &version.new_key {
             let insert = insert_if_absent_statement(new_key).map_err(unavailable)?;
@@ -463,13 +472,11 @@ impl SqlStore {
         // Shares the key row's lock with other writers and excludes an erasure until commit: a
         // write either commits before an erasure (and is erased with the rest) or sees it and
         // rolls back. The body must be sealed under the key that is stored, never another.
-        match stored_key(&txn, &key_owner, true)
+        match stored_key(txn, &key_owner, true)
             .await
             .map_err(unavailable)?
         {
-            StoredKey::Live(key) if key == version.key_id => {
-                txn.commit().await.map_err(unavailable)
-            }
+            StoredKey::Live(key) if key == version.key_id => Ok(()),
             StoredKey::Destroyed => Err(StoreError::Erased { key_owner }),
             StoredKey::Live(_) | StoredKey::Missing => Err(StoreError::KeyChanged { key_owner }),
         }
