@@ -42,11 +42,11 @@ impl Records {
     /// keeps the rows its new version brought. One audit entry (`reindex`) says it happened,
     /// when there was anything to open; nothing is disclosed.
     pub async fn reindex(&self) -> Result<ReindexReport, RecordsError> {
-        let result = self.try_reindex().await;
-        self.audited(Action::Reindex, None, None, result).await
+        self.audited(Action::Reindex, None, None, self.make_index_anew())
+            .await
     }
 
-    async fn try_reindex(&self) -> Result<ReindexReport, RecordsError> {
+    async fn make_index_anew(&self) -> Result<ReindexReport, RecordsError> {
         let mut report = ReindexReport {
             from_generation: self.store.index_generation().await?,
             ..ReindexReport::default()
