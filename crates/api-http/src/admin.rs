@@ -1,6 +1,5 @@
 //! Administration and compliance endpoints under `/admin`.
 
-use access::{Need, Operation};
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -47,6 +46,8 @@ enum TokensResponse {
 
 pub(crate) struct AdminApi {
     pub access: AccessControl,
+    /// The core, which decides who may list tokens.
+    pub records: records::Records,
 }
 
 fn instant(at: OffsetDateTime) -> String {
@@ -68,13 +69,11 @@ impl AdminApi {
         auth: BearerAuth,
     ) -> Result<TokensResponse, FhirError> {
         let request_id = RequestId::of(request);
-        self.access
-            .decide(
-                &auth.0,
-                &[Need::Operation(Operation::TokenList)],
-                &request_id,
-            )
-            .await?;
+        self.records
+            .session(auth.0, &request_id.0)
+            .allow_token_listing()
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
         let now = OffsetDateTime::now_utc();
         let issuances = self
             .access

@@ -63,15 +63,17 @@ fn service(
         (
             FhirApi {
                 records: records.clone(),
-                access: access.clone(),
                 started: time::OffsetDateTime::now_utc(),
             },
             AuditApi {
                 log,
-                access: access.clone(),
+                records: records.clone(),
                 sequencer,
             },
-            AdminApi { access },
+            AdminApi {
+                access,
+                records: records.clone(),
+            },
             HealthApi { records },
             SmartApi,
         ),
@@ -129,7 +131,7 @@ pub fn app(
     log: Arc<dyn AuditLog>,
     config: &HttpConfig,
 ) -> impl Endpoint + 'static {
-    let access = access.audited_by(Arc::clone(records.audit_trail()));
+    let access = access.recording_refusals_with(records.clone());
     let api = service(records, access.clone(), sequencer, log);
     let spec = api.spec();
     let front_config = Arc::new(Front {

@@ -4,7 +4,7 @@
 //! An outside verifier needs three answers and RFC 9162: the key (`/audit/key`), an entry's
 //! exact bytes (`/audit/entries/{id}`) and its proof (`/audit/entries/{id}/proof`).
 
-use access::{Action as Permission, Caller, Need, Operation};
+use access::Caller;
 use audit_chain::{
     Action, AuditEntry, AuditLog, EntryQuery, ReceiptUnavailable, Sequencer, StoredCheckpoint,
 };
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::auth::{AccessControl, BearerAuth};
+use crate::auth::BearerAuth;
 use crate::errors::{FhirError, single};
 use crate::fhir::base_url;
 use crate::front::RequestId;
@@ -110,7 +110,8 @@ const MAX_COUNT: usize = 1_000;
 
 pub(crate) struct AuditApi {
     pub log: Arc<dyn AuditLog>,
-    pub access: AccessControl,
+    /// The core, which decides who may read the log.
+    pub records: records::Records,
     /// The log's sequencer: its origin and key, and a round run on demand so that what an
     /// auditor lists includes everything recorded before the request.
     pub sequencer: Sequencer,
@@ -132,13 +133,11 @@ impl AuditApi {
 
     async fn auditor(&self, caller: &Caller, request: &Request) -> Result<RequestId, FhirError> {
         let request_id = RequestId::of(request);
-        self.access
-            .decide(
-                caller,
-                &[Need::Operation(Operation::AuditRead)],
-                &request_id,
-            )
-            .await?;
+        self.records
+            .session(caller.clone(), &request_id.0)
+            .allow_audit_reading()
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
         Ok(request_id)
     }
 }
@@ -344,13 +343,11 @@ impl AuditApi {
         auth: BearerAuth,
     ) -> Result<BundleResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let own = auth.0.patient_id() == Some(id.0.as_str());
-        let needs = if own {
-            vec![Need::data("Patient", Permission::Read)]
-        } else {
-            vec![Need::Operation(Operation::AuditRead)]
-        };
-        self.access.decide(&auth.0, &needs, &request_id).await?;
+        self.records
+            .session(auth.0.clone(), &request_id.0)
+            .allow_disclosures(&id.0)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
         if !fhir_model::is_valid_id(&id.0) {
             return Err(FhirError::NotFound(single(
                 IssueType::NotFound,

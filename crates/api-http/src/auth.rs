@@ -1,18 +1,17 @@
-//! Bearer tokens on the wire: who is calling (401 if nobody valid), whether they may do this
-//! (403, or 404 through a confined view of the records), and how often (429).
+//! Bearer tokens on the wire: who is calling (401 if nobody valid) and how often (429). Whether
+//! they may do what they ask is the core's decision (`records::Session`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use access::{AccessError, Caller, Gate, Need, RevocationStamp, RevokedIds, TokenRegistry};
-use audit_chain::{Action, AuditEntry, AuditTrail, Outcome};
+use access::{Caller, Gate, RevocationStamp, RevokedIds, TokenRegistry};
 use fhir_model::{IssueSeverity, IssueType, OperationOutcome};
 use poem::http::StatusCode;
 use poem::{IntoResponse, Request};
 use poem_openapi::SecurityScheme;
 use poem_openapi::auth::Bearer;
-use records::{Actor, Records};
+use records::Records;
 use time::OffsetDateTime;
 
 use crate::errors::{FhirError, outcome_json};
@@ -74,8 +73,8 @@ pub struct AccessControl {
     stamp: Arc<Mutex<Option<RevocationStamp>>>,
     limit: RateLimit,
     buckets: Arc<Mutex<Buckets>>,
-    /// Where refusals are recorded (set by [`crate::app`] to the records' log).
-    audit: Option<Arc<dyn AuditTrail>>,
+    /// Where refused credentials are recorded (set by [`crate::app`]).
+    records: Option<Records>,
 }
 
 impl std::fmt::Debug for AccessControl {
@@ -96,24 +95,21 @@ impl AccessControl {
             stamp: Arc::default(),
             limit,
             buckets: Arc::default(),
-            audit: None,
+            records: None,
         }
     }
 
-    /// Records refusals (401, 403) on `log`.
-    pub(crate) fn audited_by(mut self, log: Arc<dyn AuditTrail>) -> Self {
-        self.audit = Some(log);
+    /// Records refused credentials through `records` (the core writes the entries).
+    pub(crate) fn recording_refusals_with(mut self, records: Records) -> Self {
+        self.records = Some(records);
         self
     }
 
-    /// Writes a refusal on the audit log before it is answered. A log that cannot take it
-    /// does not turn the refusal into anything else (nothing is disclosed either way); the
-    /// failure is logged.
-    pub(crate) async fn record_refusal(&self, entry: AuditEntry) {
-        if let Some(log) = &self.audit
-            && let Err(err) = log.append(&[entry]).await
-        {
-            tracing::error!(error = %err, "cannot record a refusal on the audit log");
+    /// Has the core record a refused credential (`reason` is the refusal's code) before the
+    /// refusal is answered.
+    pub(crate) async fn record_login_failure(&self, request_id: &RequestId, reason: &str) {
+        if let Some(records) = &self.records {
+            records.record_login_failure(&request_id.0, reason).await;
         }
     }
 
@@ -152,132 +148,6 @@ impl AccessControl {
             Err(_) => Ok(()),
         }
     }
-
-    /// Decides `needs` for `caller` and returns the records as the caller may see them
-    /// (confined to their patient's compartment if the token is), writing on the audit log
-    /// as done by the caller.
-    pub(crate) async fn allow(
-        &self,
-        records: &Records,
-        caller: &Caller,
-        needs: &[Need],
-        request_id: &RequestId,
-    ) -> Result<Records, FhirError> {
-        self.decide(caller, needs, request_id).await?;
-        let records = records.acting_for(actor(caller, request_id));
-        Ok(match caller.patient_id() {
-            Some(patient) => records.confined_to_patient(patient),
-            None => records,
-        })
-    }
-
-    /// Decides `needs` for `caller`: 401 if the token lapsed meanwhile, 403 with the reason
-    /// if it does not allow them. Every decision is logged with ids only; every refusal is
-    /// on the audit log.
-    pub(crate) async fn decide(
-        &self,
-        caller: &Caller,
-        needs: &[Need],
-        request_id: &RequestId,
-    ) -> Result<(), FhirError> {
-        let refusal = self.decide_now(caller, needs, request_id);
-        if let Err((err, _)) = &refusal {
-            let action = if err.is_authentication() {
-                Action::LoginFailure
-            } else {
-                Action::AccessDenied
-            };
-            let mut entry = entry(action, Some(caller), request_id);
-            entry.reason = Some(err.code().to_owned());
-            match needs.first() {
-                Some(Need::Data { resource_type, .. }) => {
-                    entry.resource_type = Some(resource_type.clone());
-                }
-                Some(Need::Operation(operation)) => {
-                    entry.operation = Some(operation.as_str().to_owned());
-                }
-                None => {}
-            }
-            entry.patient = caller.patient_id().map(|id| format!("Patient/{id}"));
-            self.record_refusal(entry).await;
-        }
-        refusal.map_err(|(_, refused)| refused)
-    }
-
-    fn decide_now(
-        &self,
-        caller: &Caller,
-        needs: &[Need],
-        request_id: &RequestId,
-    ) -> Result<(), (AccessError, FhirError)> {
-        match self
-            .gate
-            .authorize(caller, needs, OffsetDateTime::now_utc())
-        {
-            Ok(allowed) => {
-                if caller.is_break_glass() {
-                    tracing::warn!(request_id = %request_id.0, subject = %caller.subject, token_id = caller.token_id(), policy = allowed.policy, "break-glass access (purpose ETREAT)");
-                } else {
-                    tracing::debug!(subject = %caller.subject, role = %caller.role, token_id = caller.token_id(), policy = allowed.policy, "allowed");
-                }
-                Ok(())
-            }
-            Err(err) => {
-                tracing::info!(subject = %caller.subject, role = %caller.role, token_id = caller.token_id(), reason = %err, "access denied");
-                let refused = if err.is_authentication() {
-                    unauthorized(&err)
-                } else {
-                    FhirError::Forbidden(outcome_json(OperationOutcome::single(
-                        IssueSeverity::Error,
-                        IssueType::Forbidden,
-                        err.to_string(),
-                    )))
-                };
-                Err((err, refused))
-            }
-        }
-    }
-}
-
-/// Who the audit log names for `caller`.
-pub(crate) fn actor(caller: &Caller, request_id: &RequestId) -> Actor {
-    Actor {
-        subject: Some(caller.subject.as_str().to_owned()),
-        role: Some(caller.role.as_str().to_owned()),
-        client: caller.organization.clone(),
-        token_id: Some(caller.token_id().to_owned()).filter(|id| !id.is_empty()),
-        purpose: caller.purpose.as_ref().map(|p| p.as_str().to_owned()),
-        request_id: Some(request_id.0.clone()),
-    }
-}
-
-/// A refusal's audit entry, by `caller` if one was authenticated.
-pub(crate) fn entry(action: Action, caller: Option<&Caller>, request_id: &RequestId) -> AuditEntry {
-    let mut entry = AuditEntry::new(
-        uuid::Uuid::now_v7().to_string(),
-        OffsetDateTime::now_utc(),
-        action,
-        Outcome::Denied,
-    );
-    match caller {
-        Some(caller) => actor(caller, request_id).stamp(&mut entry),
-        None => entry.request_id = Some(request_id.0.clone()),
-    }
-    entry
-}
-
-/// 401 for a refused token, with the RFC 6750 challenge saying why.
-fn unauthorized(err: &AccessError) -> FhirError {
-    let body = outcome_json(OperationOutcome::single(
-        IssueSeverity::Error,
-        IssueType::Login,
-        err.to_string(),
-    ));
-    let challenge = format!(
-        "Bearer realm=\"cairn\", error=\"invalid_token\", error_description=\"{}\"",
-        err.to_string().replace('"', "'")
-    );
-    FhirError::Unauthorized(body, challenge)
 }
 
 /// The challenge when no token was sent at all (RFC 6750: no error code).
@@ -307,11 +177,11 @@ async fn authenticate(request: &Request, bearer: Bearer) -> poem::Result<Caller>
         Err(err) => {
             // Never the token: only why it was refused.
             tracing::info!(reason = %err, "authentication failed");
-            let mut refused = entry(Action::LoginFailure, None, &RequestId::of(request));
-            refused.reason = Some(err.code().to_owned());
-            access.record_refusal(refused).await;
+            access
+                .record_login_failure(&RequestId::of(request), err.code())
+                .await;
             return Err(poem::Error::from_response(
-                unauthorized(&err).into_response(),
+                FhirError::unauthorized(&err).into_response(),
             ));
         }
     };

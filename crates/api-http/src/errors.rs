@@ -92,6 +92,20 @@ impl FhirError {
         ))
     }
 
+    /// 401 for a refused token, with the RFC 6750 challenge saying why.
+    pub(crate) fn unauthorized(err: &access::AccessError) -> Self {
+        let body = outcome_json(OperationOutcome::single(
+            IssueSeverity::Error,
+            IssueType::Login,
+            err.to_string(),
+        ));
+        let challenge = format!(
+            "Bearer realm=\"cairn\", error=\"invalid_token\", error_description=\"{}\"",
+            err.to_string().replace('"', "'")
+        );
+        Self::Unauthorized(body, challenge)
+    }
+
     pub(crate) fn invalid(issues: &[Issue]) -> Self {
         Self::BadRequest(outcome_json(OperationOutcome::from_issues(issues)))
     }
@@ -100,6 +114,12 @@ impl FhirError {
     /// answered without internal detail.
     pub(crate) fn from_records(err: RecordsError, request_id: &RequestId) -> Self {
         match err {
+            RecordsError::Refused(err) if err.is_authentication() => Self::unauthorized(&err),
+            RecordsError::Refused(err) => Self::Forbidden(outcome_json(OperationOutcome::single(
+                IssueSeverity::Error,
+                IssueType::Forbidden,
+                err.to_string(),
+            ))),
             RecordsError::Invalid { issues } => Self::invalid(&issues),
             RecordsError::WrongType { .. } => {
                 Self::BadRequest(outcome_json(OperationOutcome::from_issues([

@@ -1,15 +1,15 @@
 //! The FHIR RESTful API (http://hl7.org/fhir/R4/http.html) under `/fhir`.
 
-use access::{Action, Caller, Need, Operation};
+use access::Caller;
 use fhir_model::ResourceType;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::{ApiResponse, OpenApi, Tags};
-use records::{Records, StoredResource};
+use records::{Records, Session, StoredResource};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use crate::auth::{AccessControl, BearerAuth};
+use crate::auth::BearerAuth;
 use crate::errors::FhirError;
 use crate::front::RequestId;
 use crate::payload::{FhirJson, SearchForm};
@@ -145,7 +145,6 @@ enum MetadataResponse {
 
 pub(crate) struct FhirApi {
     pub records: Records,
-    pub access: AccessControl,
     /// When this server started: the CapabilityStatement's date.
     pub started: OffsetDateTime,
 }
@@ -172,15 +171,11 @@ impl FhirApi {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
         let criteria = create_criteria(request, if_none_exist.0.as_deref())?;
-        let mut needs = vec![Need::data(resource_type.as_str(), Action::Create)];
-        if criteria.is_some() {
-            needs.push(Need::data(resource_type.as_str(), Action::Search));
-        }
-        let records = self.allow(request, &auth.0, &needs).await?;
+        let session = self.session(request, auth.0);
         let stored = match criteria {
-            None => records.create(resource_type, &body.0).await,
+            None => session.create(resource_type, &body.0).await,
             Some(params) => {
-                match records
+                match session
                     .create_conditional(resource_type, &body.0, &params)
                     .await
                 {
@@ -219,15 +214,9 @@ impl FhirApi {
     ) -> Result<ReadResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[Need::data(resource_type.as_str(), Action::Read)],
-            )
-            .await?;
         let shaping = read_shaping(request)?;
-        let stored = records
+        let stored = self
+            .session(request, auth.0)
             .read(resource_type, &id.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -271,17 +260,8 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<SeriesStatusResponse, FhirError> {
         let request_id = RequestId::of(request);
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[
-                    Need::data("Patient", Action::Read),
-                    Need::data("Immunization", Action::Search),
-                ],
-            )
-            .await?;
-        let status = records
+        let status = self
+            .session(request, auth.0)
             .series_status(&id.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -302,15 +282,13 @@ impl FhirApi {
         body: FhirJson,
         auth: BearerAuth,
     ) -> Result<ValidateResponse, FhirError> {
+        let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        // Validating stores nothing, but is part of writing: who may create may validate.
-        self.allow(
-            request,
-            &auth.0,
-            &[Need::data(resource_type.as_str(), Action::Create)],
-        )
-        .await?;
-        let issues = self.records.validate(resource_type, &body.0);
+        let issues = self
+            .session(request, auth.0)
+            .validate(resource_type, &body.0)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
         let outcome = if issues.is_empty() {
             fhir_model::OperationOutcome::single(
                 fhir_model::IssueSeverity::Information,
@@ -342,15 +320,9 @@ impl FhirApi {
     ) -> Result<UpdateResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[Need::data(resource_type.as_str(), Action::Update)],
-            )
-            .await?;
         let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
-        let (stored, created) = records
+        let (stored, created) = self
+            .session(request, auth.0)
             .update(resource_type, &id.0, &body.0, if_match)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -373,22 +345,11 @@ impl FhirApi {
     ) -> Result<UpdateResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        let t = resource_type.as_str();
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[
-                    Need::data(t, Action::Create),
-                    Need::data(t, Action::Update),
-                    Need::data(t, Action::Search),
-                ],
-            )
-            .await?;
         let criteria: Vec<(String, String)> = request
             .params()
             .map_err(|_| bad_parameter("criteria", "are not valid URL encoding"))?;
-        let (stored, created) = records
+        let (stored, created) = self
+            .session(request, auth.0)
             .update_conditional(resource_type, &body.0, &criteria)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -413,15 +374,9 @@ impl FhirApi {
     ) -> Result<DeleteResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[Need::data(resource_type.as_str(), Action::Delete)],
-            )
-            .await?;
         let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
-        let version = records
+        let version = self
+            .session(request, auth.0)
             .delete(resource_type, &id.0, if_match)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -441,15 +396,9 @@ impl FhirApi {
     ) -> Result<ReadResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[Need::data(resource_type.as_str(), Action::Read)],
-            )
-            .await?;
         let shaping = read_shaping(request)?;
-        let stored = records
+        let stored = self
+            .session(request, auth.0)
             .vread(resource_type, &id.0, &version.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -477,15 +426,9 @@ impl FhirApi {
     ) -> Result<HistoryResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(&resource_type.0)?;
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[Need::data(resource_type.as_str(), Action::Read)],
-            )
-            .await?;
         let (count, since) = history_params(count.0.as_deref(), since.0.as_deref())?;
-        let entries = records
+        let entries = self
+            .session(request, auth.0)
             .history(resource_type, &id.0, since, count)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -511,16 +454,9 @@ impl FhirApi {
         auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
         let resource_type = stored_type(&resource_type.0)?;
-        let records = self
-            .allow(
-                request,
-                &auth.0,
-                &[Need::data(resource_type.as_str(), Action::Search)],
-            )
-            .await?;
         let path = format!("/fhir/{resource_type}/_history");
         self.history_page(
-            &records,
+            &self.session(request, auth.0),
             request,
             Some(resource_type),
             &path,
@@ -543,12 +479,8 @@ impl FhirApi {
         #[oai(name = "_cursor")] cursor: Query<Option<String>>,
         auth: BearerAuth,
     ) -> Result<HistoryResponse, FhirError> {
-        // Every type: only a role and scope that allow searching every type.
-        let records = self
-            .allow(request, &auth.0, &[Need::data("*", Action::Search)])
-            .await?;
         self.history_page(
-            &records,
+            &self.session(request, auth.0),
             request,
             None,
             "/fhir/_history",
@@ -582,7 +514,7 @@ impl FhirApi {
         let params: Vec<(String, String)> = request
             .params()
             .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
-        self.search_impl(request, &resource_type.0, params, &auth.0)
+        self.search_impl(request, &resource_type.0, params, auth.0)
             .await
     }
 
@@ -600,7 +532,7 @@ impl FhirApi {
             .params()
             .map_err(|_| bad_parameter("query", "is not valid URL encoding"))?;
         params.extend(form_urlencoded::parse(&body.0).into_owned());
-        self.search_impl(request, &resource_type.0, params, &auth.0)
+        self.search_impl(request, &resource_type.0, params, auth.0)
             .await
     }
 
@@ -616,7 +548,7 @@ impl FhirApi {
         id: Path<String>,
         auth: BearerAuth,
     ) -> Result<EraseResponse, FhirError> {
-        self.erase_impl(request, &id.0, &auth.0).await
+        self.erase_impl(request, &id.0, auth.0).await
     }
 
     /// $erase (POST form): as `DELETE /fhir/Patient/{id}/$erase`.
@@ -627,27 +559,20 @@ impl FhirApi {
         id: Path<String>,
         auth: BearerAuth,
     ) -> Result<EraseResponse, FhirError> {
-        self.erase_impl(request, &id.0, &auth.0).await
+        self.erase_impl(request, &id.0, auth.0).await
     }
 }
 
 impl FhirApi {
-    /// Decides `needs` for `caller`: the records as the caller may see them, or 401/403.
-    async fn allow(
-        &self,
-        request: &Request,
-        caller: &Caller,
-        needs: &[Need],
-    ) -> Result<Records, FhirError> {
-        self.access
-            .allow(&self.records, caller, needs, &RequestId::of(request))
-            .await
+    /// The core's session for `caller` in this request: it decides, confines and audits.
+    fn session(&self, request: &Request, caller: Caller) -> Session {
+        self.records.session(caller, &RequestId::of(request).0)
     }
 
     #[allow(clippy::too_many_arguments)]
     async fn history_page(
         &self,
-        records: &Records,
+        session: &Session,
         request: &Request,
         resource_type: Option<ResourceType>,
         path: &str,
@@ -657,7 +582,7 @@ impl FhirApi {
     ) -> Result<HistoryResponse, FhirError> {
         let request_id = RequestId::of(request);
         let (count_value, since_value) = history_params(count.as_deref(), since.as_deref())?;
-        let page = records
+        let page = session
             .history_all(resource_type, since_value, count_value, cursor.as_deref())
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
@@ -693,17 +618,10 @@ impl FhirApi {
         request: &Request,
         resource_type: &str,
         params: Vec<(String, String)>,
-        caller: &Caller,
+        caller: Caller,
     ) -> Result<SearchResponse, FhirError> {
         let request_id = RequestId::of(request);
         let resource_type = stored_type(resource_type)?;
-        let records = self
-            .allow(
-                request,
-                caller,
-                &[Need::data(resource_type.as_str(), Action::Search)],
-            )
-            .await?;
         let mut criteria = params.clone();
         let shaping = Shaping::take(&mut criteria)?;
         if shaping.summary() == Summary::Count {
@@ -713,8 +631,9 @@ impl FhirApi {
             criteria.push(("_total".to_owned(), "accurate".to_owned()));
         }
         let lenient = preference(request, "handling").as_deref() == Some("lenient");
-        let page = records
-            .search_with(resource_type, &criteria, lenient)
+        let page = self
+            .session(request, caller)
+            .search(resource_type, &criteria, lenient)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
         tracing::info!(%resource_type, matches = page.resources.len(), "searched");
@@ -732,14 +651,11 @@ impl FhirApi {
         &self,
         request: &Request,
         id: &str,
-        caller: &Caller,
+        caller: Caller,
     ) -> Result<EraseResponse, FhirError> {
         let request_id = RequestId::of(request);
-        // Erasure destroys a key without reading anything: key management, an admin's job.
-        let records = self
-            .allow(request, caller, &[Need::Operation(Operation::PatientErase)])
-            .await?;
-        let erasure = records
+        let erasure = self
+            .session(request, caller)
             .erase_patient(id)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;

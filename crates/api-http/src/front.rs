@@ -164,9 +164,7 @@ pub(crate) async fn front<E: Endpoint>(
         && !is_designed(&response)
         && let Some(access) = &front.access
     {
-        let mut entry = crate::auth::entry(audit_chain::Action::LoginFailure, None, &request_id);
-        entry.reason = Some("no-token".to_owned());
-        access.record_refusal(entry).await;
+        access.record_login_failure(&request_id, "no-token").await;
     }
     if status.is_client_error() || status.is_server_error() {
         response = as_operation_outcome(response, &request_id, &path, &front.routes).await;

@@ -126,7 +126,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
     // The embedded default creates its keyring on first start; a production (Postgres)
     // deployment must be given one, so a missing key is never silently replaced.
     let master = crate::keys::server_master_keys(config, &store).await?;
-    let access = access_control(config, &store, master.as_ref())?;
+    let gate = gate(master.as_ref())?;
+    let access = access_control(config, &store, gate.clone());
     // Serve nothing before the revocation list is known.
     access
         .refresh_revocations()
@@ -164,7 +165,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Arc::new(SystemClock),
         Arc::new(RandomIds),
         audit_trail,
-    );
+    )
+    .guarded_by(gate);
     // Rows made by older index rules would give wrong answers: make them anew first.
     if let Some(report) = records
         .ensure_index_current()
@@ -242,21 +244,22 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
 
 /// The gate of this server's tokens: its signing key from the keyring, the revocation list
 /// from the database, the configured rate limit.
-fn access_control(
-    config: &Config,
-    store: &SqlStore,
-    master: &dyn phi_crypto::MasterKeys,
-) -> anyhow::Result<AccessControl> {
+/// The access policy over tokens signed with the keyring's token key: the core decides every
+/// request with it, the HTTP front authenticates with it.
+fn gate(master: &dyn phi_crypto::MasterKeys) -> anyhow::Result<access::Gate> {
     let key = access::SigningKey::from_seed(master.keyring().token_signing_seed())?;
-    let gate = access::Gate::new(key.verifying_key())?;
-    Ok(AccessControl::new(
+    Ok(access::Gate::new(key.verifying_key())?)
+}
+
+fn access_control(config: &Config, store: &SqlStore, gate: access::Gate) -> AccessControl {
+    AccessControl::new(
         gate,
         Arc::new(store.clone()),
         RateLimit {
             per_second: f64::from(config.rate_limit_per_second),
             burst: f64::from(config.rate_limit_burst),
         },
-    ))
+    )
 }
 
 /// Re-reads the revocation list whenever it changed, every `every`. A failed read keeps the

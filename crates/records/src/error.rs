@@ -8,6 +8,10 @@ use crate::search::SearchError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
+    /// The caller may not do this (their token lapsed meanwhile, or does not allow it); the
+    /// refusal is on the audit log.
+    #[error("{0}")]
+    Refused(access::AccessError),
     /// The submitted resource is not valid FHIR; `issues` lists every problem.
     #[error("the resource is invalid ({} issue(s))", issues.len())]
     Invalid { issues: Vec<Issue> },
@@ -98,6 +102,7 @@ impl RecordsError {
     /// A short code for the audit log's `reason`: the kind of failure, never its details.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Refused(err) => err.code(),
             Self::Invalid { .. } => "invalid",
             Self::WrongType { .. } => "wrong-type",
             Self::NotFound { .. } => "not-found",

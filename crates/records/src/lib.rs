@@ -14,6 +14,7 @@ mod ports;
 pub mod search;
 pub mod series;
 mod service;
+mod session;
 
 pub use audit::Actor;
 pub use error::RecordsError;
@@ -24,3 +25,4 @@ pub use ports::{
 pub use service::{
     HistoryEntry, HistoryPage, Records, ReindexReport, SearchPage, StoredResource, instant,
 };
+pub use session::{Session, actor};

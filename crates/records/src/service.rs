@@ -9,7 +9,6 @@ use fhir_model::search::patient_compartment;
 use fhir_model::{Id, Instant, Resource, ResourceType};
 use phi_crypto::{CryptoError, KeyId, KeyOwner, SealContext, Vault, open, seal};
 use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 
 use audit_chain::{Action, AuditEntry, AuditTrail, Outcome};
 
@@ -58,6 +57,8 @@ pub struct Records {
     audit: Arc<dyn AuditTrail>,
     /// Who the entries name.
     actor: Arc<Actor>,
+    /// The access policy sessions are decided by (see [`crate::Session`]).
+    pub(crate) gate: Option<Arc<access::Gate>>,
 }
 
 impl std::fmt::Debug for Records {
@@ -82,6 +83,7 @@ impl Records {
             confinement: None,
             audit,
             actor: Arc::new(Actor::system("cairn")),
+            gate: None,
         }
     }
 
@@ -220,9 +222,14 @@ impl Records {
         }
     }
 
+    /// The core's clock as it is (decisions compare it with token expiries).
+    pub(crate) fn clock_now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
     /// Now, cut to microseconds: stored timestamps have that precision (Postgres), so the body
     /// and the row agree exactly.
-    fn now(&self) -> OffsetDateTime {
+    pub(crate) fn now(&self) -> OffsetDateTime {
         let now = self.clock.now();
         now.replace_nanosecond(now.microsecond() * 1_000)
             .unwrap_or(now)
@@ -348,12 +355,18 @@ pub(crate) fn parse_for(
     Ok(resource)
 }
 
-/// An FHIR `instant` in UTC: `2026-11-22T16:26:00.123456Z`.
+/// An FHIR `instant` in UTC, always to the microsecond: `2026-11-22T16:26:00.120000Z`. The
+/// width is fixed because FHIR reads a value's precision from its digits: `…00.12Z` would stand
+/// for a hundredth of a second, and `_lastUpdated` with a resource's own `meta.lastUpdated`
+/// would then match others stored in that hundredth.
 pub fn instant(at: OffsetDateTime) -> String {
     let utc = at.to_offset(time::UtcOffset::UTC);
-    // Formatting a valid OffsetDateTime as RFC 3339 only fails for years outside 0..=9999.
-    utc.format(&Rfc3339)
-        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    // Formatting only fails for years outside 0..=9999, which no clock gives.
+    utc.format(&format)
+        .unwrap_or_else(|_| String::from("1970-01-01T00:00:00.000000Z"))
 }
 
 mod erase;
