@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::auth::{AccessControl, BearerAuth};
+use crate::context::RequestId;
 use crate::errors::FhirError;
-use crate::front::RequestId;
 
 #[derive(Tags)]
 enum AdminTags {

@@ -12,13 +12,12 @@ use audit_chain::{AuditLog, Sequencer};
 
 use crate::audit::AuditApi;
 use crate::auth::{AccessControl, RateLimit};
-use crate::fhir::{FhirApi, PublicBase};
+use crate::context::PublicBase;
+use crate::fhir::FhirApi;
 use crate::front::{Front, RouteTable, front};
 use crate::health::HealthApi;
-use crate::payload::BodyLimit;
+use crate::payload::{BodyLimit, DEFAULT_BODY_LIMIT};
 use crate::smart::SmartApi;
-
-pub(crate) const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Settings of the HTTP front.
 #[derive(Debug, Clone)]
@@ -154,4 +153,35 @@ pub fn app(
         .data(access)
         .data(PublicBase(config.public_base_url.clone()))
         .around(move |next, request| front(next, request, Arc::clone(&front_config)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use crate::capability::{
+        AUDIT_EVENT_INTERACTIONS, INTERACTIONS, OPERATIONS, SYSTEM_INTERACTIONS,
+    };
+
+    #[test]
+    fn every_advertised_interaction_and_operation_has_its_route() {
+        let spec: serde_json::Value =
+            serde_json::from_str(&super::openapi_json().unwrap()).unwrap();
+        for (code, method, path) in INTERACTIONS
+            .iter()
+            .chain(SYSTEM_INTERACTIONS)
+            .chain(AUDIT_EVENT_INTERACTIONS)
+        {
+            assert!(
+                spec["paths"][path][method].is_object(),
+                "{code}: {method} {path}"
+            );
+        }
+        for (name, _, method, path, _) in OPERATIONS {
+            assert!(
+                spec["paths"][path][method].is_object(),
+                "{name}: {method} {path}"
+            );
+        }
+    }
 }

@@ -19,9 +19,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::auth::BearerAuth;
+use crate::context::{RequestId, base_url};
 use crate::errors::{FhirError, single};
-use crate::fhir::base_url;
-use crate::front::RequestId;
 use crate::payload::FhirJson;
 
 #[derive(Tags)]

@@ -14,8 +14,8 @@ use poem_openapi::auth::Bearer;
 use records::Records;
 use time::OffsetDateTime;
 
+use crate::context::RequestId;
 use crate::errors::{FhirError, outcome_json};
-use crate::front::RequestId;
 
 /// A per-token request budget: `burst` requests at once, refilled at `per_second`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -73,7 +73,7 @@ pub struct AccessControl {
     stamp: Arc<Mutex<Option<RevocationStamp>>>,
     limit: RateLimit,
     buckets: Arc<Mutex<Buckets>>,
-    /// Where refused credentials are recorded (set by [`crate::app`]).
+    /// Where refused credentials are recorded (set by the app).
     records: Option<Records>,
 }
 

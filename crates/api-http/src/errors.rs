@@ -4,7 +4,7 @@ use fhir_model::{Issue, IssueSeverity, IssueType, OperationOutcome, Resource};
 use poem_openapi::ApiResponse;
 use records::{RecordsError, StoreError};
 
-use crate::front::RequestId;
+use crate::context::RequestId;
 use crate::payload::FhirJson;
 
 /// The error responses of the FHIR API. Each body is an OperationOutcome.

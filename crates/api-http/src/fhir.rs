@@ -10,8 +10,8 @@ use time::OffsetDateTime;
 use time::macros::format_description;
 
 use crate::auth::BearerAuth;
+use crate::context::{RequestId, base_url};
 use crate::errors::FhirError;
-use crate::front::RequestId;
 use crate::payload::{FhirJson, SearchForm};
 use crate::shaping::{Shaping, Summary};
 
@@ -20,10 +20,6 @@ enum FhirTags {
     /// FHIR R4 RESTful interactions on any resource type.
     Fhir,
 }
-
-/// Where the server is reachable, for absolute `Location` headers; from [`crate::HttpConfig`].
-#[derive(Debug, Clone)]
-pub(crate) struct PublicBase(pub Option<String>);
 
 #[derive(Debug, ApiResponse)]
 enum CreateResponse {
@@ -1002,24 +998,6 @@ fn stored_type(text: &str) -> Result<ResourceType, FhirError> {
         )));
     }
     Ok(resource_type)
-}
-
-/// The configured public base, or else the scheme and Host of the request.
-pub(crate) fn base_url(request: &Request) -> String {
-    if let Some(PublicBase(Some(base))) = request.data::<PublicBase>() {
-        return base.trim_end_matches('/').to_owned();
-    }
-    let host = request
-        .headers()
-        .get(poem::http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c))
-        })
-        .unwrap_or("localhost");
-    let scheme = request.uri().scheme_str().unwrap_or("http");
-    format!("{scheme}://{host}")
 }
 
 fn etag(stored: &StoredResource) -> String {

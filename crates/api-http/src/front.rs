@@ -3,7 +3,6 @@
 //! `WWW-Authenticate` on 401).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use fhir_model::{IssueSeverity, IssueType, OperationOutcome};
@@ -12,35 +11,9 @@ use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tracing::Instrument;
 
+use crate::context::RequestId;
 use crate::errors::outcome_json;
-
-/// The id of one request: taken from a well-formed `X-Request-Id` header, or generated.
-/// Returned as `X-Request-Id` and in every log line and 5xx body for that request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
-
-impl RequestId {
-    pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4().simple().to_string())
-    }
-
-    /// The id `front` gave this request (a fresh one outside `front`, as in unit tests).
-    pub(crate) fn of(request: &Request) -> Self {
-        request
-            .data::<RequestId>()
-            .cloned()
-            .unwrap_or_else(RequestId::generate)
-    }
-
-    fn from_header(request: &Request) -> Option<Self> {
-        let value = request.headers().get("x-request-id")?.to_str().ok()?;
-        let well_formed = (1..=64).contains(&value.len())
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        well_formed.then(|| Self(value.to_owned()))
-    }
-}
+use crate::payload::BodyArrival;
 
 /// The routes and their methods, read from the OpenAPI document so that the `Allow` header of
 /// a 405 and the route named in logs cannot drift from what is served.
@@ -107,21 +80,6 @@ pub(crate) struct Front {
     /// Records requests refused for having no token at all (poem-openapi answers those
     /// before any handler runs).
     pub(crate) access: Option<crate::auth::AccessControl>,
-}
-
-/// Set on a request that declares a body; the payload reader marks it read, so a timeout can
-/// tell a client still sending (408) from a server too slow to answer (503).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct BodyArrival(Arc<AtomicBool>);
-
-impl BodyArrival {
-    pub(crate) fn mark_read(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    fn is_read(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
 }
 
 /// Wraps the app: request ids, limits on the request head and on time, logging, security

@@ -10,6 +10,7 @@ mod app;
 mod audit;
 mod auth;
 mod capability;
+mod context;
 mod errors;
 mod fhir;
 mod front;
@@ -20,4 +21,4 @@ mod smart;
 
 pub use app::{HttpConfig, app, openapi_json};
 pub use auth::{AccessControl, RateLimit};
-pub use front::RequestId;
+pub use context::RequestId;

@@ -10,7 +10,26 @@ use poem_openapi::impl_apirequest_for_payload;
 use poem_openapi::payload::{ParsePayload, Payload};
 use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
 
-use crate::front::BodyArrival;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The body limit when none is configured: 16 MiB.
+pub(crate) const DEFAULT_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Set on a request that declares a body; the payload reader marks it read, so a timeout can
+/// tell a client still sending (408) from a server too slow to answer (503).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BodyArrival(Arc<AtomicBool>);
+
+impl BodyArrival {
+    pub(crate) fn mark_read(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn is_read(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// The most bytes a request body may have; set by [`crate::HttpConfig`].
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +127,7 @@ impl_apirequest_for_payload!(SearchForm);
 async fn read_limited(request: &Request, body: &mut RequestBody) -> poem::Result<Vec<u8>> {
     let limit = request
         .data::<BodyLimit>()
-        .map_or(crate::app::DEFAULT_BODY_LIMIT, |l| l.0);
+        .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
     let bytes = body.take()?.into_bytes_limit(limit).await;
     if let Some(arrival) = request.data::<BodyArrival>() {
         arrival.mark_read();

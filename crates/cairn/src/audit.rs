@@ -1,6 +1,6 @@
 //! The audit log in the running system: its identity (origin and signing key from the
 //! keyring), the sequencer loop every `cairn serve` runs (one of them sequences at a time),
-//! administrative entries, and `cairn audit verify | export`.
+//! and `cairn audit verify | export`.
 
 use std::io::{BufRead, Write};
 use std::path::Path;
@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use audit_chain::{
-    Action, AuditEntry, AuditFailure, AuditLog, CheckpointSigner, Ed25519Signer, Hash, LogRecord,
-    LogVerifier, Outcome, Sequencer, Tamper, Verified, VerifierKey,
+    AuditEntry, AuditFailure, AuditLog, CheckpointSigner, Ed25519Signer, Hash, LogRecord,
+    LogVerifier, Sequencer, Tamper, Verified, VerifierKey,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -91,28 +91,6 @@ pub async fn keep_sequencing(sequencer: Sequencer, log: Arc<dyn AuditLog>, every
             Err(_) => {}
         }
     }
-}
-
-/// Records an administrative act (token issued or revoked, key rotated) done from the CLI.
-pub async fn record_admin(
-    log: &dyn AuditLog,
-    action: Action,
-    token_id: Option<&str>,
-    detail: Option<&str>,
-) -> anyhow::Result<()> {
-    let mut entry = AuditEntry::new(
-        uuid::Uuid::now_v7().to_string(),
-        OffsetDateTime::now_utc(),
-        action,
-        Outcome::Success,
-    );
-    records::Actor::system("cli").stamp(&mut entry);
-    entry.token_id = token_id.map(str::to_owned);
-    entry.reason = detail.map(str::to_owned);
-    log.append(&[entry])
-        .await
-        .map_err(|err| anyhow::anyhow!(err))
-        .context("cannot record this on the audit log")
 }
 
 /// One line of an export file.
@@ -339,7 +317,7 @@ pub fn verify_file(
 
 /// Opens the store and the log's identity for the CLI.
 pub async fn open(config: &Config) -> anyhow::Result<(store_sql::SqlStore, LogIdentity)> {
-    let store = crate::server::open_store(config).await?;
+    let store = crate::store::open_store(config).await?;
     let master = crate::keys::server_master_keys(config, &store).await?;
     let signer = signer(config, master.as_ref())?;
     Ok((store, identity(config, &signer)))

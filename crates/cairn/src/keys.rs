@@ -10,7 +10,7 @@ use phi_crypto::{CryptoError, FixedKeyring, KekUsage, Keyring, MasterKeys, Rewra
 use time::OffsetDateTime;
 
 use crate::config::Config;
-use crate::server::open_store;
+use crate::store::open_store;
 
 /// How often a running server looks at the keyring file for a rotation by `cairn keys rotate`.
 const RELOAD_CHECK: Duration = Duration::from_secs(1);
@@ -101,7 +101,7 @@ pub fn write_keyring(path: &Path, keyring: &Keyring) -> anyhow::Result<()> {
     let json = keyring.to_json()?;
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
     if let Some(dir) = dir {
-        crate::server::create_private_dir(dir)
+        crate::store::create_private_dir(dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let tmp = path.with_extension("json.tmp");
@@ -272,7 +272,7 @@ pub async fn rotate(config: &Config) -> anyhow::Result<(u32, RewrapReport)> {
         Ok::<_, anyhow::Error>(report)
     }
     .await;
-    let recorded = crate::audit::record_admin(
+    let recorded = crate::store::record_admin(
         &store,
         audit_chain::Action::KeyRotated,
         None,

@@ -6,8 +6,10 @@ pub mod audit;
 mod config;
 pub mod keys;
 mod server;
+mod store;
 pub mod tls;
 pub mod tokens;
 
 pub use config::{Config, ConfigError, LogFormat, MasterKeySecret};
-pub use server::{Running, open_store, start};
+pub use server::{Running, start};
+pub use store::open_store;

@@ -11,62 +11,17 @@ use phi_crypto::Vault;
 use poem::Server;
 use poem::listener::{Acceptor, AcceptorExt, Listener, TcpListener};
 use records::{RandomIds, Records, SystemClock};
-use store_sql::{GroupCommit, SqlStore, StoreOptions};
+use store_sql::{GroupCommit, SqlStore};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::store::{AUDIT_WRITERS, open_audit_store, open_store};
 use crate::tls::{self, TlsAcceptor};
 
 /// A kept-alive connection with no request for this long is closed, so idle clients cannot
 /// hold sockets (and their buffers) indefinitely.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(75);
-
-/// Opens the configured database (creating the embedded SQLite directory if needed) and
-/// applies pending migrations.
-pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
-    if let Some(dir) = config.sqlite_dir() {
-        create_private_dir(&dir)
-            .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    }
-    let options = StoreOptions {
-        max_connections: config.max_connections,
-        ..StoreOptions::default()
-    };
-    SqlStore::open(&config.database_url, &options)
-        .await
-        .context("cannot open and migrate the database")
-}
-
-/// Connections of the audit log's own pool: its group-commit writers and the sequencer.
-///
-/// One writer: it gathers while the others' requests are answered, and one larger commit
-/// costs the database less than two smaller ones in parallel (measured: 5–8% more reads/s at
-/// 32 clients than two writers). SQLite has one writer at a time anyway.
-const AUDIT_WRITERS: u32 = 1;
-
-/// A second pool on the database, for the audit log. Every read waits for its entry's commit;
-/// were those commits to take connections from the pool the reads use, recording would cut
-/// the reads' concurrency by a connection or more (measured: a third of read throughput with
-/// the default four connections).
-async fn open_audit_store(config: &Config) -> anyhow::Result<SqlStore> {
-    let options = StoreOptions {
-        max_connections: AUDIT_WRITERS + 1,
-        ..StoreOptions::default()
-    };
-    SqlStore::connect(&config.database_url, &options)
-        .await
-        .context("cannot open the audit log's connections")
-}
-
-/// The data directory holds PHI: readable by its owner only.
-pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
-}
 
 /// A running server.
 #[derive(Debug)]

@@ -66,7 +66,7 @@ pub fn claims(request: &IssueRequest, now: OffsetDateTime) -> anyhow::Result<Cla
 /// Signs a token with the keyring's signing key and records its issuance (never the token).
 pub async fn issue(config: &Config, request: &IssueRequest) -> anyhow::Result<IssuedToken> {
     let claims = claims(request, OffsetDateTime::now_utc())?;
-    let store = crate::server::open_store(config).await?;
+    let store = crate::store::open_store(config).await?;
     let master = crate::keys::server_master_keys(config, &store).await?;
     let key = access::SigningKey::from_seed(master.keyring().token_signing_seed())?;
     let issued = key.issue(&claims)?;
@@ -75,7 +75,7 @@ pub async fn issue(config: &Config, request: &IssueRequest) -> anyhow::Result<Is
         .await
         .map_err(|err| anyhow::anyhow!(err))
         .context("cannot record the issuance")?;
-    let recorded = crate::audit::record_admin(
+    let recorded = crate::store::record_admin(
         &store,
         audit_chain::Action::TokenIssued,
         Some(issued.token_id()),
@@ -120,7 +120,7 @@ pub enum Revoke {
 /// Revokes; returns how many revocation ids were newly revoked. Every running instance stops
 /// accepting them within its revocation poll interval.
 pub async fn revoke(config: &Config, which: &Revoke, reason: &str) -> anyhow::Result<u64> {
-    let store = crate::server::open_store(config).await?;
+    let store = crate::store::open_store(config).await?;
     let ids = match which {
         Revoke::Subject(subject) => {
             let subject = Subject::parse(subject)?;
@@ -149,7 +149,7 @@ pub async fn revoke(config: &Config, which: &Revoke, reason: &str) -> anyhow::Re
     let mut recorded = Ok(());
     for id in &ids {
         recorded = recorded.and(
-            crate::audit::record_admin(&store, audit_chain::Action::TokenRevoked, Some(id), None)
+            crate::store::record_admin(&store, audit_chain::Action::TokenRevoked, Some(id), None)
                 .await,
         );
     }
@@ -165,7 +165,7 @@ pub async fn list(
     subject: Option<&str>,
     all: bool,
 ) -> anyhow::Result<Vec<Issuance>> {
-    let store = crate::server::open_store(config).await?;
+    let store = crate::store::open_store(config).await?;
     let now = OffsetDateTime::now_utc();
     let found = store
         .issuances(subject)

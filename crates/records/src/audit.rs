@@ -9,6 +9,27 @@ use phi_crypto::BlindIndex;
 
 use crate::error::RecordsError;
 
+/// The entry of an administrative act done from the CLI (a token issued or revoked, a key
+/// rotated), at `at`: by `system:cli`, naming the token it concerns and a detail (a key
+/// version), never a secret.
+pub fn admin_act(
+    action: audit_chain::Action,
+    token_id: Option<&str>,
+    detail: Option<&str>,
+    at: time::OffsetDateTime,
+) -> AuditEntry {
+    let mut entry = AuditEntry::new(
+        uuid::Uuid::now_v7().to_string(),
+        at,
+        action,
+        Outcome::Success,
+    );
+    Actor::system("cli").stamp(&mut entry);
+    entry.token_id = token_id.map(str::to_owned);
+    entry.reason = detail.map(str::to_owned);
+    entry
+}
+
 /// Who is acting, as the audit log names them: ids and codes, never PHI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Actor {
