@@ -9,6 +9,7 @@ mod admin;
 mod app;
 mod audit;
 mod auth;
+mod bundles;
 mod capability;
 mod context;
 mod errors;
