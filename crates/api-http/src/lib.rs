@@ -16,6 +16,7 @@ mod errors;
 mod fhir;
 mod front;
 mod health;
+mod params;
 mod payload;
 mod shaping;
 mod smart;
