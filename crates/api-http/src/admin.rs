@@ -7,7 +7,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::auth::{AccessControl, BearerAuth};
+use crate::auth::BearerAuth;
 use crate::context::RequestId;
 use crate::errors::FhirError;
 
@@ -45,9 +45,10 @@ enum TokensResponse {
 }
 
 pub(crate) struct AdminApi {
-    pub access: AccessControl,
     /// The core, which decides who may list tokens.
     pub records: records::Records,
+    /// The core's token use cases.
+    pub tokens: records::tokens::Tokens,
 }
 
 fn instant(at: OffsetDateTime) -> String {
@@ -69,23 +70,16 @@ impl AdminApi {
         auth: BearerAuth,
     ) -> Result<TokensResponse, FhirError> {
         let request_id = RequestId::of(request);
-        self.records
+        let issuances = self
+            .records
             .session(auth.0, &request_id.0)
-            .allow_token_listing()
+            .token_issuances(&self.tokens, subject.0.as_deref(), all.0.unwrap_or(false))
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
-        let now = OffsetDateTime::now_utc();
-        let issuances = self
-            .access
-            .registry()
-            .issuances(subject.0.as_deref())
-            .await
-            .map_err(|err| FhirError::unavailable(&err.to_string(), &request_id))?;
         let listed = issuances
             .into_iter()
-            .filter(|i| all.0.unwrap_or(false) || i.is_active(now))
             .map(|i| TokenIssuance {
-                active: i.is_active(now),
+                active: self.tokens.is_active(&i),
                 token_id: i.token_id,
                 subject: i.subject,
                 role: i.role,

@@ -70,7 +70,7 @@ fn service(
                 sequencer,
             },
             AdminApi {
-                access,
+                tokens: records.tokens(Arc::clone(access.registry())),
                 records: records.clone(),
             },
             HealthApi { records },

@@ -15,6 +15,7 @@ pub mod search;
 pub mod series;
 mod service;
 mod session;
+pub mod tokens;
 
 pub use audit::Actor;
 pub use error::RecordsError;

@@ -222,6 +222,11 @@ impl Records {
         }
     }
 
+    /// The core's clock, for use cases outside `Records` that must keep its time.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        Arc::clone(&self.clock)
+    }
+
     /// The core's clock as it is (decisions compare it with token expiries).
     pub(crate) fn clock_now(&self) -> OffsetDateTime {
         self.clock.now()

@@ -16,6 +16,7 @@ use crate::error::RecordsError;
 use crate::ports::Erasure;
 use crate::series::SeriesStatus;
 use crate::service::{HistoryEntry, HistoryPage, Records, SearchPage, StoredResource};
+use crate::tokens::{TokenError, Tokens};
 
 /// A caller's request, as the core decides it.
 #[derive(Debug, Clone)]
@@ -44,6 +45,11 @@ impl Records {
     pub fn guarded_by(mut self, gate: Gate) -> Self {
         self.gate = Some(Arc::new(gate));
         self
+    }
+
+    /// The token use cases over `registry`, on this core's audit log and clock.
+    pub fn tokens(&self, registry: Arc<dyn access::TokenRegistry>) -> Tokens {
+        Tokens::new(registry, Arc::clone(self.audit_trail()), self.clock())
     }
 
     /// A session for `caller` (authenticated by the adapter) in request `request_id`.
@@ -322,9 +328,24 @@ impl Session {
         }
     }
 
-    /// Whether the caller may list token issuances (access reviews).
-    pub async fn allow_token_listing(&self) -> Result<(), RecordsError> {
-        self.allow(&[Need::Operation(Operation::TokenList)]).await
+    /// Token issuances for access reviews (of `subject`, or everyone's; active ones or
+    /// `all`), for a caller who may list them.
+    pub async fn token_issuances(
+        &self,
+        tokens: &Tokens,
+        subject: Option<&str>,
+        all: bool,
+    ) -> Result<Vec<access::Issuance>, RecordsError> {
+        self.allow(&[Need::Operation(Operation::TokenList)]).await?;
+        tokens
+            .issuances(subject, all)
+            .await
+            .map_err(|err| match err {
+                TokenError::Registry(failure) => {
+                    RecordsError::Store(crate::StoreError::Unavailable(failure))
+                }
+                other => RecordsError::Store(crate::StoreError::Unavailable(Box::new(other))),
+            })
     }
 }
 
