@@ -65,6 +65,10 @@ fn service(
                 started: time::OffsetDateTime::now_utc(),
             },
             AuditApi {
+                events: records::audit_events::AuditEvents::new(
+                    Arc::clone(&log),
+                    sequencer.clone(),
+                ),
                 log,
                 records: records.clone(),
                 sequencer,

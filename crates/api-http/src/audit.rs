@@ -5,9 +5,7 @@
 //! exact bytes (`/audit/entries/{id}`) and its proof (`/audit/entries/{id}/proof`).
 
 use access::Caller;
-use audit_chain::{
-    Action, AuditEntry, AuditLog, EntryQuery, ReceiptUnavailable, Sequencer, StoredCheckpoint,
-};
+use audit_chain::{AuditEntry, AuditLog, ReceiptUnavailable, Sequencer, StoredCheckpoint};
 use fhir_model::IssueType;
 use poem::Request;
 use poem_openapi::param::{Path, Query};
@@ -15,6 +13,7 @@ use poem_openapi::payload::{Binary, Json, PlainText};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use std::sync::Arc;
 
+use records::audit_events::{AuditEvents, EventPage, audit_event, entry_query};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
@@ -103,12 +102,11 @@ enum AuditEventResponse {
 
 /// Checkpoints listed per request, at most.
 const MAX_CHECKPOINTS: usize = 100;
-/// AuditEvents per page: by default, and at most.
-const DEFAULT_COUNT: usize = 100;
-const MAX_COUNT: usize = 1_000;
 
 pub(crate) struct AuditApi {
     pub log: Arc<dyn AuditLog>,
+    /// The core's readers of the log as FHIR (AuditEvent search, `$disclosures`).
+    pub events: AuditEvents,
     /// The core, which decides who may read the log.
     pub records: records::Records,
     /// The log's sequencer: its origin and key, and a round run on demand so that what an
@@ -305,9 +303,19 @@ impl AuditApi {
     ) -> Result<BundleResponse, FhirError> {
         let request_id = self.auditor(&auth.0, request).await?;
         let params = query_pairs(request);
-        let query = entry_query(&params, None)?;
-        self.bundle(request, &request_id, query, &params, "/fhir/AuditEvent")
+        let query = entry_query(&params, None).map_err(bad_search)?;
+        let page = self
+            .events
+            .search(&query, OffsetDateTime::now_utc())
             .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        Ok(bundle(
+            request,
+            &page,
+            query.after,
+            &params,
+            "/fhir/AuditEvent",
+        ))
     }
 
     /// read an AuditEvent: one audit entry, by its id.
@@ -354,20 +362,16 @@ impl AuditApi {
             )));
         }
         let params = query_pairs(request);
-        let mut query = entry_query(&params, Some(&["date", "_count", "_cursor"]))?;
-        query.patient = Some(format!("Patient/{}", id.0));
-        query.actions = Action::ALL.into_iter().filter(|a| a.discloses()).collect();
+        let query =
+            entry_query(&params, Some(&["date", "_count", "_cursor"])).map_err(bad_search)?;
+        let after = query.after;
+        let page = self
+            .events
+            .disclosures(&id.0, query, OffsetDateTime::now_utc())
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
         let path = format!("/fhir/Patient/{}/$disclosures", id.0);
-        let mut bundle = self
-            .bundle_value(request, &request_id, query, &params, &path)
-            .await?;
-        // Only what was actually disclosed: refusals and failures disclosed nothing.
-        if let Some(entries) = bundle["entry"].as_array_mut() {
-            entries.retain(|e| e["resource"]["outcome"] == "0");
-        }
-        Ok(BundleResponse::Ok(FhirJson(
-            serde_json::to_vec(&bundle).unwrap_or_default(),
-        )))
+        Ok(bundle(request, &page, after, &params, &path))
     }
 }
 
@@ -384,271 +388,59 @@ fn query_pairs(request: &Request) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The entry query of an AuditEvent search's parameters.
-fn entry_query(
+/// A searchset Bundle of a page of the log: its AuditEvents, a `self` link with the
+/// parameters as given, and a `next` link when there may be more.
+fn bundle(
+    request: &Request,
+    page: &EventPage,
+    after: Option<i64>,
     params: &[(String, String)],
-    allowed: Option<&[&str]>,
-) -> Result<EntryQuery, FhirError> {
-    let mut query = EntryQuery {
-        limit: DEFAULT_COUNT,
-        ..EntryQuery::default()
+    path: &str,
+) -> BundleResponse {
+    let base = base_url(request);
+    let link = |cursor: Option<i64>| {
+        let mut serializer = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in params.iter().filter(|(n, _)| n != "_cursor") {
+            serializer.append_pair(name, value);
+        }
+        if let Some(cursor) = cursor {
+            serializer.append_pair("_cursor", &cursor.to_string());
+        }
+        let query = serializer.finish();
+        if query.is_empty() {
+            format!("{base}{path}")
+        } else {
+            format!("{base}{path}?{query}")
+        }
     };
-    for (name, value) in params {
-        if allowed.is_some_and(|allowed| !allowed.contains(&name.as_str())) {
-            return Err(bad_param(name, "is not supported here"));
-        }
-        match name.as_str() {
-            "patient" => {
-                let id = value.strip_prefix("Patient/").unwrap_or(value);
-                if !fhir_model::is_valid_id(id) {
-                    return Err(bad_param(name, "is not a Patient reference or id"));
-                }
-                query.patient = Some(format!("Patient/{id}"));
-            }
-            "date" => {
-                let (prefix, date) = match value.get(..2) {
-                    Some(p @ ("eq" | "ge" | "gt" | "le" | "lt")) => (p, &value[2..]),
-                    _ => ("eq", value.as_str()),
-                };
-                let (low, high) = fhir_model::search::date_range(date).ok_or_else(|| {
-                    bad_param(name, "is not a FHIR date or dateTime, optionally prefixed")
-                })?;
-                let (since, before) = match prefix {
-                    "ge" => (Some(low), None),
-                    "gt" => (Some(high), None),
-                    "le" => (None, Some(high)),
-                    "lt" => (None, Some(low)),
-                    _ => (Some(low), Some(high)),
-                };
-                if let Some(since) = since {
-                    query.since = Some(query.since.map_or(since, |s| s.max(since)));
-                }
-                if let Some(before) = before {
-                    query.before = Some(query.before.map_or(before, |b| b.min(before)));
-                }
-            }
-            "_count" => {
-                let count: usize = value
-                    .parse()
-                    .map_err(|_| bad_param(name, "is not a whole number"))?;
-                query.limit = count.clamp(1, MAX_COUNT);
-            }
-            "_cursor" => {
-                query.after = Some(
-                    value
-                        .parse()
-                        .map_err(|_| bad_param(name, "is not a cursor this server issued"))?,
-                );
-            }
-            _ => return Err(bad_param(name, "is not supported for AuditEvent")),
-        }
+    let mut links = vec![json!({"relation": "self", "url": link(after)})];
+    if let Some(next) = page.next {
+        links.push(json!({"relation": "next", "url": link(Some(next))}));
     }
-    Ok(query)
+    let entries: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|(entry, index)| {
+            json!({
+                "fullUrl": format!("{base}/fhir/AuditEvent/{}", entry.id),
+                "resource": audit_event(entry, *index),
+                "search": {"mode": "match"},
+            })
+        })
+        .collect();
+    let mut bundle = json!({
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "timestamp": records::instant(OffsetDateTime::now_utc()),
+        "link": links,
+    });
+    if !entries.is_empty() {
+        bundle["entry"] = Value::Array(entries);
+    }
+    BundleResponse::Ok(FhirJson(serde_json::to_vec(&bundle).unwrap_or_default()))
 }
 
-impl AuditApi {
-    async fn bundle(
-        &self,
-        request: &Request,
-        request_id: &RequestId,
-        query: EntryQuery,
-        params: &[(String, String)],
-        path: &str,
-    ) -> Result<BundleResponse, FhirError> {
-        let bundle = self
-            .bundle_value(request, request_id, query, params, path)
-            .await?;
-        Ok(BundleResponse::Ok(FhirJson(
-            serde_json::to_vec(&bundle).unwrap_or_default(),
-        )))
-    }
-
-    async fn bundle_value(
-        &self,
-        request: &Request,
-        request_id: &RequestId,
-        query: EntryQuery,
-        params: &[(String, String)],
-        path: &str,
-    ) -> Result<Value, FhirError> {
-        let base = base_url(request);
-        self.caught_up(request_id).await?;
-        let found = self
-            .log()
-            .find(&query)
-            .await
-            .map_err(|e| failed(e, request_id))?;
-        let link = |cursor: Option<i64>| {
-            let mut serializer = form_urlencoded::Serializer::new(String::new());
-            for (name, value) in params.iter().filter(|(n, _)| n != "_cursor") {
-                serializer.append_pair(name, value);
-            }
-            if let Some(cursor) = cursor {
-                serializer.append_pair("_cursor", &cursor.to_string());
-            }
-            let query = serializer.finish();
-            if query.is_empty() {
-                format!("{base}{path}")
-            } else {
-                format!("{base}{path}?{query}")
-            }
-        };
-        let mut links = vec![json!({"relation": "self", "url": link(query.after)})];
-        if found.len() >= query.limit
-            && let Some(last) = found.last()
-        {
-            links.push(json!({"relation": "next", "url": link(Some(last.position))}));
-        }
-        let mut entries = Vec::with_capacity(found.len());
-        for found in &found {
-            // Every stored entry is canonical; one that is not is left out and logged (the
-            // verifier names it).
-            match AuditEntry::from_canonical_bytes(&found.entry.body) {
-                Ok(entry) => entries.push(json!({
-                    "fullUrl": format!("{base}/fhir/AuditEvent/{}", entry.id),
-                    "resource": audit_event(&entry, found.entry.index),
-                    "search": {"mode": "match"},
-                })),
-                Err(err) => {
-                    tracing::error!(request_id = %request_id.0, entry = %found.entry.id, error = %err, "an audit entry is not canonical");
-                }
-            }
-        }
-        let mut bundle = json!({
-            "resourceType": "Bundle",
-            "type": "searchset",
-            "timestamp": records::instant(OffsetDateTime::now_utc()),
-            "link": links,
-        });
-        if !entries.is_empty() {
-            bundle["entry"] = Value::Array(entries);
-        }
-        Ok(bundle)
-    }
-}
-
-const CAIRN_ACTIONS: &str = "https://cairn.dev/fhir/CodeSystem/audit-action";
-
-/// An entry as an R4 AuditEvent (shaped as IHE BALP's RESTful events).
-pub(crate) fn audit_event(entry: &AuditEntry, index: Option<u64>) -> Value {
-    let (type_code, type_display, type_system) = match entry.action {
-        Action::LoginFailure => (
-            "110114",
-            "User Authentication",
-            "http://dicom.nema.org/resources/ontology/DCM",
-        ),
-        Action::Reindex => (
-            "110100",
-            "Application Activity",
-            "http://dicom.nema.org/resources/ontology/DCM",
-        ),
-        Action::AccessDenied | Action::TokenIssued | Action::TokenRevoked | Action::KeyRotated => (
-            "110113",
-            "Security Alert",
-            "http://dicom.nema.org/resources/ontology/DCM",
-        ),
-        _ => (
-            "rest",
-            "RESTful Operation",
-            "http://terminology.hl7.org/CodeSystem/audit-event-type",
-        ),
-    };
-    let mut subtype = vec![json!({"system": CAIRN_ACTIONS, "code": entry.action.as_str()})];
-    if let Some(operation) = &entry.operation {
-        subtype.push(json!({"system": CAIRN_ACTIONS, "code": operation}));
-    }
-    let mut agent = json!({
-        "requestor": true,
-        "who": {"display": entry.subject.as_deref().unwrap_or("unauthenticated")},
-    });
-    if let Some(subject) = &entry.subject {
-        agent["who"] = json!({"identifier": {"system": "https://cairn.dev/fhir/subject", "value": subject}, "display": subject});
-    }
-    if let Some(role) = &entry.role {
-        agent["role"] = json!([{"text": role}]);
-    }
-    if let Some(token_id) = &entry.token_id {
-        agent["altId"] = json!(token_id);
-    }
-    if let Some(client) = &entry.client {
-        agent["name"] = json!(client);
-    }
-    if let Some(purpose) = &entry.purpose {
-        agent["purposeOfUse"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}]);
-    }
-    let mut entities = Vec::new();
-    if let Some(patient) = &entry.patient {
-        entities.push(json!({
-            "what": {"reference": patient},
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1", "display": "Person"},
-            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1", "display": "Patient"},
-        }));
-    }
-    if let (Some(resource_type), Some(id)) = (&entry.resource_type, &entry.resource_id) {
-        let reference = match entry.version {
-            Some(version) => format!("{resource_type}/{id}/_history/{version}"),
-            None => format!("{resource_type}/{id}"),
-        };
-        if entry.patient.as_deref() != Some(reference.as_str()) {
-            entities.push(json!({
-                "what": {"reference": reference},
-                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
-                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "4", "display": "Domain Resource"},
-            }));
-        }
-    }
-    if entry.action == Action::Search || entry.result_count.is_some() {
-        let mut query = json!({
-            "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2", "display": "System Object"},
-            "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "24", "display": "Query"},
-        });
-        let mut details = Vec::new();
-        if let Some(resource_type) = &entry.resource_type {
-            details.push(json!({"type": "resource-type", "valueString": resource_type}));
-        }
-        if let Some(count) = entry.result_count {
-            details.push(json!({"type": "result-count", "valueString": count.to_string()}));
-        }
-        for param in &entry.query {
-            details
-                .push(json!({"type": format!("param:{}", param.name), "valueString": param.token}));
-        }
-        if !details.is_empty() {
-            query["detail"] = Value::Array(details);
-        }
-        entities.push(query);
-    }
-    let mut event = json!({
-        "resourceType": "AuditEvent",
-        "id": entry.id,
-        "type": {"system": type_system, "code": type_code, "display": type_display},
-        "subtype": subtype,
-        "action": entry.action.fhir_code(),
-        "recorded": records::instant(entry.recorded),
-        "outcome": entry.outcome.fhir_code(),
-        "agent": [agent],
-        "source": {"observer": {"display": "cairn"}},
-    });
-    if let Some(reason) = &entry.reason {
-        event["outcomeDesc"] = json!(reason);
-    }
-    if let Some(purpose) = &entry.purpose {
-        event["purposeOfEvent"] = json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": purpose}]}]);
-    }
-    if !entities.is_empty() {
-        event["entity"] = Value::Array(entities);
-    }
-    let mut tags = Vec::new();
-    if let Some(request_id) = &entry.request_id {
-        tags.push(json!({"system": "https://cairn.dev/fhir/request-id", "code": request_id}));
-    }
-    if let Some(index) = index {
-        tags.push(
-            json!({"system": "https://cairn.dev/fhir/audit-leaf-index", "code": index.to_string()}),
-        );
-    }
-    if !tags.is_empty() {
-        event["meta"] = json!({"tag": tags});
-    }
-    event
+/// A malformed AuditEvent search parameter, as a 400 naming it.
+fn bad_search(err: records::search::SearchError) -> FhirError {
+    bad_param(&err.param, &err.reason)
 }

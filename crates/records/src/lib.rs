@@ -5,6 +5,7 @@
 //! whole core runs in tests against the in-memory fakes in [`fakes`].
 
 pub mod audit;
+pub mod audit_events;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 mod error;
