@@ -348,8 +348,8 @@ async fn the_log_verifies_from_the_database_and_from_an_export_and_names_tamperi
         let auditor = client_with(&app.token_for("user:auditor", "auditor", &[], None).await);
         signed(&app, &auditor, app.db.recorded_audit_entries().await).await;
         let config = app.config.clone();
-        let (store, identity) = cairn::audit::open(&config).await.unwrap();
-        let verified = cairn::audit::verify_database(&store, &identity.key, &identity.origin)
+        let (store, identity) = cairn::audit_log::open(&config).await.unwrap();
+        let verified = cairn::audit_log::verify_database(&store, &identity.key, &identity.origin)
             .await
             .unwrap()
             .unwrap();
@@ -357,11 +357,11 @@ async fn the_log_verifies_from_the_database_and_from_an_export_and_names_tamperi
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.jsonl");
         let mut file = std::fs::File::create(&path).unwrap();
-        let written = cairn::audit::export(&store, &identity, &mut file)
+        let written = cairn::audit_log::export(&store, &identity, &mut file)
             .await
             .unwrap();
         assert_eq!(written, verified.entries);
-        let (_, outcome) = cairn::audit::verify_file(&path, Some(&identity.key)).unwrap();
+        let (_, outcome) = cairn::audit_log::verify_file(&path, Some(&identity.key)).unwrap();
         assert_eq!(outcome.unwrap().entries, verified.entries);
         // Change one entry in the export: the offline check names it.
         let text = std::fs::read_to_string(&path).unwrap();
@@ -377,7 +377,7 @@ async fn the_log_verifies_from_the_database_and_from_an_export_and_names_tamperi
         let victim = line["id"].as_str().unwrap().to_owned();
         lines[target] = line.to_string();
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-        let (_, outcome) = cairn::audit::verify_file(&path, Some(&identity.key)).unwrap();
+        let (_, outcome) = cairn::audit_log::verify_file(&path, Some(&identity.key)).unwrap();
         let tamper = outcome.unwrap_err().to_string();
         assert!(
             tamper.contains(&victim) && tamper.contains("index 7"),
@@ -387,7 +387,7 @@ async fn the_log_verifies_from_the_database_and_from_an_export_and_names_tamperi
         app.db
             .bypassing_audit_guard(&[("DELETE FROM audit_entry WHERE leaf_index = 3", vec![])])
             .await;
-        let tamper = cairn::audit::verify_database(&store, &identity.key, &identity.origin)
+        let tamper = cairn::audit_log::verify_database(&store, &identity.key, &identity.origin)
             .await
             .unwrap()
             .unwrap_err();

@@ -10,7 +10,7 @@ use records::Records;
 use crate::admin::AdminApi;
 use audit_chain::{AuditLog, Sequencer};
 
-use crate::audit::AuditApi;
+use crate::audit_api::AuditApi;
 use crate::auth::{AccessControl, RateLimit};
 use crate::context::PublicBase;
 use crate::fhir::FhirApi;

@@ -97,7 +97,7 @@ pub(crate) fn capability_statement(base: &str, started: OffsetDateTime) -> Capab
     let code = |c: &str| Some(Code::from(c));
     let resources = ResourceType::all()
         .map(|t| match t.as_str() {
-            crate::audit::AUDIT_EVENT => audit_event_resource(t),
+            crate::audit_api::AUDIT_EVENT => audit_event_resource(t),
             _ => resource(t),
         })
         .collect();

@@ -7,7 +7,7 @@
 
 mod admin;
 mod app;
-mod audit;
+mod audit_api;
 mod auth;
 mod bundles;
 mod capability;

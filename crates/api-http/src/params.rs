@@ -117,7 +117,7 @@ pub(crate) fn bad_parameter(name: &str, rule: &str) -> FhirError {
 /// by the server alone and read at `/fhir/AuditEvent` (writes there answer 405).
 pub(crate) fn stored_type(text: &str) -> Result<ResourceType, FhirError> {
     let resource_type = ResourceType::parse(text).map_err(FhirError::unknown_type)?;
-    if resource_type.as_str() == crate::audit::AUDIT_EVENT {
+    if resource_type.as_str() == crate::audit_api::AUDIT_EVENT {
         return Err(FhirError::NotFound(crate::errors::single(
             fhir_model::IssueType::NotSupported,
             "AuditEvents are the server's audit log: search them at /fhir/AuditEvent and read              one at /fhir/AuditEvent/{id}; they cannot be written, versioned or validated here",

@@ -2,7 +2,7 @@
 //! front, and runs the server. The `cairn` binary is a thin CLI over this; the end-to-end tests
 //! start the server through the same [`start`], so what they test is what ships.
 
-pub mod audit;
+pub mod audit_log;
 mod config;
 pub mod keys;
 mod server;

@@ -270,7 +270,7 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             key: given,
         } => {
             let given = key(given)?;
-            let (header, outcome) = cairn::audit::verify_file(&file, given.as_ref())?;
+            let (header, outcome) = cairn::audit_log::verify_file(&file, given.as_ref())?;
             if given.is_none() {
                 eprintln!(
                     "note: verified with the key in the file ({}); compare it with the published key",
@@ -283,24 +283,24 @@ async fn audit(config: &Config, command: AuditCommand) -> anyhow::Result<()> {
             file: None,
             key: given,
         } => {
-            let (store, identity) = cairn::audit::open(config).await?;
+            let (store, identity) = cairn::audit_log::open(config).await?;
             let key = key(given)?.unwrap_or(identity.key);
-            let outcome = cairn::audit::verify_database(&store, &key, &identity.origin).await;
+            let outcome = cairn::audit_log::verify_database(&store, &key, &identity.origin).await;
             store.close().await;
             outcome?
         }
         AuditCommand::Export { out: path } => {
-            let (store, identity) = cairn::audit::open(config).await?;
+            let (store, identity) = cairn::audit_log::open(config).await?;
             let file = std::fs::File::create(&path)
                 .with_context(|| format!("cannot create {}", path.display()))?;
             let mut writer = std::io::BufWriter::new(file);
-            let count = cairn::audit::export(&store, &identity, &mut writer).await;
+            let count = cairn::audit_log::export(&store, &identity, &mut writer).await;
             store.close().await;
             writeln!(out, "{} entries written to {}", count?, path.display())?;
             return Ok(());
         }
         AuditCommand::Key => {
-            let (store, identity) = cairn::audit::open(config).await?;
+            let (store, identity) = cairn::audit_log::open(config).await?;
             store.close().await;
             writeln!(out, "{}", identity.key.to_vkey())?;
             return Ok(());

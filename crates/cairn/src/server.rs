@@ -94,13 +94,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         Duration::from_millis(config.revocation_poll_ms),
     ));
     let audit_store = open_audit_store(config).await?;
-    let signer = crate::audit::signer(config, master.as_ref())?;
+    let signer = crate::audit_log::signer(config, master.as_ref())?;
     // Reads and refusals share commits; writes put their entries in their own transaction.
-    let audit_trail: Arc<dyn AuditTrail> = if crate::audit::unaudited_benchmark() {
+    let audit_trail: Arc<dyn AuditTrail> = if crate::audit_log::unaudited_benchmark() {
         tracing::warn!(
             "CAIRN_UNAUDITED_BENCHMARK: reads and refusals are NOT recorded (benchmark build)"
         );
-        Arc::new(crate::audit::Unrecorded)
+        Arc::new(crate::audit_log::Unrecorded)
     } else {
         Arc::new(GroupCommit::start(
             Arc::new(audit_store.clone()),
@@ -108,7 +108,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         ))
     };
     let sequencer = Sequencer::new(config.audit_origin(), Arc::new(signer));
-    let sequencing = tokio::spawn(crate::audit::keep_sequencing(
+    let sequencing = tokio::spawn(crate::audit_log::keep_sequencing(
         sequencer.clone(),
         Arc::new(audit_store.clone()),
         Duration::from_millis(config.audit_sequence_ms),

@@ -63,7 +63,8 @@ pub async fn record_admin(
     token_id: Option<&str>,
     detail: Option<&str>,
 ) -> anyhow::Result<()> {
-    let entry = records::audit::admin_act(action, token_id, detail, OffsetDateTime::now_utc());
+    let entry =
+        records::audit_entries::admin_act(action, token_id, detail, OffsetDateTime::now_utc());
     log.append(&[entry])
         .await
         .map_err(|err| anyhow::anyhow!(err))

@@ -772,7 +772,7 @@ async fn type_and_system_history_page_newest_first(store: &dyn ResourceStore) {
     update.last_updated = at(4);
     update.new_key = None;
     store.update(update, 1).await.unwrap();
-    let key = |v: &crate::StoredVersion| (v.id.clone(), v.version);
+    let key = |v: &crate::SealedVersion| (v.id.clone(), v.version);
     let all = store
         .history_all(Some(practitioner), None, None, 100)
         .await

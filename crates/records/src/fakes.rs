@@ -14,15 +14,15 @@ use time::OffsetDateTime;
 
 use crate::index::{Clause, IndexRows, IndexTable, SearchQuery, SortKey};
 use crate::ports::{
-    Changes, Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SearchMatch,
-    StoreError, StoredVersion, Write,
+    Changes, Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore,
+    SealedVersion, SearchMatch, StoreError, Write,
 };
 
 type Key = (ResourceType, String);
 
 #[derive(Debug, Default)]
 struct Entry {
-    versions: Vec<StoredVersion>,
+    versions: Vec<SealedVersion>,
     index: IndexRows,
 }
 
@@ -120,7 +120,7 @@ impl MemoryStore {
             let entry = entries
                 .entry((version.resource_type, version.id.clone()))
                 .or_default();
-            entry.versions.push(StoredVersion {
+            entry.versions.push(SealedVersion {
                 resource_type: version.resource_type,
                 id: version.id,
                 version: version.version,
@@ -204,7 +204,7 @@ impl MemoryStore {
     }
 
     /// The version with its owner's current key record, as the SQL store joins it.
-    async fn keyed(&self, mut version: StoredVersion) -> Result<StoredVersion, StoreError> {
+    async fn keyed(&self, mut version: SealedVersion) -> Result<SealedVersion, StoreError> {
         version.key = match KeyOwner::parse(&version.key_owner) {
             Some(owner) => self
                 .keys
@@ -218,8 +218,8 @@ impl MemoryStore {
 
     async fn all_keyed(
         &self,
-        versions: Vec<StoredVersion>,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
+        versions: Vec<SealedVersion>,
+    ) -> Result<Vec<SealedVersion>, StoreError> {
         let mut keyed = Vec::with_capacity(versions.len());
         for version in versions {
             keyed.push(self.keyed(version).await?);
@@ -245,7 +245,7 @@ impl ResourceStore for MemoryStore {
         resource_type: ResourceType,
         id: &str,
         version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    ) -> Result<Option<SealedVersion>, StoreError> {
         let found = self
             .lock()?
             .get(&(resource_type, id.to_owned()))
@@ -268,7 +268,7 @@ impl ResourceStore for MemoryStore {
         id: &str,
         since: Option<OffsetDateTime>,
         limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
+    ) -> Result<Vec<SealedVersion>, StoreError> {
         let found = self
             .lock()?
             .get(&(resource_type, id.to_owned()))
@@ -292,8 +292,8 @@ impl ResourceStore for MemoryStore {
         since: Option<OffsetDateTime>,
         after: Option<&HistoryPosition>,
         limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
-        let mut all: Vec<StoredVersion> = self
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        let mut all: Vec<SealedVersion> = self
             .lock()?
             .iter()
             .filter(|((rt, _), _)| resource_type.is_none_or(|wanted| *rt == wanted))
@@ -317,7 +317,7 @@ impl ResourceStore for MemoryStore {
         &self,
         resource_type: ResourceType,
         id: &str,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    ) -> Result<Option<SealedVersion>, StoreError> {
         let found = self
             .lock()?
             .get(&(resource_type, id.to_owned()))
@@ -460,7 +460,7 @@ impl ResourceStore for MemoryStore {
 }
 
 /// A resource's value of a sort key, as the SQL store computes it.
-fn sort_value(key: SortKey, current: &StoredVersion, index: &IndexRows) -> Option<OffsetDateTime> {
+fn sort_value(key: SortKey, current: &SealedVersion, index: &IndexRows) -> Option<OffsetDateTime> {
     let dates = |param: &'static str| index.dates.iter().filter(move |d| d.param == param);
     match key {
         SortKey::Id => None,
@@ -473,7 +473,7 @@ fn sort_value(key: SortKey, current: &StoredVersion, index: &IndexRows) -> Optio
 fn matches(
     clause: &Clause,
     id: &str,
-    current: &StoredVersion,
+    current: &SealedVersion,
     index: &IndexRows,
     entries: &BTreeMap<Key, Entry>,
 ) -> bool {

@@ -4,7 +4,7 @@
 //! blind and plain index rows with `phi-crypto`, and hands them to a [`ResourceStore`]. It does no IO of its own: storage, time and ids come through ports, so the
 //! whole core runs in tests against the in-memory fakes in [`fakes`].
 
-pub mod audit;
+pub mod audit_entries;
 pub mod audit_events;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
@@ -18,11 +18,11 @@ mod service;
 mod session;
 pub mod tokens;
 
-pub use audit::Actor;
+pub use audit_entries::Actor;
 pub use error::RecordsError;
 pub use ports::{
     Changes, Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, RandomIds, ResourceStore,
-    SearchMatch, StoreError, StoredVersion, SystemClock, Write,
+    SealedVersion, SearchMatch, StoreError, SystemClock, Write,
 };
 pub use service::{
     HistoryEntry, HistoryPage, Records, ReindexReport, SearchPage, StoredResource, instant,

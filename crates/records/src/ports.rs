@@ -85,7 +85,7 @@ impl Changes {
 
 /// A version as the store returns it.
 #[derive(Clone, PartialEq, Eq)]
-pub struct StoredVersion {
+pub struct SealedVersion {
     pub resource_type: ResourceType,
     pub id: String,
     pub version: u64,
@@ -103,7 +103,7 @@ pub struct StoredVersion {
 /// sorted by id), which positions the paging cursors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SearchMatch {
-    pub version: StoredVersion,
+    pub version: SealedVersion,
     pub sort_value: Option<OffsetDateTime>,
 }
 
@@ -117,7 +117,7 @@ pub struct HistoryPosition {
 }
 
 impl HistoryPosition {
-    pub fn of(version: &StoredVersion) -> Self {
+    pub fn of(version: &SealedVersion) -> Self {
         Self {
             last_updated: version.last_updated,
             resource_type: version.resource_type.as_str().to_owned(),
@@ -127,7 +127,7 @@ impl HistoryPosition {
     }
 
     /// Whether `version` comes after this position in newest-first order.
-    pub fn is_before(&self, version: &StoredVersion) -> bool {
+    pub fn is_before(&self, version: &SealedVersion) -> bool {
         let key = (
             version.last_updated,
             version.resource_type.as_str(),
@@ -166,9 +166,9 @@ impl fmt::Debug for NewVersion {
     }
 }
 
-impl fmt::Debug for StoredVersion {
+impl fmt::Debug for SealedVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("StoredVersion")
+        f.debug_struct("SealedVersion")
             .field("resource_type", &self.resource_type)
             .field("id", &self.id)
             .field("version", &self.version)
@@ -252,7 +252,7 @@ pub trait ResourceStore: Send + Sync {
         resource_type: ResourceType,
         id: &str,
         version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError>;
+    ) -> Result<Option<SealedVersion>, StoreError>;
 
     /// A resource's versions, newest first, at most `limit`, only those updated at or after
     /// `since` if given.
@@ -262,7 +262,7 @@ pub trait ResourceStore: Send + Sync {
         id: &str,
         since: Option<OffsetDateTime>,
         limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError>;
+    ) -> Result<Vec<SealedVersion>, StoreError>;
 
     /// Versions of every resource of `resource_type` (or of every type), newest first by
     /// (last updated, type, id, version), strictly after `after` in that order, at most
@@ -273,14 +273,14 @@ pub trait ResourceStore: Send + Sync {
         since: Option<OffsetDateTime>,
         after: Option<&HistoryPosition>,
         limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError>;
+    ) -> Result<Vec<SealedVersion>, StoreError>;
 
     /// The newest version of a resource, deleted or not, or `None` if it never existed.
     async fn read_current(
         &self,
         resource_type: ResourceType,
         id: &str,
-    ) -> Result<Option<StoredVersion>, StoreError>;
+    ) -> Result<Option<SealedVersion>, StoreError>;
 
     /// The current, non-deleted versions of resources matching every clause of `query`, in
     /// `query.order` strictly after `query.after`, at most `query.limit` of them.

@@ -12,12 +12,12 @@ use time::OffsetDateTime;
 
 use audit_chain::{Action, AuditEntry, AuditTrail, Outcome};
 
-use crate::audit::{self, Actor, blind_query, patient_of, per_patient};
+use crate::audit_entries::{self, Actor, blind_query, patient_of, per_patient};
 use crate::error::RecordsError;
 use crate::index::{IndexRows, Position, index_rows};
 use crate::ports::{
-    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SearchMatch,
-    StoreError, StoredVersion,
+    Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore, SealedVersion,
+    SearchMatch, StoreError,
 };
 use crate::search::encode_cursor;
 
@@ -129,7 +129,7 @@ impl Records {
 
     /// Commits `entries` before anything is returned: if the log cannot take them, the
     /// caller gets [`RecordsError::AuditUnavailable`] instead of the data.
-    pub async fn record(&self, entries: &[AuditEntry]) -> Result<(), RecordsError> {
+    pub async fn append_audit(&self, entries: &[AuditEntry]) -> Result<(), RecordsError> {
         self.audit
             .append(entries)
             .await
@@ -151,14 +151,14 @@ impl Records {
         if let Err(err) = &result
             && !matches!(err, RecordsError::AuditUnavailable(_))
         {
-            let (outcome, reason) = audit::failure(err);
+            let (outcome, reason) = audit_entries::failure(err);
             let mut entry = self.audit_entry(action, outcome);
             entry.resource_type = resource_type.map(|t| t.as_str().to_owned());
             entry.resource_id = id.map(str::to_owned);
             entry.reason = Some(reason.to_owned());
             // The caller gets the original error either way; a failure to record it shows
             // up as the log's own unavailability on the next request.
-            let _ = self.record(&[entry]).await;
+            let _ = self.append_audit(&[entry]).await;
         }
         result
     }
@@ -256,7 +256,7 @@ impl Records {
 
     /// Opens a stored version with its owner's data key (read with it) and checks the
     /// ciphertext belongs to exactly this type, id and version.
-    fn open_version(&self, mut stored: StoredVersion) -> Result<StoredResource, RecordsError> {
+    fn open_version(&self, mut stored: SealedVersion) -> Result<StoredResource, RecordsError> {
         let resource_type = stored.resource_type;
         if !self.visible(&stored.key_owner) {
             return Err(RecordsError::NotFound {

@@ -11,7 +11,7 @@ use audit_chain::{Action, Outcome};
 use fhir_model::ResourceType;
 use time::OffsetDateTime;
 
-use crate::audit::Actor;
+use crate::audit_entries::Actor;
 use crate::error::RecordsError;
 use crate::ports::Erasure;
 use crate::series::SeriesStatus;
@@ -80,7 +80,7 @@ impl Records {
         );
         entry.request_id = Some(request_id.to_owned());
         entry.reason = Some(reason.to_owned());
-        if let Err(err) = self.record(&[entry]).await {
+        if let Err(err) = self.append_audit(&[entry]).await {
             tracing::error!(error = %err, "cannot record a refused credential on the audit log");
         }
     }
@@ -131,7 +131,7 @@ impl Session {
                 }
                 entry.patient = caller.patient_id().map(|id| format!("Patient/{id}"));
                 // The caller is refused either way; a log that cannot take it is logged.
-                if let Err(failure) = self.records.record(&[entry]).await {
+                if let Err(failure) = self.records.append_audit(&[entry]).await {
                     tracing::error!(error = %failure, "cannot record a refusal on the audit log");
                 }
                 Err(RecordsError::Refused(err))

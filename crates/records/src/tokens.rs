@@ -141,7 +141,8 @@ impl Tokens {
             .record_issuance(&issued.issuance())
             .await
             .map_err(TokenError::Registry)?;
-        self.record(Action::TokenIssued, issued.token_id()).await?;
+        self.append_act(Action::TokenIssued, issued.token_id())
+            .await?;
         tracing::info!(subject = %claims.subject, role = %claims.role, token_id = issued.token_id(), expires_at = %claims.expires_at, "token issued");
         Ok(issued)
     }
@@ -179,7 +180,7 @@ impl Tokens {
             .await
             .map_err(TokenError::Registry)?;
         for id in &ids {
-            self.record(Action::TokenRevoked, id).await?;
+            self.append_act(Action::TokenRevoked, id).await?;
         }
         tracing::info!(?which, revoked = added, "tokens revoked");
         Ok(added)
@@ -208,8 +209,8 @@ impl Tokens {
         issuance.is_active(self.clock.now())
     }
 
-    async fn record(&self, action: Action, token_id: &str) -> Result<(), TokenError> {
-        let entry = crate::audit::admin_act(action, Some(token_id), None, self.clock.now());
+    async fn append_act(&self, action: Action, token_id: &str) -> Result<(), TokenError> {
+        let entry = crate::audit_entries::admin_act(action, Some(token_id), None, self.clock.now());
         self.audit.append(&[entry]).await.map_err(TokenError::Audit)
     }
 }

@@ -4,7 +4,7 @@
 //! Only this crate knows SQL. Entity structs and `DbErr` never leave it: callers see the ports
 //! of `records`, `access` and `audit-chain` and their errors.
 
-mod audit;
+mod audit_log;
 mod connect;
 mod entity;
 mod group_commit;

@@ -6,8 +6,8 @@ use fhir_model::ResourceType;
 use phi_crypto::BlindToken;
 use records::index::{IndexRows, SearchQuery, SortKey};
 use records::{
-    Changes, Erasure, HistoryPosition, NewVersion, ResourceStore, SearchMatch, StoreError,
-    StoredVersion, Write,
+    Changes, Erasure, HistoryPosition, NewVersion, ResourceStore, SealedVersion, SearchMatch,
+    StoreError, Write,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query, SelectStatement};
 use sea_orm::{
@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use time::OffsetDateTime;
 
-use crate::audit::insert_entries;
+use crate::audit_log::insert_entries;
 use crate::connect::{Backend, SqlStore};
 use crate::entity::{resource, resource_version};
 use crate::instants::instant;
@@ -56,7 +56,7 @@ impl ResourceStore for SqlStore {
         resource_type: ResourceType,
         id: &str,
         version: u64,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    ) -> Result<Option<SealedVersion>, StoreError> {
         let select = resource_version::Entity::find_by_id((
             resource_type.as_str().to_owned(),
             id.to_owned(),
@@ -72,7 +72,7 @@ impl ResourceStore for SqlStore {
         id: &str,
         since: Option<OffsetDateTime>,
         limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
+    ) -> Result<Vec<SealedVersion>, StoreError> {
         let mut query = resource_version::Entity::find()
             .filter(resource_version::Column::ResourceType.eq(resource_type.as_str()))
             .filter(resource_version::Column::Id.eq(id))
@@ -92,7 +92,7 @@ impl ResourceStore for SqlStore {
         since: Option<OffsetDateTime>,
         after: Option<&HistoryPosition>,
         limit: u64,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
+    ) -> Result<Vec<SealedVersion>, StoreError> {
         use resource_version::Column as C;
         let mut query = resource_version::Entity::find()
             .order_by_desc(C::LastUpdated)
@@ -132,7 +132,7 @@ impl ResourceStore for SqlStore {
         &self,
         resource_type: ResourceType,
         id: &str,
-    ) -> Result<Option<StoredVersion>, StoreError> {
+    ) -> Result<Option<SealedVersion>, StoreError> {
         let select = resource_version::Entity::find()
             .filter(resource_version::Column::ResourceType.eq(resource_type.as_str()))
             .filter(resource_version::Column::Id.eq(id))
@@ -330,7 +330,7 @@ impl SqlStore {
     async fn versions(
         &self,
         mut select: SelectStatement,
-    ) -> Result<Vec<StoredVersion>, StoreError> {
+    ) -> Result<Vec<SealedVersion>, StoreError> {
         join_owner_key(&mut select, RESOURCE_VERSION);
         let rows = self.db.query_all(&select).await.map_err(unavailable)?;
         rows.iter().map(to_stored).collect()
@@ -484,7 +484,7 @@ impl SqlStore {
 }
 
 /// A version row with its owner's key (see [`join_owner_key`]).
-fn to_stored(row: &QueryResult) -> Result<StoredVersion, StoreError> {
+fn to_stored(row: &QueryResult) -> Result<SealedVersion, StoreError> {
     let model = <resource_version::Model as FromQueryResult>::from_query_result(row, "")
         .map_err(unavailable)?;
     let corrupt = |what| StoreError::Corrupt {
@@ -496,7 +496,7 @@ fn to_stored(row: &QueryResult) -> Result<StoredVersion, StoreError> {
         ResourceType::parse(&model.resource_type).map_err(|_| corrupt("unknown resource type"))?;
     let version = u64::try_from(model.version).map_err(|_| corrupt("negative version number"))?;
     let key = joined_record(row).map_err(StoreError::Unavailable)?;
-    Ok(StoredVersion {
+    Ok(SealedVersion {
         resource_type,
         id: model.id,
         version,

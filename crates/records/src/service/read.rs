@@ -88,7 +88,7 @@ impl Records {
                 .await?
                 .ok_or_else(not_found)?;
             let opened = self.open_version(stored)?;
-            self.record(&[self.entry_about(
+            self.append_audit(&[self.entry_about(
                 Action::Vread,
                 resource_type,
                 id,
@@ -160,7 +160,7 @@ impl Records {
             let mut entry =
                 self.entry_about(Action::History, resource_type, id, None, owner.as_deref());
             entry.result_count = Some(u64::try_from(entries.len()).unwrap_or(u64::MAX));
-            self.record(&[entry]).await?;
+            self.append_audit(&[entry]).await?;
             Ok(entries)
         })
         .await
@@ -245,7 +245,7 @@ impl Records {
                 &query,
                 owners.iter().map(String::as_str),
             );
-            self.record(&audit).await?;
+            self.append_audit(&audit).await?;
             Ok(HistoryPage {
                 entries,
                 next_cursor,
@@ -262,7 +262,7 @@ impl Records {
     ) -> Result<StoredResource, RecordsError> {
         self.audited(Action::Read, Some(resource_type), Some(id), async {
             let resource = self.read_unaudited(resource_type, id).await?;
-            self.record(&[self.entry_about(
+            self.append_audit(&[self.entry_about(
                 Action::Read,
                 resource_type,
                 id,

@@ -114,7 +114,7 @@ impl Records {
         if report.reindexed + report.moved_on + report.unreadable > 0 {
             let mut entry = self.audit_entry(Action::Reindex, Outcome::Success);
             entry.operation = Some("$reindex".to_owned());
-            self.record(&[entry]).await?;
+            self.append_audit(&[entry]).await?;
         }
         self.store.set_index_generation(INDEX_GENERATION).await?;
         Ok(report)

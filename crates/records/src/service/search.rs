@@ -97,7 +97,7 @@ impl Records {
                 _ => None,
             }
             .map(|at| encode_cursor(crate::search::Direction::Backward, at.as_ref()));
-            let found: Vec<StoredVersion> = found.into_iter().map(|m| m.version).collect();
+            let found: Vec<SealedVersion> = found.into_iter().map(|m| m.version).collect();
             let mut resources = Vec::with_capacity(found.len());
             for stored in found {
                 resources.push(self.open_version(stored)?);
@@ -119,7 +119,7 @@ impl Records {
                     .chain(&included)
                     .map(|r| r.key_owner.as_str()),
             );
-            self.record(&entries).await?;
+            self.append_audit(&entries).await?;
             Ok(SearchPage {
                 resources,
                 next_cursor,

@@ -62,7 +62,7 @@ impl Records {
                 );
                 entry.operation = Some("$series-status".to_owned());
                 entry.result_count = Some(u64::try_from(immunizations.len()).unwrap_or(u64::MAX));
-                self.record(&[entry]).await?;
+                self.append_audit(&[entry]).await?;
                 Ok(crate::series::series_status(&immunizations))
             },
         )

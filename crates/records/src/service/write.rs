@@ -59,7 +59,7 @@ impl Records {
                         Some(&existing.key_owner),
                     );
                     entry.operation = Some("conditional-create".to_owned());
-                    self.record(&[entry]).await?;
+                    self.append_audit(&[entry]).await?;
                     return Ok((existing, false));
                 }
                 let id = self.ids.new_id();
