@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use audit_chain::{AuditEntry, BlindParam, Outcome};
-use phi_crypto::BlindIndex;
+use phi_crypto::{BlindIndex, KeyOwner};
 
 use crate::error::RecordsError;
 
@@ -69,10 +69,8 @@ impl Actor {
 
 /// The audit `patient` of a key owner: `Patient/{id}` for a patient compartment, none for the
 /// system key.
-pub(crate) fn patient_of(key_owner: &str) -> Option<String> {
-    key_owner
-        .starts_with("Patient/")
-        .then(|| key_owner.to_owned())
+pub(crate) fn patient_of(key_owner: &KeyOwner) -> Option<String> {
+    key_owner.patient_id().map(|id| format!("Patient/{id}"))
 }
 
 /// Search parameters as the log keeps them: each name with a keyed hash of its value, so equal
@@ -90,7 +88,7 @@ pub(crate) fn blind_query(blind: &BlindIndex, params: &[(String, String)]) -> Ve
 
 /// How many of a result set's resources belong to each patient (`None`: the system key).
 pub(crate) fn per_patient<'a>(
-    owners: impl IntoIterator<Item = &'a str>,
+    owners: impl IntoIterator<Item = &'a KeyOwner>,
 ) -> BTreeMap<Option<String>, u64> {
     let mut counts = BTreeMap::new();
     for owner in owners {

@@ -52,7 +52,7 @@ fn owned_version(
         id: id.to_owned(),
         version: 1,
         last_updated: datetime!(2026-11-22 10:00:00.123456 UTC),
-        key_owner: key_owner.to_owned(),
+        key_owner: KeyOwner::parse(key_owner).unwrap(),
         key_id: key.key_id,
         new_key: Some(key),
         body: body.to_vec(),
@@ -386,7 +386,11 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
     assert_eq!(store.search(&blind()).await.unwrap().len(), 3);
     let at = datetime!(2026-11-24 10:00 UTC);
     let erasure = store
-        .erase("Patient/e1", at, &audit_entry(audit_chain::Action::Erase))
+        .erase(
+            &KeyOwner::parse("Patient/e1").unwrap(),
+            at,
+            &audit_entry(audit_chain::Action::Erase),
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -434,7 +438,7 @@ async fn erasure_destroys_the_key_and_hides_the_compartment(
                 .await
                 .unwrap()
                 .into_iter()
-                .filter(|v| v.key_owner == "Patient/e1"),
+                .filter(|v| v.key_owner.as_str() == "Patient/e1"),
         )
     {
         assert!(

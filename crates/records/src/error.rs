@@ -156,10 +156,7 @@ impl From<StoreError> for RecordsError {
                 Self::VersionConflict { resource_type, id }
             }
             StoreError::Erased { key_owner } => Self::CompartmentErased {
-                patient: key_owner
-                    .strip_prefix("Patient/")
-                    .unwrap_or(&key_owner)
-                    .to_owned(),
+                patient: key_owner.patient_id().unwrap_or_default().to_owned(),
             },
             other => Self::Store(other),
         }

@@ -138,14 +138,10 @@ impl MemoryStore {
     /// The body must be sealed under the owner's stored (or newly given) live key.
     async fn check_key(&self, version: &NewVersion) -> Result<(), StoreError> {
         let unavailable = StoreError::Unavailable;
-        let owner = KeyOwner::parse(&version.key_owner).ok_or_else(|| StoreError::Corrupt {
-            resource_type: version.resource_type.as_str().to_owned(),
-            id: version.id.clone(),
-            what: "not a key owner",
-        })?;
+        let owner = &version.key_owner;
         // Checked before anything is written, as the SQL store checks before committing. (The
         // fake is not atomic across its two maps; it is for tests of the core, not for races.)
-        let stored = match self.keys.find(&owner).await.map_err(unavailable)? {
+        let stored = match self.keys.find(owner).await.map_err(unavailable)? {
             Some(record) => Some(record),
             None => match &version.new_key {
                 Some(new_key) => Some(
@@ -205,10 +201,10 @@ impl MemoryStore {
 
     /// The version with its owner's current key record, as the SQL store joins it.
     async fn keyed(&self, mut version: SealedVersion) -> Result<SealedVersion, StoreError> {
-        version.key = match KeyOwner::parse(&version.key_owner) {
+        version.key = match Some(&version.key_owner) {
             Some(owner) => self
                 .keys
-                .find(&owner)
+                .find(owner)
                 .await
                 .map_err(StoreError::Unavailable)?,
             None => None,
@@ -377,20 +373,15 @@ impl ResourceStore for MemoryStore {
 
     async fn erase(
         &self,
-        key_owner: &str,
+        key_owner: &KeyOwner,
         at: OffsetDateTime,
         audit: &AuditEntry,
     ) -> Result<Erasure, StoreError> {
         self.audit
             .append_now(std::slice::from_ref(audit))
             .map_err(|e| StoreError::Unavailable(Box::new(e)))?;
-        let owner = KeyOwner::parse(key_owner).ok_or_else(|| StoreError::Corrupt {
-            resource_type: "Patient".into(),
-            id: key_owner.into(),
-            what: "not a key owner",
-        })?;
         self.keys
-            .destroy(&owner, at)
+            .destroy(key_owner, at)
             .await
             .map_err(StoreError::Unavailable)?;
         let mut erasure = Erasure::default();
@@ -399,7 +390,7 @@ impl ResourceStore for MemoryStore {
             if entry
                 .versions
                 .last()
-                .is_some_and(|v| v.key_owner == key_owner)
+                .is_some_and(|v| v.key_owner == *key_owner)
             {
                 erasure.resources += 1;
                 erased.push((*rt, id.clone()));
@@ -479,7 +470,7 @@ fn matches(
 ) -> bool {
     match clause {
         Clause::Id(ids) => ids.iter().any(|wanted| wanted == id),
-        Clause::Compartment(owner) => current.key_owner == *owner,
+        Clause::Compartment(owner) => current.key_owner.as_str() == owner.as_str(),
         Clause::Blind { param, any_of } => index
             .blind
             .iter()

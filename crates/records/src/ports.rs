@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use fhir_model::ResourceType;
 use time::OffsetDateTime;
 
-use phi_crypto::{KeyId, KeyRecord};
+use phi_crypto::{KeyId, KeyOwner, KeyRecord};
 
 use crate::index::{IndexRows, SearchQuery};
 
@@ -18,8 +18,8 @@ pub struct NewVersion {
     pub id: String,
     pub version: u64,
     pub last_updated: OffsetDateTime,
-    /// Whose data key sealed the body: `Patient/{id}` or `system` (see `phi_crypto::KeyOwner`).
-    pub key_owner: String,
+    /// Whose data key sealed the body: a patient's compartment or the system.
+    pub key_owner: KeyOwner,
     /// The id of the data key that sealed the body; the store commits only if it is the
     /// owner's stored key.
     pub key_id: KeyId,
@@ -91,7 +91,7 @@ pub struct SealedVersion {
     pub version: u64,
     pub last_updated: OffsetDateTime,
     pub deleted: bool,
-    pub key_owner: String,
+    pub key_owner: KeyOwner,
     /// The owner's data-key record (wrapped, or the tombstone left by an erasure), read in the
     /// same statement as the version: a read is one round trip, and the key and the body come
     /// from one snapshot. `None` if the owner has no key record.
@@ -195,7 +195,7 @@ pub enum StoreError {
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The compartment's data key was destroyed: nothing more is written for that patient.
     #[error("the compartment {key_owner} was erased")]
-    Erased { key_owner: String },
+    Erased { key_owner: KeyOwner },
     /// A conditional create with the same criteria created its resource first; nothing was
     /// written.
     #[error("a conditional create with the same criteria won the race for {resource_type}")]
@@ -210,7 +210,7 @@ pub enum StoreError {
     /// The body was sealed under a key that is not the owner's stored key (another writer
     /// created the owner's key first); nothing was written, seal again and retry.
     #[error("the data key of {key_owner} changed while writing")]
-    KeyChanged { key_owner: String },
+    KeyChanged { key_owner: KeyOwner },
     /// A stored row cannot be understood (a bug or tampering).
     #[error("stored data for {resource_type}/{id} is corrupt: {what}")]
     Corrupt {
@@ -312,7 +312,7 @@ pub trait ResourceStore: Send + Sync {
     /// stored in the same transaction.
     async fn erase(
         &self,
-        key_owner: &str,
+        key_owner: &KeyOwner,
         at: OffsetDateTime,
         audit: &audit_chain::AuditEntry,
     ) -> Result<Erasure, StoreError>;

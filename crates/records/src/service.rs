@@ -28,8 +28,8 @@ pub struct StoredResource {
     pub id: String,
     pub version: u64,
     pub last_updated: OffsetDateTime,
-    /// Whose data key seals it: `Patient/{id}` or `system`.
-    pub key_owner: String,
+    /// Whose data key seals it: a patient's compartment or the system.
+    pub key_owner: KeyOwner,
     pub body: Vec<u8>,
 }
 
@@ -52,7 +52,7 @@ pub struct Records {
     clock: Arc<dyn Clock>,
     ids: Arc<dyn IdGenerator>,
     /// `Patient/{id}` when the caller may touch only that patient's compartment.
-    confinement: Option<String>,
+    confinement: Option<KeyOwner>,
     /// Where every touch of the records is written down.
     audit: Arc<dyn AuditTrail>,
     /// Who the entries name.
@@ -117,7 +117,7 @@ impl Records {
         resource_type: ResourceType,
         id: &str,
         version: Option<u64>,
-        key_owner: Option<&str>,
+        key_owner: Option<&KeyOwner>,
     ) -> AuditEntry {
         let mut entry = self.audit_entry(action, Outcome::Success);
         entry.resource_type = Some(resource_type.as_str().to_owned());
@@ -170,7 +170,7 @@ impl Records {
         action: Action,
         resource_type: Option<ResourceType>,
         query: &[(String, String)],
-        owners: impl IntoIterator<Item = &'a str>,
+        owners: impl IntoIterator<Item = &'a KeyOwner>,
     ) -> Vec<AuditEntry> {
         let counts = per_patient(owners);
         let query = blind_query(&self.vault.blind_index(), query);
@@ -197,28 +197,24 @@ impl Records {
     /// and a write outside it is refused.
     pub fn confined_to_patient(&self, patient_id: &str) -> Self {
         Self {
-            confinement: Some(
-                KeyOwner::Patient(patient_id.to_owned())
-                    .as_str()
-                    .into_owned(),
-            ),
+            confinement: Some(KeyOwner::Patient(patient_id.to_owned())),
             ..self.clone()
         }
     }
 
     /// Whether a stored version is visible to the caller.
-    fn visible(&self, key_owner: &str) -> bool {
+    fn visible(&self, key_owner: &KeyOwner) -> bool {
         self.confinement
-            .as_deref()
+            .as_ref()
             .is_none_or(|owner| owner == key_owner)
     }
 
     /// Adds the caller's compartment to a query, if confined.
     fn confine(&self, query: &mut crate::index::SearchQuery) {
         if let Some(owner) = &self.confinement {
-            query
-                .clauses
-                .push(crate::index::Clause::Compartment(owner.clone()));
+            query.clauses.push(crate::index::Clause::Compartment(
+                owner.as_str().into_owned(),
+            ));
         }
     }
 
@@ -264,14 +260,7 @@ impl Records {
                 id: stored.id,
             });
         }
-        let owner = KeyOwner::parse(&stored.key_owner).ok_or_else(|| RecordsError::Integrity {
-            resource_type,
-            id: stored.id.clone(),
-            version: stored.version,
-            cause: CryptoError::Integrity {
-                what: "unknown key owner",
-            },
-        })?;
+        let owner = stored.key_owner.clone();
         let record = stored.key.take();
         if record.as_ref().is_some_and(|record| record.owner != owner) {
             return Err(RecordsError::Integrity {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use audit_chain::AuditEntry;
 use fhir_model::ResourceType;
-use phi_crypto::BlindToken;
+use phi_crypto::{BlindToken, KeyOwner};
 use records::index::{IndexRows, SearchQuery, SortKey};
 use records::{
     Changes, Erasure, HistoryPosition, NewVersion, ResourceStore, SealedVersion, SearchMatch,
@@ -214,10 +214,12 @@ impl ResourceStore for SqlStore {
     #[tracing::instrument(skip_all)]
     async fn erase(
         &self,
-        key_owner: &str,
+        key_owner: &KeyOwner,
         at: OffsetDateTime,
         audit: &AuditEntry,
     ) -> Result<Erasure, StoreError> {
+        let key_owner = key_owner.as_str();
+        let key_owner = key_owner.as_ref();
         let txn = self.db.begin().await.map_err(unavailable)?;
         destroy_key(&txn, key_owner, at)
             .await
@@ -452,7 +454,7 @@ impl SqlStore {
                 to_db_version(version.version).into(),
                 Expr::val(last_updated),
                 version.deleted.into(),
-                version.key_owner.into(),
+                version.key_owner.as_str().into_owned().into(),
                 version.body.into(),
             ])
             .map_err(|e| unavailable(DbErr::Custom(e.to_string())))?
@@ -472,7 +474,7 @@ impl SqlStore {
         // Shares the key row's lock with other writers and excludes an erasure until commit: a
         // write either commits before an erasure (and is erased with the rest) or sees it and
         // rolls back. The body must be sealed under the key that is stored, never another.
-        match stored_key(txn, &key_owner, true)
+        match stored_key(txn, &key_owner.as_str(), true)
             .await
             .map_err(unavailable)?
         {
@@ -496,13 +498,15 @@ fn to_stored(row: &QueryResult) -> Result<SealedVersion, StoreError> {
         ResourceType::parse(&model.resource_type).map_err(|_| corrupt("unknown resource type"))?;
     let version = u64::try_from(model.version).map_err(|_| corrupt("negative version number"))?;
     let key = joined_record(row).map_err(StoreError::Unavailable)?;
+    let key_owner =
+        KeyOwner::parse(&model.key_owner).ok_or_else(|| corrupt("unknown key owner"))?;
     Ok(SealedVersion {
         resource_type,
         id: model.id,
         version,
         last_updated: model.last_updated,
         deleted: model.deleted,
-        key_owner: model.key_owner,
+        key_owner,
         key,
         body: model.body.0,
     })

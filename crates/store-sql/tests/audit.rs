@@ -293,7 +293,7 @@ async fn a_writes_audit_entry_commits_with_it_and_a_failed_write_leaves_none() {
             id: "audited".into(),
             version: 1,
             last_updated: datetime!(2026-11-23 10:00 UTC),
-            key_owner: "system".into(),
+            key_owner: phi_crypto::KeyOwner::System,
             key_id: key.key_id,
             new_key: Some(key.clone()),
             body: vec![1, 2, 3],

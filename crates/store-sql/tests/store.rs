@@ -85,7 +85,7 @@ async fn concurrent_creates_of_one_id_store_exactly_one() {
                         id: "contended".into(),
                         version: 1,
                         last_updated: datetime!(2026-11-22 10:00 UTC),
-                        key_owner: "system".into(),
+                        key_owner: phi_crypto::KeyOwner::System,
                         key_id: system_key().key_id,
                         new_key: Some(system_key()),
                         body: vec![n],

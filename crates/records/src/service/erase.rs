@@ -31,18 +31,10 @@ impl Records {
                         id: id.to_owned(),
                     });
                 }
-                let mut entry = self.entry_about(
-                    Action::Erase,
-                    resource_type,
-                    id,
-                    None,
-                    Some(&owner.as_str()),
-                );
+                let mut entry =
+                    self.entry_about(Action::Erase, resource_type, id, None, Some(&owner));
                 entry.operation = Some("$erase".to_owned());
-                let erasure = self
-                    .store
-                    .erase(&owner.as_str(), self.clock.now(), &entry)
-                    .await?;
+                let erasure = self.store.erase(&owner, self.clock.now(), &entry).await?;
                 Ok(erasure)
             },
         )

@@ -158,7 +158,7 @@ impl Records {
                 });
             }
             let mut entry =
-                self.entry_about(Action::History, resource_type, id, None, owner.as_deref());
+                self.entry_about(Action::History, resource_type, id, None, owner.as_ref());
             entry.result_count = Some(u64::try_from(entries.len()).unwrap_or(u64::MAX));
             self.append_audit(&[entry]).await?;
             Ok(entries)
@@ -239,12 +239,8 @@ impl Records {
             if let Some(since) = since {
                 query.push(("_since".to_owned(), instant(since)));
             }
-            let audit = self.disclosure_entries(
-                Action::History,
-                resource_type,
-                &query,
-                owners.iter().map(String::as_str),
-            );
+            let audit =
+                self.disclosure_entries(Action::History, resource_type, &query, owners.iter());
             self.append_audit(&audit).await?;
             Ok(HistoryPage {
                 entries,

@@ -114,10 +114,7 @@ impl Records {
                 Action::Search,
                 Some(resource_type),
                 &used,
-                resources
-                    .iter()
-                    .chain(&included)
-                    .map(|r| r.key_owner.as_str()),
+                resources.iter().chain(&included).map(|r| &r.key_owner),
             );
             self.append_audit(&entries).await?;
             Ok(SearchPage {

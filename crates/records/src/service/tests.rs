@@ -56,7 +56,7 @@ fn bodies_are_stored_sealed_and_index_rows_hold_no_plaintext() {
     let raw = block_on(store.read_current(ResourceType::PATIENT, &created.id))
         .unwrap()
         .unwrap();
-    assert_eq!(raw.key_owner, "Patient/id-1");
+    assert_eq!(raw.key_owner.as_str(), "Patient/id-1");
     for secret in ["Canaryfam", "1931", "CANARY-ID"] {
         assert!(
             !raw.body

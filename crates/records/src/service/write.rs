@@ -445,11 +445,11 @@ impl Records {
         expected: Option<u64>,
         claim: Option<phi_crypto::BlindToken>,
         action: Action,
-    ) -> Result<(Vec<u8>, String), RecordsError> {
+    ) -> Result<(Vec<u8>, KeyOwner), RecordsError> {
         let resource_type = resource.resource_type();
         let id = resource.id().map(|id| id.as_str()).unwrap_or_default();
         let owner = key_owner(resource);
-        if !self.visible(&owner.as_str()) {
+        if !self.visible(&owner) {
             return Err(RecordsError::OutsideCompartment { resource_type });
         }
         let body = resource.to_json();
@@ -459,8 +459,7 @@ impl Records {
             id,
             version,
         };
-        let owner_name = owner.as_str().into_owned();
-        let audit = self.entry_about(action, resource_type, id, Some(version), Some(&owner_name));
+        let audit = self.entry_about(action, resource_type, id, Some(version), Some(&owner));
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -473,7 +472,7 @@ impl Records {
                 id: id.to_owned(),
                 version,
                 last_updated,
-                key_owner: owner_name.clone(),
+                key_owner: owner.clone(),
                 key_id: key.id(),
                 new_key,
                 body: seal(&key, context, &body)?,
@@ -490,7 +489,7 @@ impl Records {
                 Err(StoreError::KeyChanged { .. }) if attempts < 3 => {}
                 other => {
                     other?;
-                    return Ok((body, owner_name));
+                    return Ok((body, owner));
                 }
             }
         }
