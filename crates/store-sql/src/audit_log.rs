@@ -28,8 +28,6 @@ use sea_orm::{
     Statement, TransactionOptions, TransactionTrait,
 };
 use time::OffsetDateTime;
-use time::format_description::BorrowedFormatItem;
-use time::macros::format_description;
 use tokio::sync::OwnedMutexGuard;
 
 use crate::connect::{Backend, SqlStore};
@@ -66,23 +64,20 @@ const FIRST_STORED_LEVEL: u8 = 4;
 /// columns per entry row).
 const ROWS_PER_STATEMENT: usize = 1_000;
 
-/// `recorded_at` on SQLite: fixed-width UTC text, so that text order is time order.
-const SQLITE_TIME: &[BorrowedFormatItem<'_>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
-
 fn failure(err: impl std::fmt::Display) -> AuditFailure {
     // Database errors name tables and constraints, never entry content (entries are PHI-free
     // anyway).
     AuditFailure(err.to_string())
 }
 
-/// A time as `recorded_at` holds it on `backend`.
+/// A time as `recorded_at` holds it on `backend`: the entry's canonical time, written as every
+/// searchable instant is (fixed-width UTC text on SQLite, so text order is time order).
 fn time_value(backend: DbBackend, at: OffsetDateTime) -> sea_orm::Value {
-    let at = audit_chain::canonical_time(at);
-    match backend {
-        DbBackend::Sqlite => at.format(SQLITE_TIME).unwrap_or_default().into(),
-        _ => at.into(),
-    }
+    let backend = match backend {
+        DbBackend::Sqlite => Backend::Sqlite,
+        _ => Backend::Postgres,
+    };
+    crate::instants::instant(backend, audit_chain::canonical_time(at))
 }
 
 /// The intake row of `entries`, recorded together, or `None` if there are none.

@@ -5,7 +5,8 @@
 //! carries and without trailing zeros in the fraction, so `…T17:00:00-05:00` sorts before
 //! `…T20:00:00Z` though it is later, and `.12Z` after `.123Z`. Text compares as instants only when
 //! every value is written in one offset at one width, so on SQLite Cairn writes each searchable
-//! instant (index dates, `last_updated`) and each bound it compares them with as
+//! instant (index dates, `last_updated`, the audit log's `recorded_at`) and each bound it
+//! compares them with as
 //! `YYYY-MM-DDThh:mm:ss.ffffffZ`: UTC, always six fraction digits. sqlx reads that text back
 //! as an `OffsetDateTime` like any other RFC 3339 value. Migration 10 rewrote the values stored
 //! before.
