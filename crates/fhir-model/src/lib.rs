@@ -14,7 +14,7 @@
 #[macro_use]
 mod element;
 mod datatypes;
-mod json_shape;
+pub mod json_reader;
 mod outcome;
 mod primitives;
 mod resource;

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::datatypes::Meta;
-use crate::json_shape;
+use crate::json_reader;
 use crate::outcome::{IssueSeverity, IssueType};
 use crate::primitives::Id;
 use crate::resource_type::ResourceType;
@@ -61,8 +61,10 @@ impl ParseError {
 
 impl Resource {
     /// Parses a resource from FHIR JSON and checks its structure: JSON syntax, the JSON rules
-    /// of FHIR (no nulls, no empty values), a known resourceType, and the type of every element
-    /// the model knows. Rules about content are [`Resource::validate`]'s.
+    /// of FHIR (no nulls, no empty values, no repeated names, no control characters, numbers a
+    /// client can read), a known resourceType, and the type of every element the model knows.
+    /// Reading is bounded in depth, issues and memory (see [`crate::json_reader`]). Rules about
+    /// content are [`Resource::validate`]'s.
     pub fn from_json(bytes: &[u8]) -> Result<Self, ParseError> {
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ParseError::one(
@@ -71,19 +73,7 @@ impl Resource {
                 "the body is empty; a FHIR resource in JSON was expected",
             ));
         }
-        let value: Value = serde_json::from_slice(bytes).map_err(|err| {
-            // serde_json's syntax messages give a line and column and never echo the input.
-            ParseError::one(
-                IssueType::Structure,
-                None,
-                format!("the body is not valid JSON: {err}"),
-            )
-        })?;
-        Self::from_value(value)
-    }
-
-    /// As [`Resource::from_json`], from JSON already parsed.
-    pub fn from_value(value: Value) -> Result<Self, ParseError> {
+        let value = json_reader::read(bytes).map_err(|issues| ParseError { issues })?;
         let Value::Object(object) = value else {
             return Err(ParseError::one(
                 IssueType::Structure,
@@ -114,12 +104,6 @@ impl Resource {
                 ));
             }
         };
-        let root = Location::root(resource_type.as_str());
-        let mut issues = Issues::default();
-        json_shape::check_object(&object, &root, &mut issues);
-        if !issues.0.is_empty() {
-            return Err(ParseError { issues: issues.0 });
-        }
         Self::typed(resource_type, object).map_err(|(path, message)| {
             ParseError::one(
                 IssueType::Structure,
@@ -194,7 +178,7 @@ impl Resource {
     pub fn validate(&self) -> Vec<Issue> {
         let mut issues = Issues::default();
         self.validate_at(&Location::root(self.resource_type().as_str()), &mut issues);
-        issues.0
+        issues.into_vec()
     }
 
     pub(crate) fn validate_at(&self, at: &Location, issues: &mut Issues) {

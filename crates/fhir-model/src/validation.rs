@@ -60,18 +60,49 @@ impl Issue {
         }
     }
 
+    /// The same issue at `location`.
+    pub(crate) fn located(mut self, location: String) -> Self {
+        self.location = Some(location);
+        self
+    }
+
     pub fn is_error(&self) -> bool {
         matches!(self.severity, IssueSeverity::Error | IssueSeverity::Fatal)
     }
 }
 
-/// Collects issues while walking a resource.
+/// Collects issues while walking a resource: the first [`MAX_ISSUES`], and a count of the rest,
+/// so that a resource with millions of faults costs a short answer.
+///
+/// [`MAX_ISSUES`]: crate::json_reader::MAX_ISSUES
 #[derive(Debug, Default)]
-pub(crate) struct Issues(pub(crate) Vec<Issue>);
+pub(crate) struct Issues {
+    listed: Vec<Issue>,
+    omitted: usize,
+}
 
 impl Issues {
     pub(crate) fn push(&mut self, code: IssueType, at: &Location, diagnostics: impl Into<String>) {
-        self.0.push(Issue::error(code, Some(at), diagnostics));
+        if self.listed.len() < crate::json_reader::MAX_ISSUES {
+            self.listed.push(Issue::error(code, Some(at), diagnostics));
+        } else {
+            self.omitted += 1;
+        }
+    }
+
+    /// The issues listed, and one more that counts those left out.
+    pub(crate) fn into_vec(mut self) -> Vec<Issue> {
+        if self.omitted > 0 {
+            self.listed.push(Issue::error(
+                IssueType::TooCostly,
+                None,
+                format!(
+                    "{} more issue(s) not listed; correct these and validate again",
+                    self.omitted
+                ),
+            ));
+        }
+        self.listed
     }
 
     pub(crate) fn required<T>(&mut self, value: &Option<T>, at: &Location, name: &str) {
@@ -218,7 +249,7 @@ impl Validate for UnsignedInt {
 impl Validate for String {
     fn validate(&self, _at: &Location, _issues: &mut Issues) {
         // Empty and whitespace-only strings are caught by the JSON shape check for every element,
-        // typed or not (see json_shape.rs).
+        // typed or not (see json_reader.rs).
     }
 }
 
@@ -234,7 +265,7 @@ impl Validate for crate::primitives::Integer {
     fn validate(&self, _at: &Location, _issues: &mut Issues) {}
 }
 
-/// `extra` members are not modelled, so only their JSON shape is checked (json_shape.rs).
+/// `extra` members are not modelled, so only their JSON shape is checked (json_reader.rs).
 impl Validate for Extra {
     fn validate(&self, _at: &Location, _issues: &mut Issues) {}
 }

@@ -93,7 +93,7 @@ mod tests {
             "protocolApplied": [{"series": series, "doseNumberPositiveInt": dose,
                 "seriesDosesPositiveInt": of,
                 "targetDisease": [{"coding": [{"system": "http://snomed.info/sct", "code": "840539006"}]}]}]});
-        match Resource::from_value(json).unwrap() {
+        match Resource::from_json(&serde_json::to_vec(&json).unwrap()).unwrap() {
             Resource::Immunization(i) => *i,
             _ => panic!("an Immunization"),
         }
