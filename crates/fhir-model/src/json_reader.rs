@@ -360,10 +360,11 @@ impl<'de> Visitor<'de> for Node<'_> {
             let Some(Step::Member(name)) = reader.path.pop() else {
                 unreachable!("the step pushed above")
             };
-            if reader.depth == 1 && name == "resourceType" {
-                if let Value::String(resource_type) = &value {
-                    reader.resource_type = Some(resource_type.clone());
-                }
+            if reader.depth == 1
+                && name == "resourceType"
+                && let Value::String(resource_type) = &value
+            {
+                reader.resource_type = Some(resource_type.clone());
             }
             members.insert(name, value);
         }
