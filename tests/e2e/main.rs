@@ -11,5 +11,6 @@ mod hardening;
 mod operations;
 mod phi;
 mod rest;
+mod robustness;
 mod rotation;
 mod search;

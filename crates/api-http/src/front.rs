@@ -102,6 +102,13 @@ pub(crate) async fn front<E: Endpoint>(
     });
     let mut response = match oversized_head(&request, front.max_header_bytes) {
         Some(refusal) => refusal,
+        None if path.starts_with("/fhir") && !crate::negotiation::accepts_json(&request) => {
+            refusal(
+                StatusCode::NOT_ACCEPTABLE,
+                IssueType::NotSupported,
+                "Accept: this server answers FHIR JSON only (application/fhir+json)".to_owned(),
+            )
+        }
         None => {
             let answer = next.get_response(request).instrument(span.clone());
             match tokio::time::timeout(front.request_timeout, answer).await {

@@ -16,6 +16,7 @@ mod errors;
 mod fhir;
 mod front;
 mod health;
+mod negotiation;
 mod params;
 mod payload;
 mod shaping;

@@ -123,26 +123,85 @@ impl ParsePayload for SearchForm {
 
 impl_apirequest_for_payload!(SearchForm);
 
-/// The request body, up to the configured limit (413 past it), chunked or not.
+/// The most bytes of an oversize body read and thrown away so that the client, which sends its
+/// whole body before it reads the answer, sees the 413 and not a broken connection. Past this
+/// the connection is closed; the request timeout bounds the time it may take.
+const DRAIN_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// The request body, up to the configured limit, chunked or not. Past the limit: 413, after
+/// the rest of the body was drained (unless the client waits on `Expect: 100-continue`, which
+/// the 413 answers at once) and with `Connection: close`.
 async fn read_limited(request: &Request, body: &mut RequestBody) -> poem::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+
     let limit = request
         .data::<BodyLimit>()
         .map_or(DEFAULT_BODY_LIMIT, |l| l.0);
-    let bytes = body.take()?.into_bytes_limit(limit).await;
+    let declared = request
+        .headers()
+        .get(poem::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let mut reader = body.take()?.into_async_read();
+    let too_large = |drained: bool| {
+        if let Some(arrival) = request.data::<BodyArrival>() {
+            arrival.mark_read();
+        }
+        let mut response = crate::errors::outcome_json(fhir_model::OperationOutcome::single(
+            fhir_model::IssueSeverity::Error,
+            fhir_model::IssueType::TooLong,
+            format!("the request body is larger than the limit of {limit} bytes"),
+        ))
+        .into_response();
+        response.set_status(StatusCode::PAYLOAD_TOO_LARGE);
+        if !drained {
+            response.headers_mut().insert(
+                poem::http::header::CONNECTION,
+                poem::http::HeaderValue::from_static("close"),
+            );
+        }
+        poem::Error::from_response(response)
+    };
+    if declared.is_some_and(|length| length > limit as u64) {
+        let waits = request
+            .headers()
+            .get(poem::http::header::EXPECT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+        let drained = !waits && drain(&mut reader).await;
+        return Err(too_large(drained));
+    }
+    let capacity = declared.map_or(0, |length| length.min(limit as u64) as usize);
+    let mut bytes = Vec::with_capacity(capacity);
+    let read = (&mut reader)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await;
     if let Some(arrival) = request.data::<BodyArrival>() {
         arrival.mark_read();
     }
-    let bytes = bytes.map_err(|err| match err {
-        poem::error::ReadBodyError::PayloadTooLarge => poem::Error::from_string(
-            format!("the request body is larger than the limit of {limit} bytes"),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        ),
-        other => poem::Error::from_string(
-            format!("the request body could not be read: {other}"),
+    read.map_err(|err| {
+        poem::Error::from_string(
+            format!("the request body could not be read: {err}"),
             StatusCode::BAD_REQUEST,
-        ),
+        )
     })?;
-    Ok(bytes.to_vec())
+    if bytes.len() > limit {
+        drop(bytes);
+        let drained = drain(&mut reader).await;
+        return Err(too_large(drained));
+    }
+    Ok(bytes)
+}
+
+/// Reads and discards what is left of a body, up to [`DRAIN_LIMIT`]; whether it all came.
+async fn drain(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> bool {
+    use tokio::io::AsyncReadExt as _;
+    let mut sink = tokio::io::sink();
+    match tokio::io::copy(&mut reader.take(DRAIN_LIMIT + 1), &mut sink).await {
+        Ok(copied) => copied <= DRAIN_LIMIT,
+        Err(_) => false,
+    }
 }
 
 impl IntoResponse for FhirJson {

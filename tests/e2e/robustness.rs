@@ -1,0 +1,187 @@
+//! One request must not take the server down, and odd input gets a clear 4xx: bodies built to
+//! amplify, JSON that FHIR forbids, answers in formats the server does not speak, bodies over
+//! the limit, repeated search parameters and resources with huge arrays.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use store_sql::testing::TestDatabase;
+use tests::{TestApp, fhir_json};
+
+async fn refused(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let body = fhir_json(response).await;
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    body
+}
+
+async fn post_raw(app: &TestApp, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("content-type", "application/fhir+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn patient_count(app: &TestApp) -> u64 {
+    let body = fhir_json(app.get("/fhir/Patient?_summary=count").await).await;
+    body["total"].as_u64().unwrap()
+}
+
+#[tokio::test]
+async fn json_fhir_forbids_is_refused_naming_the_element() {
+    for db in TestDatabase::all().await {
+        let app = TestApp::start(db).await;
+        let cases = [
+            (
+                r#"{"resourceType": "Patient", "gender": "male", "gender": "female"}"#,
+                "Patient.gender",
+                "more than once",
+            ),
+            (
+                r#"{"resourceType": "Patient", "name": [{"family": "Nul\u0000l"}]}"#,
+                "Patient.name[0].family",
+                "control character",
+            ),
+            (
+                r#"{"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueQuantity": {"value": 1e400}}"#,
+                "Observation.valueQuantity.value",
+                "outside the range",
+            ),
+        ];
+        for (body, location, words) in cases {
+            let path = if body.contains("Observation") {
+                "/fhir/Observation"
+            } else {
+                "/fhir/Patient"
+            };
+            let outcome = refused(post_raw(&app, path, body).await, 400).await;
+            assert_eq!(outcome["issue"][0]["expression"][0], location, "{outcome}");
+            let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+            assert!(diagnostics.contains(words), "{diagnostics}");
+            assert!(!outcome.to_string().contains("Nul"), "no value echoed");
+        }
+        assert_eq!(patient_count(&app).await, 0);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn an_amplifying_body_is_answered_at_once_while_others_are_served() {
+    for db in TestDatabase::all().await {
+        let app = TestApp::start(db).await;
+        // 16.5 MB (under the 16 MiB limit), five and a half million empty objects.
+        let body = format!(
+            r#"{{"resourceType": "Patient", "extension": [{}]}}"#,
+            vec!["{}"; 5_500_000].join(",")
+        );
+        assert!(body.len() < 16 * 1024 * 1024);
+        let started = Instant::now();
+        let (amplified, read) = tokio::join!(
+            async {
+                let outcome = refused(post_raw(&app, "/fhir/Patient", body).await, 400).await;
+                (outcome, started.elapsed())
+            },
+            async {
+                let response = app.get("/fhir/Patient?_count=1").await;
+                (response.status(), started.elapsed())
+            }
+        );
+        let (outcome, took) = amplified;
+        assert!(took < Duration::from_secs(10), "{took:?}");
+        let issues = outcome["issue"].as_array().unwrap();
+        assert_eq!(issues.len(), 101, "a hundred issues and one that says reading stopped");
+        assert_eq!(issues[100]["code"], "too-costly");
+        assert!(outcome.to_string().len() < 64 * 1024);
+        assert_eq!(read.0, 200);
+
+        // Valid in shape but built to amplify: refused for cost, naming the limit.
+        let body = format!(
+            r#"{{"resourceType": "Patient", "extension": [{}]}}"#,
+            vec![r#"{"url":"a"}"#; 1_000_000].join(",")
+        );
+        let outcome = refused(post_raw(&app, "/fhir/Patient", body).await, 400).await;
+        assert_eq!(outcome["issue"][0]["code"], "too-costly");
+        assert!(
+            outcome["issue"][0]["diagnostics"]
+                .as_str()
+                .unwrap()
+                .contains("16 times its size")
+        );
+        assert_eq!(patient_count(&app).await, 0);
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn accept_is_honoured_like_format() {
+    let app = TestApp::start(TestDatabase::sqlite()).await;
+    for accept in ["application/fhir+xml", "application/xml", "text/turtle"] {
+        let response = app
+            .client
+            .get(app.url("/fhir/Patient"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        let outcome = refused(response, 406).await;
+        assert_eq!(outcome["issue"][0]["code"], "not-supported");
+    }
+    for accept in [
+        "application/fhir+json",
+        "application/json",
+        "application/json+fhir",
+        "*/*",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    ] {
+        let response = app
+            .client
+            .get(app.url("/fhir/metadata"))
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{accept}");
+    }
+    // `_format` wins over Accept, as FHIR says.
+    let response = app
+        .client
+        .get(app.url("/fhir/metadata?_format=json"))
+        .header("accept", "application/fhir+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    refused(app.get("/fhir/metadata?_format=xml").await, 406).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_gets_its_413_not_a_broken_pipe() {
+    let app = TestApp::start_with(TestDatabase::sqlite(), |config| {
+        config.body_limit = 1024 * 1024
+    })
+    .await;
+    let big = format!(
+        r#"{{"resourceType": "Patient", "id": "{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    // With a length, and chunked (no length known in advance).
+    let outcome = refused(post_raw(&app, "/fhir/Patient", big.clone()).await, 413).await;
+    assert_eq!(outcome["issue"][0]["code"], "too-long");
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
+        .into_bytes()
+        .chunks(64 * 1024)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
+    let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+    refused(post_raw(&app, "/fhir/Patient", body).await, 413).await;
+    // The server is fine, and a body within the limit is stored.
+    let response = app
+        .post("/fhir/Patient", &json!({"resourceType": "Patient", "active": true}))
+        .await;
+    assert_eq!(response.status(), 201);
+    app.stop().await;
+}
