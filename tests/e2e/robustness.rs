@@ -185,3 +185,33 @@ async fn a_body_over_the_limit_gets_its_413_not_a_broken_pipe() {
     assert_eq!(response.status(), 201);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn resources_with_thousands_of_identifiers_or_names_are_stored_and_found() {
+    for db in TestDatabase::all().await {
+        let app = TestApp::start(db).await;
+        let identifiers: Vec<Value> = (0..10_000)
+            .map(|i| json!({"system": "http://example.org/mrn", "value": format!("MRN-{i:06}")}))
+            .collect();
+        let names: Vec<Value> = (0..2_000)
+            .map(|i| json!({"family": format!("Family{i}"), "given": [format!("Given{i}")]}))
+            .collect();
+        for patient in [
+            json!({"resourceType": "Patient", "identifier": identifiers}),
+            json!({"resourceType": "Patient", "name": names}),
+        ] {
+            let response = app.post("/fhir/Patient", &patient).await;
+            assert_eq!(response.status(), 201, "{}", app.backend());
+        }
+        for query in [
+            "identifier=http://example.org/mrn|MRN-009999",
+            "family=Family1999",
+            "given=Given1234",
+        ] {
+            let found = fhir_json(app.get(&format!("/fhir/Patient?{query}")).await).await;
+            let entries = found["entry"].as_array().map_or(0, Vec::len);
+            assert_eq!(entries, 1, "{query} on {}", app.backend());
+        }
+        app.stop().await;
+    }
+}

@@ -533,7 +533,13 @@ async fn clear_index(
     Ok(())
 }
 
-/// Inserts a version's index rows, one statement per table that has any.
+/// The most values bound in one statement: under SQLite's limit (32,766) and PostgreSQL's
+/// (65,535), so that a resource with thousands of identifiers or names stores in several
+/// statements instead of failing on the database's limit.
+const MAX_BOUND_VALUES: usize = 30_000;
+
+/// Inserts a version's index rows: per table that has any, one statement, or several when the
+/// rows hold more than [`MAX_BOUND_VALUES`] values.
 async fn write_index(
     txn: &DatabaseTransaction,
     backend: Backend,
@@ -544,29 +550,30 @@ async fn write_index(
     let rt = resource_type.as_str();
     let mut statements: Vec<InsertStatement> = Vec::new();
     let mut insert = |table: &str, columns: &[&str], rows: Vec<Vec<sea_orm::Value>>| {
-        if rows.is_empty() {
-            return Ok::<(), DbErr>(());
+        let rows_per_statement = MAX_BOUND_VALUES / (3 + columns.len());
+        let mut rows = rows.into_iter().peekable();
+        while rows.peek().is_some() {
+            let mut statement = Query::insert();
+            statement.into_table(name(table)).columns(
+                ["resource_type", "id", "param"]
+                    .iter()
+                    .chain(columns)
+                    .map(|c| name(c)),
+            );
+            for row in rows.by_ref().take(rows_per_statement) {
+                statement
+                    .values(
+                        [rt.into(), id.into()]
+                            .into_iter()
+                            .chain(row)
+                            .map(Expr::val)
+                            .collect::<Vec<_>>(),
+                    )
+                    .map_err(|e| DbErr::Custom(e.to_string()))?;
+            }
+            statements.push(statement.to_owned());
         }
-        let mut statement = Query::insert();
-        statement.into_table(name(table)).columns(
-            ["resource_type", "id", "param"]
-                .iter()
-                .chain(columns)
-                .map(|c| name(c)),
-        );
-        for row in rows {
-            statement
-                .values(
-                    [rt.into(), id.into()]
-                        .into_iter()
-                        .chain(row)
-                        .map(Expr::val)
-                        .collect::<Vec<_>>(),
-                )
-                .map_err(|e| DbErr::Custom(e.to_string()))?;
-        }
-        statements.push(statement.to_owned());
-        Ok(())
+        Ok::<(), DbErr>(())
     };
     insert(
         SEARCH_BLIND,
