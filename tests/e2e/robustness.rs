@@ -215,3 +215,88 @@ async fn resources_with_thousands_of_identifiers_or_names_are_stored_and_found()
         app.stop().await;
     }
 }
+
+#[tokio::test]
+async fn a_search_with_hundreds_of_parameters_is_refused_at_once() {
+    for db in TestDatabase::all().await {
+        let app = TestApp::start(db).await;
+        let query = vec!["family=smith"; 300].join("&");
+        let started = Instant::now();
+        let outcome = refused(app.get(&format!("/fhir/Patient?{query}")).await, 400).await;
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(diagnostics.contains("at most 20"), "{diagnostics}");
+        // As a form body too, where no URL length limit applies.
+        let ids: Vec<String> = (0..5000).map(|i| format!("id{i}")).collect();
+        let response = app
+            .client
+            .post(app.url("/fhir/Patient/_search"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("_id={}", ids.join(",")))
+            .send()
+            .await
+            .unwrap();
+        let outcome = refused(response, 400).await;
+        let diagnostics = outcome["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(diagnostics.contains("at most 1000 values"), "{diagnostics}");
+        app.stop().await;
+    }
+}
+
+/// Four searches that cannot finish (the resource table is locked by another session) neither
+/// take the readiness check's connection nor outlive their requests in the database.
+#[tokio::test]
+async fn stuck_searches_do_not_hold_the_pool_or_the_database() {
+    use sea_orm::{ConnectionTrait, Database, TransactionTrait};
+
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let app = TestApp::start_with(db, |config| {
+        config.request_timeout_seconds = 2;
+        config.max_connections = 4;
+    })
+    .await;
+    let response = app
+        .post("/fhir/Patient", &json!({"resourceType": "Patient", "name": [{"family": "Smith"}]}))
+        .await;
+    assert_eq!(response.status(), 201);
+
+    let other = Database::connect(app.db.url()).await.unwrap();
+    let lock = other.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE resource IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let searches = futures::future::join_all((0..4).map(|_| app.get("/fhir/Patient?family=smi")));
+    let readiness = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let started = Instant::now();
+        let response = app.anonymous.get(app.url("/health/ready")).send().await.unwrap();
+        (response.status(), started.elapsed())
+    };
+    let (answers, (ready, took)) = tokio::join!(searches, readiness);
+    assert_eq!(ready, 200);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    for answer in answers {
+        assert_eq!(answer.status(), 503);
+    }
+    // The database ends each statement when it has run as long as a request may (a statement
+    // that started just before its request ran out of time ends up to that long after).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let active = other
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT count(*) AS n, string_agg(left(query, 200), ' | ') AS q FROM pg_stat_activity \
+             WHERE datname = current_database() AND state = 'active' AND wait_event_type = 'Lock'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let waiting: i64 = active.try_get("", "n").unwrap();
+    let queries: Option<String> = active.try_get("", "q").unwrap();
+    assert_eq!(waiting, 0, "statements still waiting after their requests ended: {queries:?}");
+    lock.rollback().await.unwrap();
+    let found = fhir_json(app.get("/fhir/Patient?family=smi").await).await;
+    assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 1);
+    app.stop().await;
+}

@@ -84,8 +84,8 @@ pub(crate) struct Front {
 
 /// Wraps the app: request ids, limits on the request head and on time, logging, security
 /// headers, and OperationOutcome for every error.
-pub(crate) async fn front<E: Endpoint>(
-    next: E,
+pub(crate) async fn front<E: Endpoint + 'static>(
+    next: Arc<E>,
     mut request: Request,
     front: Arc<Front>,
 ) -> poem::Result<Response> {
@@ -110,9 +110,26 @@ pub(crate) async fn front<E: Endpoint>(
             )
         }
         None => {
-            let answer = next.get_response(request).instrument(span.clone());
+            // The handler runs as its own task, which a timeout (or a client that hangs up)
+            // leaves to finish instead of dropping it halfway: database connections are not
+            // safe to abandon mid-statement (sqlx cannot always return them to the pool), and
+            // on PostgreSQL the statement timeout ends whatever is still running.
+            let answer = tokio::spawn(
+                async move { next.get_response(request).await }.instrument(span.clone()),
+            );
             match tokio::time::timeout(front.request_timeout, answer).await {
-                Ok(response) => response,
+                Ok(Ok(response)) => response,
+                Ok(Err(failed)) => {
+                    tracing::error!(request_id = %request_id.0, panicked = failed.is_panic(), "request handler failed");
+                    refusal(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        IssueType::Exception,
+                        format!(
+                            "internal server error; quote correlation id {} to the operator",
+                            request_id.0
+                        ),
+                    )
+                }
                 Err(_) => timed_out(arrival.as_ref(), front.request_timeout),
             }
         }
@@ -364,12 +381,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_slow_answer_is_503_timeout_and_a_slow_body_408() {
-        let slow = poem::endpoint::make(|_| async {
+        let slow = Arc::new(poem::endpoint::make(|_| async {
             tokio::time::sleep(Duration::from_secs(5)).await;
             "late"
-        });
+        }));
         let config = front_with_timeout(Duration::from_millis(50));
-        let response = front(&slow, Request::builder().finish(), Arc::clone(&config))
+        let response = front(Arc::clone(&slow), Request::builder().finish(), Arc::clone(&config))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -380,18 +397,18 @@ mod tests {
             .method(poem::http::Method::POST)
             .header(header::CONTENT_LENGTH, "10")
             .finish();
-        let response = front(&slow, upload, config).await.unwrap();
+        let response = front(Arc::clone(&slow), upload, config).await.unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(response.headers()[header::CONNECTION], "close");
     }
 
     #[tokio::test]
     async fn heads_over_the_limit_never_reach_the_app() {
-        let app = poem::endpoint::make(|_| async { "reached" });
+        let app = Arc::new(poem::endpoint::make(|_| async { "reached" }));
         let config = front_with_timeout(Duration::from_secs(1));
         let long = format!("/fhir/Patient?name={}", "x".repeat(1024));
         let response = front(
-            &app,
+            Arc::clone(&app),
             Request::builder().uri_str(&long).finish(),
             Arc::clone(&config),
         )
@@ -399,7 +416,7 @@ mod tests {
         .unwrap();
         assert_eq!(response.status(), StatusCode::URI_TOO_LONG);
         let response = front(
-            &app,
+            Arc::clone(&app),
             Request::builder()
                 .header("x-big", "y".repeat(1000))
                 .finish(),
@@ -412,7 +429,7 @@ mod tests {
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
         );
         let response = front(
-            &app,
+            Arc::clone(&app),
             Request::builder().uri_str("/fhir/Patient").finish(),
             config,
         )

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::store::{AUDIT_WRITERS, open_audit_store, open_store};
+use crate::store::{AUDIT_WRITERS, open_audit_store, open_serving_store};
 use crate::tls::{self, TlsAcceptor};
 
 /// A kept-alive connection with no request for this long is closed, so idle clients cannot
@@ -77,7 +77,7 @@ impl Running {
 
 /// Opens the store, binds the listener and serves until stopped.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let store = open_store(config).await?;
+    let store = open_serving_store(config).await?;
     // The embedded default creates its keyring on first start; a production (Postgres)
     // deployment must be given one, so a missing key is never silently replaced.
     let master = crate::keys::server_master_keys(config, &store).await?;

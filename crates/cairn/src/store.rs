@@ -12,12 +12,27 @@ use crate::config::Config;
 /// Opens the configured database (creating the embedded SQLite directory if needed) and
 /// applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<SqlStore> {
+    open_store_with(config, None).await
+}
+
+/// As [`open_store`], for the server: no statement of a request outlives the request's time
+/// limit (on PostgreSQL; see [`StoreOptions::statement_timeout`]).
+pub(crate) async fn open_serving_store(config: &Config) -> anyhow::Result<SqlStore> {
+    let limit = std::time::Duration::from_secs(config.request_timeout_seconds);
+    open_store_with(config, Some(limit)).await
+}
+
+async fn open_store_with(
+    config: &Config,
+    statement_timeout: Option<std::time::Duration>,
+) -> anyhow::Result<SqlStore> {
     if let Some(dir) = config.sqlite_dir() {
         create_private_dir(&dir)
             .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     }
     let options = StoreOptions {
         max_connections: config.max_connections,
+        statement_timeout,
         ..StoreOptions::default()
     };
     SqlStore::open(&config.database_url, &options)

@@ -285,6 +285,25 @@ pub enum Clause {
     },
 }
 
+impl Clause {
+    /// How many values the clause compares with: its alternatives, through `:not`, `_has` and
+    /// chains.
+    pub fn values(&self) -> usize {
+        match self {
+            Self::Id(any_of) => any_of.len(),
+            Self::Compartment(_) | Self::Missing { .. } => 1,
+            Self::Blind { any_of, .. } => any_of.len(),
+            Self::Token { any_of, .. } => any_of.len(),
+            Self::Reference { any_of, .. } => any_of.len(),
+            Self::Date { any_of, .. } | Self::LastUpdated(any_of) => any_of.len(),
+            Self::String { any_of, .. } => any_of.len(),
+            Self::Not(inner) | Self::Has { inner, .. } | Self::Chain { inner, .. } => {
+                inner.values()
+            }
+        }
+    }
+}
+
 /// How folded text is matched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StringMatch {

@@ -18,6 +18,18 @@ use clause::{alternatives, clause, date_match};
 pub const DEFAULT_COUNT: u64 = 20;
 pub const MAX_COUNT: u64 = 1000;
 
+/// The most parameters that filter (each one a condition every match must meet) in one search.
+/// Real searches use a handful; each one more is another join for the database, and a hundred
+/// repeated `family=` stalled PostgreSQL for seconds.
+pub const MAX_CLAUSES: usize = 20;
+
+/// The most values a search compares with, all parameters and their `a,b` alternatives
+/// together; within what one statement may bind on either database.
+pub const MAX_VALUES: usize = 1000;
+
+/// The most `_include` and `_revinclude` parameters in one search.
+pub const MAX_INCLUDES: usize = 10;
+
 /// Why a search request cannot be answered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("search parameter {param}: {reason}")]
@@ -208,6 +220,7 @@ pub fn parse_with(
             },
         }
     }
+    bounded(&mut query.clauses, includes.len() + revincludes.len())?;
     let mut direction = Direction::Forward;
     if let Some(cursor) = cursor {
         let invalid = || {
@@ -235,6 +248,48 @@ pub fn parse_with(
         includes,
         revincludes,
     })
+}
+
+/// Refuses a search past [`MAX_CLAUSES`], [`MAX_VALUES`] or [`MAX_INCLUDES`], counting the
+/// parameters as given; then drops clauses that repeat an earlier one (`family=a&family=a`
+/// asks nothing more than `family=a`).
+fn bounded(clauses: &mut Vec<Clause>, includes: usize) -> Result<(), SearchError> {
+    if clauses.len() > MAX_CLAUSES {
+        return Err(error(
+            "(all)",
+            format!(
+                "a search may have at most {MAX_CLAUSES} parameters that filter; this one has {}",
+                clauses.len()
+            ),
+        ));
+    }
+    let values: usize = clauses.iter().map(Clause::values).sum();
+    if values > MAX_VALUES {
+        return Err(error(
+            "(all)",
+            format!(
+                "a search may compare with at most {MAX_VALUES} values in all its parameters; \
+                 this one has {values}"
+            ),
+        ));
+    }
+    if includes > MAX_INCLUDES {
+        return Err(error(
+            "_include",
+            format!(
+                "a search may have at most {MAX_INCLUDES} _include and _revinclude parameters; \
+                 this one has {includes}"
+            ),
+        ));
+    }
+    let mut distinct: Vec<Clause> = Vec::with_capacity(clauses.len());
+    for clause in clauses.drain(..) {
+        if !distinct.contains(&clause) {
+            distinct.push(clause);
+        }
+    }
+    *clauses = distinct;
+    Ok(())
 }
 
 /// A chained parameter: `patient.identifier=…` or `patient:Patient.identifier=…`. One level.
@@ -499,3 +554,6 @@ fn decode_cursor(cursor: &str) -> Option<(Direction, Option<Position>)> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -20,6 +20,11 @@ pub enum Backend {
 pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: Duration,
+    /// PostgreSQL ends any statement that runs longer (its `statement_timeout`), so that a
+    /// query whose request has already been answered with a timeout does not hold its
+    /// connection on. `None`: no limit (migrations, CLI maintenance). SQLite has no equivalent;
+    /// there the bounds on a search keep every statement short.
+    pub statement_timeout: Option<Duration>,
 }
 
 impl Default for StoreOptions {
@@ -27,6 +32,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(5),
+            statement_timeout: None,
         }
     }
 }
@@ -51,6 +57,9 @@ pub struct SqlStore {
     pub(crate) sequencing: Arc<tokio::sync::Mutex<()>>,
     /// Batches taken off PostgreSQL's audit intake since it was last vacuumed.
     pub(crate) dequeued: Arc<AtomicU64>,
+    /// Searches may hold all connections of the pool but one: however many slow searches run,
+    /// reads, writes and the readiness check still get a connection.
+    pub(crate) searches: Arc<tokio::sync::Semaphore>,
 }
 
 impl SqlStore {
@@ -76,6 +85,9 @@ impl SqlStore {
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             // sqlx would log every statement at info, bound values included: those may be PHI.
             .sqlx_logging(false);
+        if let Some(timeout) = options.statement_timeout {
+            connect.statement_timeout(timeout);
+        }
         if backend == Backend::Sqlite {
             connect.map_sqlx_sqlite_opts(|opts| {
                 opts.create_if_missing(true)
@@ -90,11 +102,15 @@ impl SqlStore {
         let db = Database::connect(connect)
             .await
             .map_err(|e| ConnectError::Connect(backend, e))?;
+        let searches = options.max_connections.saturating_sub(1).max(1);
         Ok(Self {
             db,
             backend,
             sequencing: Arc::default(),
             dequeued: Arc::default(),
+            searches: Arc::new(tokio::sync::Semaphore::new(
+                usize::try_from(searches).unwrap_or(1),
+            )),
         })
     }
 
@@ -111,6 +127,8 @@ impl SqlStore {
             url,
             &StoreOptions {
                 max_connections: 1,
+                // A migration may rewrite every row; it is not a request.
+                statement_timeout: None,
                 ..options.clone()
             },
         )

@@ -146,6 +146,7 @@ impl ResourceStore for SqlStore {
 
     #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type, clauses = query.clauses.len()))]
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError> {
+        let _permit = self.search_permit().await?;
         let rows = self
             .db
             .query_all(&search_statement(query, self.backend()))
@@ -167,6 +168,7 @@ impl ResourceStore for SqlStore {
 
     #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type))]
     async fn count(&self, query: &SearchQuery) -> Result<u64, StoreError> {
+        let _permit = self.search_permit().await?;
         let row = self
             .db
             .query_one(&count_statement(query, self.backend()))
@@ -642,6 +644,17 @@ async fn write_index(
         txn.execute(&statement).await?;
     }
     Ok(())
+}
+
+impl SqlStore {
+    /// Waits for a search's turn (see `SqlStore::searches`); the request's time limit bounds
+    /// the wait.
+    async fn search_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        self.searches
+            .acquire()
+            .await
+            .map_err(|err| StoreError::Unavailable(Box::new(err)))
+    }
 }
 
 fn unavailable(err: DbErr) -> StoreError {
