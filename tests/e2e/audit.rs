@@ -435,3 +435,102 @@ async fn when_the_audit_log_cannot_record_nothing_is_disclosed() {
         app.stop().await;
     }
 }
+
+/// `verify` derives every column the server finds entries by, and every stored tree node,
+/// from the signed bytes: changing one is named, and the read paths do not trust it meanwhile.
+#[tokio::test]
+async fn verify_names_an_altered_column_or_tree_node() {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    for app in TestApp::on_every_backend().await {
+        let id = create_patient(&app, "Columns").await;
+        let other = create_patient(&app, "Other").await;
+        for _ in 0..40 {
+            assert_eq!(app.get(&format!("/fhir/Patient/{id}")).await.status(), 200);
+        }
+        let auditor = client_with(&app.token_for("user:auditor", "auditor", &[], None).await);
+        signed(&app, &auditor, app.db.recorded_audit_entries().await).await;
+        let (store, identity) = cairn::audit_log::open(&app.config).await.unwrap();
+        let verify = || async {
+            cairn::audit_log::verify_database(&store, &identity.key, &identity.origin)
+                .await
+                .unwrap()
+        };
+        verify().await.unwrap();
+
+        let db = Database::connect(app.db.url()).await.unwrap();
+        let backend = db.get_database_backend();
+        let row = db
+            .query_one_raw(Statement::from_string(
+                backend,
+                format!(
+                    "SELECT leaf_index, id FROM audit_entry WHERE patient = 'Patient/{id}' \
+                     AND action = 'read' ORDER BY leaf_index LIMIT 1 OFFSET 10"
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let index: i64 = row.try_get("", "leaf_index").unwrap();
+        let entry_id: String = row.try_get("", "id").unwrap();
+        let disclosures = |patient: String| {
+            let auditor = auditor.clone();
+            let url = app.url(&format!("/fhir/Patient/{patient}/$disclosures?_count=1000"));
+            async move {
+                let body: Value = get_json(&auditor, url).await;
+                body["entry"].as_array().map_or(0, Vec::len)
+            }
+        };
+        let others_before = disclosures(other.clone()).await;
+
+        let tampers = [
+            ("patient", format!("'Patient/{other}'"), format!("'Patient/{id}'")),
+            ("id", "'forged-id'".to_owned(), format!("'{entry_id}'")),
+            ("action", "'login'".to_owned(), "'read'".to_owned()),
+        ];
+        for (column, forged, original) in tampers {
+            let set = |value: &str| {
+                format!("UPDATE audit_entry SET {column} = {value} WHERE leaf_index = {index}")
+            };
+            app.db.bypassing_audit_guard(&[(&set(&forged), vec![])]).await;
+            let tamper = verify().await.unwrap_err().to_string();
+            assert!(
+                tamper.contains(&format!("index {index}"))
+                    && tamper.contains(&format!("stored {column}")),
+                "{} {column}: {tamper}",
+                app.backend()
+            );
+            if column == "patient" {
+                // The other patient's accounting does not take on a read of someone else.
+                assert_eq!(disclosures(other.clone()).await, others_before);
+            }
+            if column == "id" {
+                let response = auditor
+                    .get(app.url("/audit/entries/forged-id"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), 404);
+            }
+            app.db.bypassing_audit_guard(&[(&set(&original), vec![])]).await;
+            verify().await.unwrap();
+        }
+
+        // A stored tree node (level 4 covers entries 0..16) changed: proofs from it would fail.
+        let zero = match app.backend() {
+            "postgres" => "decode(repeat('00', 32), 'hex')",
+            _ => "zeroblob(32)",
+        };
+        app.db
+            .bypassing_audit_guard(&[(
+                &format!("UPDATE audit_node SET hash = {zero} WHERE level = 4 AND idx = 0"),
+                vec![],
+            )])
+            .await;
+        let tamper = verify().await.unwrap_err().to_string();
+        assert!(tamper.contains("level 4, index 0"), "{tamper}");
+        db.close().await.unwrap();
+        store.close().await;
+        app.stop().await;
+    }
+}

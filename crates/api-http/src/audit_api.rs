@@ -154,6 +154,11 @@ impl AuditApi {
             .await
             .map_err(|e| failed(e, &request_id))?
             .ok_or_else(|| unknown_entry(id))?;
+        // Found by its id column, which the signature does not cover: the bytes must agree.
+        if !names(&entry, id) {
+            tracing::error!(entry = %id, "an audit entry's stored id disagrees with its signed bytes");
+            return Err(unknown_entry(id));
+        }
         if entry.index.is_some() {
             return Ok(entry);
         }
@@ -163,8 +168,14 @@ impl AuditApi {
             .entry(id)
             .await
             .map_err(|e| failed(e, &request_id))?
+            .filter(|entry| names(entry, id))
             .ok_or_else(|| unknown_entry(id))
     }
+}
+
+/// Whether a stored entry's bytes are the entry with this id.
+fn names(entry: &audit_chain::StoredEntry, id: &str) -> bool {
+    audit_chain::AuditEntry::from_canonical_bytes(&entry.body).is_ok_and(|e| e.id == id)
 }
 
 fn failed(err: impl std::fmt::Display, request_id: &RequestId) -> FhirError {

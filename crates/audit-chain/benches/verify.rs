@@ -44,16 +44,18 @@ fn log(n: u64) -> (Vec<LogRecord>, Vec<String>, Ed25519Signer) {
     let mut records = Vec::new();
     let mut notes = Vec::new();
     for index in 0..n {
-        let body = entry(index).canonical_bytes();
+        let entry = entry(index);
+        let body = entry.canonical_bytes();
         let leaf = leaf_hash(&body);
         chain = chain_hash(&chain, &leaf);
         frontier.push(leaf, |_| {});
         records.push(LogRecord {
             index,
-            id: index.to_string(),
+            id: entry.id.clone(),
             body,
             leaf_hash: leaf,
             chain_hash: chain,
+            columns: None,
         });
         // A checkpoint every 10,000 entries, as a busy second would make.
         if (index + 1) % 10_000 == 0 {

@@ -236,6 +236,7 @@ impl AuditLog for MemoryAuditLog {
                     body: row.body.clone(),
                     leaf_hash,
                     chain_hash,
+                    columns: None,
                 })
             })
             .collect())

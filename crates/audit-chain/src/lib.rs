@@ -38,7 +38,7 @@ pub use ports::{
 };
 pub use receipt::{Receipt, ReceiptError};
 pub use sequencer::{ReceiptUnavailable, Round, Sequencer, consistency_proof, receipt};
-pub use verify::{LogRecord, LogVerifier, Tamper, Verified, verify_log};
+pub use verify::{EntryColumns, LogRecord, LogVerifier, Tamper, Verified, verify_log};
 
 #[cfg(test)]
 mod tests;

@@ -44,6 +44,20 @@ pub struct EntryQuery {
     pub limit: usize,
 }
 
+impl EntryQuery {
+    /// Whether `entry` is one the query asks for, judged from the entry itself: a store finds
+    /// entries by columns the signature does not cover, so a reader checks what it was given.
+    pub fn matches(&self, entry: &crate::entry::AuditEntry) -> bool {
+        let at = crate::entry::canonical_time(entry.recorded);
+        self.patient
+            .as_ref()
+            .is_none_or(|patient| entry.patient.as_ref() == Some(patient))
+            && self.since.is_none_or(|since| at >= since)
+            && self.before.is_none_or(|before| at < before)
+            && (self.actions.is_empty() || self.actions.contains(&entry.action))
+    }
+}
+
 /// An entry found by [`AuditLog::find`], with its position for paging.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundEntry {

@@ -555,7 +555,9 @@ fn the_verifier_names_the_first_altered_missing_reordered_or_inserted_entry() {
                 id: "entry-12".into()
             })
         );
-        // Bytes, leaf and every later chain link recomputed: the signed roots catch it.
+        // Bytes, leaf and every later chain link recomputed (and the id column made to
+        // agree): the signed roots catch it.
+        altered[12].id = "entry-99".into();
         let mut chain = records[11].chain_hash;
         for record in &mut altered[12..] {
             chain = chain_hash(&chain, &record.leaf_hash);
@@ -597,16 +599,9 @@ fn the_verifier_names_the_first_altered_missing_reordered_or_inserted_entry() {
             check(&reordered),
             Err(Tamper::Missing { expected: 8, .. })
         ));
-        // Inserted: a forged entry squeezed in at index 10.
+        // Inserted: a copy of entry 10 squeezed in before it.
         let mut inserted = records.clone();
-        inserted.insert(
-            10,
-            LogRecord {
-                index: 10,
-                id: "forged".into(),
-                ..records[10].clone()
-            },
-        );
+        inserted.insert(10, records[10].clone());
         assert!(matches!(
             check(&inserted),
             Err(Tamper::OutOfOrder { found: 10, .. })
@@ -647,4 +642,86 @@ fn a_vkey_whose_base64_key_holds_plus_signs_parses() {
         .find(|key| key.to_vkey().matches('+').count() > 2)
         .expect("some key's base64 has a '+'");
     assert_eq!(VerifierKey::parse(&with_plus.to_vkey()).unwrap(), with_plus);
+}
+
+#[test]
+fn the_verifier_derives_every_searched_column_and_tree_node_again() {
+    run(async {
+        let (_log, records, notes, signer) = sequenced(40).await;
+        let key = signer.verifier();
+        let with_columns: Vec<LogRecord> = records
+            .iter()
+            .map(|record| {
+                let entry = AuditEntry::from_canonical_bytes(&record.body).unwrap();
+                LogRecord {
+                    columns: Some(EntryColumns {
+                        recorded_at: Some(canonical_time(entry.recorded)),
+                        action: entry.action.as_str().to_owned(),
+                        patient: entry.patient.clone(),
+                    }),
+                    ..record.clone()
+                }
+            })
+            .collect();
+        let check = |records: &[LogRecord]| verify_log(key, "cairn.test/audit", &notes, records);
+        check(&with_columns).unwrap();
+
+        let altered = |change: fn(&mut LogRecord)| {
+            let mut records = with_columns.clone();
+            change(&mut records[17]);
+            check(&records)
+        };
+        let mismatch = |column| {
+            Err(Tamper::ColumnMismatch {
+                index: 17,
+                id: "entry-17".into(),
+                column,
+            })
+        };
+        assert_eq!(altered(|r| r.id = "entry-1".into()), mismatch("id"));
+        assert_eq!(
+            altered(|r| r.columns.as_mut().unwrap().patient = Some("Patient/other".into())),
+            mismatch("patient")
+        );
+        assert_eq!(
+            altered(|r| r.columns.as_mut().unwrap().patient = None),
+            mismatch("patient")
+        );
+        assert_eq!(
+            altered(|r| r.columns.as_mut().unwrap().action = "login".into()),
+            mismatch("action")
+        );
+        assert_eq!(
+            altered(|r| r.columns.as_mut().unwrap().recorded_at = None),
+            mismatch("recorded_at")
+        );
+
+        // Stored nodes: each completed node is compared; a changed or missing one is named.
+        let mut verifier = LogVerifier::new(key, "cairn.test/audit", &notes).unwrap();
+        let mut tree = MemoryTree::default();
+        for record in &with_columns[..32] {
+            verifier.push(record).unwrap();
+            tree.append_hash(record.leaf_hash);
+        }
+        let ids = verifier.take_completed_nodes();
+        assert_eq!(ids.len(), 31, "16 + 8 + 4 + 2 + 1 nodes above 32 leaves");
+        let stored: std::collections::HashMap<NodeId, Hash> = ids
+            .iter()
+            .map(|id| (*id, tree.node(*id).unwrap()))
+            .collect();
+        let mut changed = stored.clone();
+        changed.insert(NodeId::new(4, 1), Hash::empty());
+        assert_eq!(
+            verifier.clone().check_nodes(&changed),
+            Err(Tamper::NodeMismatch { level: 4, index: 1 })
+        );
+        let mut missing = stored.clone();
+        missing.remove(&NodeId::new(5, 0));
+        assert_eq!(
+            verifier.clone().check_nodes(&missing),
+            Err(Tamper::NodeMissing { level: 5, index: 0 })
+        );
+        verifier.check_nodes(&stored).unwrap();
+        assert!(verifier.take_completed_nodes().is_empty());
+    });
 }

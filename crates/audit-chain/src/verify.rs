@@ -3,19 +3,40 @@
 //! checkpoint that is not. Needs no database: `cairn audit verify` feeds it rows, and
 //! `cairn audit verify --file` an export.
 
+use std::collections::HashMap;
+
+use time::OffsetDateTime;
+
+use crate::entry::{AuditEntry, canonical_time};
 use crate::hash::{CHAIN_START, Hash, chain_hash, leaf_hash};
-use crate::merkle::Frontier;
+use crate::merkle::{Frontier, Node, NodeId};
 use crate::note::{Checkpoint, NoteError, VerifierKey};
 
 /// One sequenced entry as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
     pub index: u64,
+    /// The id the entry is stored (and fetched) under.
     pub id: String,
     /// The canonical bytes hashed into the leaf.
     pub body: Vec<u8>,
     pub leaf_hash: Hash,
     pub chain_hash: Hash,
+    /// The columns the store searches entries by, when the record comes from a store that
+    /// keeps them (an export file has none).
+    pub columns: Option<EntryColumns>,
+}
+
+/// What a store keeps beside an entry's bytes so that it can find entries by them (an
+/// accounting of disclosures by patient, an AuditEvent search by time and action). The
+/// signature covers only the bytes: a verifier derives these again and compares, so that a
+/// changed column cannot hide an entry from those searches while the log still verifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryColumns {
+    /// `None` when the stored value is not an instant at all.
+    pub recorded_at: Option<OffsetDateTime>,
+    pub action: String,
+    pub patient: Option<String>,
 }
 
 /// The first thing found wrong.
@@ -47,6 +68,22 @@ pub enum Tamper {
         "checkpoint of size {size}: the root recomputed from entries 0..{size} differs from the signed root"
     )]
     RootMismatch { size: u64 },
+    #[error("entry at index {index}: its bytes are not a canonical audit entry: it was altered")]
+    Unreadable { index: u64 },
+    #[error(
+        "entry {id} (index {index}): its stored {column} differs from its signed bytes: the row was altered"
+    )]
+    ColumnMismatch {
+        index: u64,
+        id: String,
+        column: &'static str,
+    },
+    #[error(
+        "tree node (level {level}, index {index}) differs from the node recomputed from the entries: inclusion proofs built from it would not verify"
+    )]
+    NodeMismatch { level: u8, index: u64 },
+    #[error("tree node (level {level}, index {index}) is missing: proofs that need it cannot be built")]
+    NodeMissing { level: u8, index: u64 },
     #[error("checkpoints of size {size} disagree about its root")]
     Forked { size: u64 },
     #[error("checkpoint of size {size} covers entries the log does not have (it has {entries})")]
@@ -65,12 +102,15 @@ pub struct Verified {
 }
 
 /// Checks a log entry by entry, in index order, with bounded memory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogVerifier {
     checkpoints: Vec<Checkpoint>,
     next_checkpoint: usize,
     frontier: Frontier,
     chain: Hash,
+    /// The tree nodes (above the leaves) completed since the caller last took them, to be
+    /// compared with the nodes a store keeps ([`LogVerifier::check_nodes`]).
+    completed: Vec<Node>,
 }
 
 impl LogVerifier {
@@ -99,6 +139,7 @@ impl LogVerifier {
             next_checkpoint: 0,
             frontier: Frontier::new(),
             chain: CHAIN_START,
+            completed: Vec::new(),
         };
         verifier.check_reached_checkpoints()?;
         Ok(verifier)
@@ -136,9 +177,47 @@ impl LogVerifier {
                 id: record.id.clone(),
             });
         }
+        let entry = AuditEntry::from_canonical_bytes(&record.body).map_err(|_| Tamper::Unreadable {
+            index: record.index,
+        })?;
+        check_columns(record, &entry)?;
         self.chain = chain;
-        self.frontier.push(leaf, |_| {});
+        let completed = &mut self.completed;
+        self.frontier.push(leaf, |node| {
+            if node.id.level > 0 {
+                completed.push(node);
+            }
+        });
         self.check_reached_checkpoints()
+    }
+
+    /// The tree nodes above the leaves completed by the entries pushed since the last call.
+    pub fn take_completed_nodes(&mut self) -> Vec<NodeId> {
+        self.completed.iter().map(|node| node.id).collect()
+    }
+
+    /// Compares the nodes completed since the last call with `stored` (a store's answer to
+    /// [`AuditLog::nodes`](crate::AuditLog::nodes) for [`LogVerifier::take_completed_nodes`],
+    /// the nodes its proofs would use), then forgets them. Every one must be there.
+    pub fn check_nodes(&mut self, stored: &HashMap<NodeId, Hash>) -> Result<(), Tamper> {
+        for node in self.completed.drain(..) {
+            match stored.get(&node.id) {
+                Some(hash) if *hash == node.hash => {}
+                Some(_) => {
+                    return Err(Tamper::NodeMismatch {
+                        level: node.id.level,
+                        index: node.id.index,
+                    });
+                }
+                None => {
+                    return Err(Tamper::NodeMissing {
+                        level: node.id.level,
+                        index: node.id.index,
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     fn check_reached_checkpoints(&mut self) -> Result<(), Tamper> {
@@ -172,6 +251,31 @@ impl LogVerifier {
             chain_head: self.chain,
         })
     }
+}
+
+/// The record's id and, if it has them, its columns, against the entry its bytes hold.
+fn check_columns(record: &LogRecord, entry: &AuditEntry) -> Result<(), Tamper> {
+    let mismatch = |column| Tamper::ColumnMismatch {
+        index: record.index,
+        id: entry.id.clone(),
+        column,
+    };
+    if record.id != entry.id {
+        return Err(mismatch("id"));
+    }
+    let Some(columns) = &record.columns else {
+        return Ok(());
+    };
+    if columns.recorded_at != Some(canonical_time(entry.recorded)) {
+        return Err(mismatch("recorded_at"));
+    }
+    if columns.action != entry.action.as_str() {
+        return Err(mismatch("action"));
+    }
+    if columns.patient != entry.patient {
+        return Err(mismatch("patient"));
+    }
+    Ok(())
 }
 
 /// Verifies a whole log in one call.

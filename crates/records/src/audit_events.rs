@@ -109,8 +109,9 @@ impl AuditEvents {
             .map_err(RecordsError::AuditUnavailable)
     }
 
-    /// The entries found, decoded. A stored entry is canonical; one that is not is left out
-    /// and logged (`cairn audit verify` names it).
+    /// The entries found, decoded. A stored entry is canonical and is what the query asked
+    /// for; one that is not (its bytes, or the columns it was found by, were altered) is left
+    /// out and logged (`cairn audit verify` names it).
     async fn find(
         &self,
         query: &EntryQuery,
@@ -124,7 +125,13 @@ impl AuditEvents {
             .into_iter()
             .filter_map(
                 |found| match AuditEntry::from_canonical_bytes(&found.entry.body) {
-                    Ok(entry) => Some((found.position, entry, found.entry.index)),
+                    Ok(entry) if query.matches(&entry) && entry.id == found.entry.id => {
+                        Some((found.position, entry, found.entry.index))
+                    }
+                    Ok(_) => {
+                        tracing::error!(entry = %found.entry.id, "an audit entry's stored columns disagree with its signed bytes");
+                        None
+                    }
                     Err(err) => {
                         tracing::error!(entry = %found.entry.id, error = %err, "an audit entry is not canonical");
                         None

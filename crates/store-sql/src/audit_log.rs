@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use audit_chain::{
-    Assigned, AuditEntry, AuditFailure, AuditLog, AuditTrail, CHAIN_START, Checkpoint, EntryQuery,
+    Assigned, AuditEntry, EntryColumns, AuditFailure, AuditLog, AuditTrail, CHAIN_START, Checkpoint, EntryQuery,
     FoundEntry, Frontier, Hash, Head, LogRecord, Node, NodeId, Pending, SequencerSession,
     StoredCheckpoint, StoredEntry,
 };
@@ -463,7 +463,19 @@ impl AuditLog for SqlStore {
 
     async fn records(&self, from_index: u64, limit: usize) -> Result<Vec<LogRecord>, AuditFailure> {
         let select = Query::select()
-            .columns(["leaf_index", "leaf_hash", "chain_hash", "id", "body"].map(name))
+            .columns(
+                [
+                    "leaf_index",
+                    "leaf_hash",
+                    "chain_hash",
+                    "id",
+                    "body",
+                    "recorded_at",
+                    "action",
+                    "patient",
+                ]
+                .map(name),
+            )
             .from(name(AUDIT_ENTRY))
             .and_where(Expr::col(name("leaf_index")).gte(to_db(from_index)))
             .order_by(name("leaf_index"), Order::Asc)
@@ -478,9 +490,28 @@ impl AuditLog for SqlStore {
                     body: row.try_get("", "body").map_err(failure)?,
                     leaf_hash: hash_of(row, "leaf_hash")?,
                     chain_hash: hash_of(row, "chain_hash")?,
+                    columns: Some(EntryColumns {
+                        recorded_at: recorded_at_of(row, self.backend()),
+                        action: row.try_get("", "action").map_err(failure)?,
+                        patient: row.try_get("", "patient").map_err(failure)?,
+                    }),
                 })
             })
             .collect()
+    }
+}
+
+/// A row's `recorded_at` as the instant it stands for; `None` if it is not one (a verifier
+/// then reports the row).
+fn recorded_at_of(row: &QueryResult, backend: Backend) -> Option<time::OffsetDateTime> {
+    match backend {
+        Backend::Postgres => row.try_get("", "recorded_at").ok(),
+        // Fixed-width UTC text (`instants::sqlite_text`), an RFC 3339 instant.
+        Backend::Sqlite => {
+            let text: String = row.try_get("", "recorded_at").ok()?;
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
+                .ok()
+        }
     }
 }
 
