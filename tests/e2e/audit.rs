@@ -534,3 +534,50 @@ async fn verify_names_an_altered_column_or_tree_node() {
         app.stop().await;
     }
 }
+
+/// Stopped while clients keep reading, the server sequences and signs every entry it recorded
+/// before it exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_graceful_stop_under_load_leaves_no_unsigned_entry() {
+    for mut app in TestApp::on_every_backend().await {
+        let id = create_patient(&app, "Stopping").await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, url) = (app.client.clone(), app.url(&format!("/fhir/Patient/{id}")));
+                let stop = std::sync::Arc::clone(&stop);
+                tokio::spawn(async move {
+                    let mut answered = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match client.get(&url).send().await {
+                            Ok(response) if response.status() == 200 => answered += 1,
+                            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                    answered
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        app.take_running().stop().await.unwrap();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut answered = 0;
+        for reader in readers {
+            answered += reader.await.unwrap();
+        }
+        assert!(answered > 50, "{answered}");
+        let recorded = app.db.recorded_audit_entries().await;
+        let (store, _) = cairn::audit_log::open(&app.config).await.unwrap();
+        let signed = audit_chain::AuditLog::latest_checkpoint(&store)
+            .await
+            .unwrap()
+            .map_or(0, |c| c.checkpoint.size);
+        assert_eq!(
+            i64::try_from(signed).unwrap(),
+            recorded,
+            "{}: entries recorded but not signed at shutdown",
+            app.backend()
+        );
+        store.close().await;
+    }
+}

@@ -105,6 +105,26 @@ impl Sequencer {
         )))
     }
 
+    /// Sequences everything recorded so far and signs a checkpoint over it: what an instance
+    /// does as it stops, so that its last entries are not left unsigned. Waits for another
+    /// sequencer's round rather than skipping (a round of this instance's periodic task may
+    /// still be running), and gives up after `MAX_CATCH_UP_ROUNDS` full rounds.
+    pub async fn drain(&self, log: &dyn AuditLog, now: OffsetDateTime) -> Result<u64, AuditFailure> {
+        let mut sequenced = 0;
+        for _ in 0..MAX_CATCH_UP_ROUNDS {
+            let session = log.sequencer_when_free().await?;
+            let round = self.round(session, now, true).await?;
+            sequenced += round.sequenced as u64;
+            if round.sequenced < self.batch {
+                return Ok(sequenced);
+            }
+        }
+        Err(AuditFailure(format!(
+            "more than {} entries were left to sequence at shutdown",
+            MAX_CATCH_UP_ROUNDS * self.batch
+        )))
+    }
+
     async fn round(
         &self,
         mut session: Box<dyn SequencerSession>,

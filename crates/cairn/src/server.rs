@@ -53,15 +53,16 @@ impl Running {
         let result = self.task.await.context("the server task failed")?;
         self.revocations.abort();
         self.sequencing.abort();
-        // Sequence and sign what the last requests recorded, so the log's tail is covered by
-        // a checkpoint when this instance stops (another instance may hold the lock: then it
-        // will).
-        if let Err(err) = self
+        // Sequence and sign everything the last requests recorded, so the log's tail is
+        // covered by a checkpoint when this instance stops. The periodic task's last round may
+        // still be running (it is a task of its own): wait for it rather than skip.
+        match self
             .sequencer
-            .run_once(&self.store, time::OffsetDateTime::now_utc(), true)
+            .drain(&self.audit_store, time::OffsetDateTime::now_utc())
             .await
         {
-            tracing::error!(error = %err, "cannot sequence the audit log at shutdown");
+            Ok(sequenced) => tracing::info!(sequenced, "audit log sequenced and signed at shutdown"),
+            Err(err) => tracing::error!(error = %err, "cannot sequence the audit log at shutdown"),
         }
         self.audit_store.close().await;
         self.store.close().await;
