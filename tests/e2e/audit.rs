@@ -484,7 +484,11 @@ async fn verify_names_an_altered_column_or_tree_node() {
         let others_before = disclosures(other.clone()).await;
 
         let tampers = [
-            ("patient", format!("'Patient/{other}'"), format!("'Patient/{id}'")),
+            (
+                "patient",
+                format!("'Patient/{other}'"),
+                format!("'Patient/{id}'"),
+            ),
             ("id", "'forged-id'".to_owned(), format!("'{entry_id}'")),
             ("action", "'login'".to_owned(), "'read'".to_owned()),
         ];
@@ -492,7 +496,9 @@ async fn verify_names_an_altered_column_or_tree_node() {
             let set = |value: &str| {
                 format!("UPDATE audit_entry SET {column} = {value} WHERE leaf_index = {index}")
             };
-            app.db.bypassing_audit_guard(&[(&set(&forged), vec![])]).await;
+            app.db
+                .bypassing_audit_guard(&[(&set(&forged), vec![])])
+                .await;
             let tamper = verify().await.unwrap_err().to_string();
             assert!(
                 tamper.contains(&format!("index {index}"))
@@ -512,7 +518,9 @@ async fn verify_names_an_altered_column_or_tree_node() {
                     .unwrap();
                 assert_eq!(response.status(), 404);
             }
-            app.db.bypassing_audit_guard(&[(&set(&original), vec![])]).await;
+            app.db
+                .bypassing_audit_guard(&[(&set(&original), vec![])])
+                .await;
             verify().await.unwrap();
         }
 

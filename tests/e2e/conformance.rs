@@ -402,3 +402,27 @@ async fn a_real_fhir_client_creates_reads_searches_and_updates() {
         app.stop().await;
     }
 }
+
+/// schemathesis, from the server's own OpenAPI document, finds no server error, no answer
+/// outside what the document declares, no `Allow` that disagrees with it, and no request the
+/// document says is invalid being accepted; as the clinical feed and as an auditor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing_from_the_openapi_document() {
+    let Some(tools) = ConformanceTools::from_env() else {
+        return;
+    };
+    for app in TestApp::on_every_backend().await {
+        let auditor = app.token_for("user:auditor", "auditor", &[], None).await;
+        for (who, token) in [("feed", app.token.clone()), ("auditor", auditor)] {
+            let (ok, output) = tools
+                .run("fuzz_openapi.py", &[&app.base, "20"], token.into_bytes())
+                .await;
+            assert!(
+                ok,
+                "{} as {who}: schemathesis failed:\n{output}",
+                app.backend()
+            );
+        }
+        app.stop().await;
+    }
+}

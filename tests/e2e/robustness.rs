@@ -92,7 +92,11 @@ async fn an_amplifying_body_is_answered_at_once_while_others_are_served() {
         let (outcome, took) = amplified;
         assert!(took < Duration::from_secs(10), "{took:?}");
         let issues = outcome["issue"].as_array().unwrap();
-        assert_eq!(issues.len(), 101, "a hundred issues and one that says reading stopped");
+        assert_eq!(
+            issues.len(),
+            101,
+            "a hundred issues and one that says reading stopped"
+        );
         assert_eq!(issues[100]["code"], "too-costly");
         assert!(outcome.to_string().len() < 64 * 1024);
         assert_eq!(read.0, 200);
@@ -180,7 +184,10 @@ async fn a_body_over_the_limit_gets_its_413_not_a_broken_pipe() {
     refused(post_raw(&app, "/fhir/Patient", body).await, 413).await;
     // The server is fine, and a body within the limit is stored.
     let response = app
-        .post("/fhir/Patient", &json!({"resourceType": "Patient", "active": true}))
+        .post(
+            "/fhir/Patient",
+            &json!({"resourceType": "Patient", "active": true}),
+        )
         .await;
     assert_eq!(response.status(), 201);
     app.stop().await;
@@ -258,7 +265,10 @@ async fn stuck_searches_do_not_hold_the_pool_or_the_database() {
     })
     .await;
     let response = app
-        .post("/fhir/Patient", &json!({"resourceType": "Patient", "name": [{"family": "Smith"}]}))
+        .post(
+            "/fhir/Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Smith"}]}),
+        )
         .await;
     assert_eq!(response.status(), 201);
 
@@ -271,7 +281,12 @@ async fn stuck_searches_do_not_hold_the_pool_or_the_database() {
     let readiness = async {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let started = Instant::now();
-        let response = app.anonymous.get(app.url("/health/ready")).send().await.unwrap();
+        let response = app
+            .anonymous
+            .get(app.url("/health/ready"))
+            .send()
+            .await
+            .unwrap();
         (response.status(), started.elapsed())
     };
     let (answers, (ready, took)) = tokio::join!(searches, readiness);
@@ -294,7 +309,10 @@ async fn stuck_searches_do_not_hold_the_pool_or_the_database() {
         .unwrap();
     let waiting: i64 = active.try_get("", "n").unwrap();
     let queries: Option<String> = active.try_get("", "q").unwrap();
-    assert_eq!(waiting, 0, "statements still waiting after their requests ended: {queries:?}");
+    assert_eq!(
+        waiting, 0,
+        "statements still waiting after their requests ended: {queries:?}"
+    );
     lock.rollback().await.unwrap();
     let found = fhir_json(app.get("/fhir/Patient?family=smi").await).await;
     assert_eq!(found["entry"].as_array().map_or(0, Vec::len), 1);

@@ -45,14 +45,21 @@ async fn one_request_costs_a_small_multiple_of_its_body() {
     for db in TestDatabase::all().await {
         let app = TestApp::start(db).await;
         // Warm up the pools and caches a first request fills.
-        let _ = peak_of(&app, r#"{"resourceType": "Patient", "active": true}"#.to_owned()).await;
+        let _ = peak_of(
+            &app,
+            r#"{"resourceType": "Patient", "active": true}"#.to_owned(),
+        )
+        .await;
 
         let empty = format!(
             r#"{{"resourceType": "Patient", "extension": [{}]}}"#,
             vec!["{}"; 5_500_000].join(",")
         );
         let (status, times) = peak_of(&app, empty).await;
-        eprintln!("{}: 5.5 million empty objects: {status}, peak {times:.1}x the body", app.backend());
+        eprintln!(
+            "{}: 5.5 million empty objects: {status}, peak {times:.1}x the body",
+            app.backend()
+        );
         assert_eq!(status, 400);
         assert!(times < 10.0, "{times:.1}x");
 
@@ -61,7 +68,10 @@ async fn one_request_costs_a_small_multiple_of_its_body() {
             vec![r#"{"url":"a"}"#; 1_000_000].join(",")
         );
         let (status, times) = peak_of(&app, dense).await;
-        eprintln!("{}: a million one-member objects: {status}, peak {times:.1}x the body", app.backend());
+        eprintln!(
+            "{}: a million one-member objects: {status}, peak {times:.1}x the body",
+            app.backend()
+        );
         assert_eq!(status, 400);
         assert!(times < 24.0, "{times:.1}x");
 
@@ -74,7 +84,10 @@ async fn one_request_costs_a_small_multiple_of_its_body() {
             identifiers.join(",")
         );
         let (status, times) = peak_of(&app, large).await;
-        eprintln!("{}: 20,000 identifiers: {status}, peak {times:.1}x the body", app.backend());
+        eprintln!(
+            "{}: 20,000 identifiers: {status}, peak {times:.1}x the body",
+            app.backend()
+        );
         assert_eq!(status, 201);
         assert!(times < 24.0, "{times:.1}x");
         app.stop().await;

@@ -19,7 +19,7 @@ enum AdminTags {
 
 /// One issued token, as recorded at issuance (never the token itself).
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct TokenIssuance {
     /// The token's first revocation id (hex): `cairn token revoke --id` takes it.
     token_id: String,

@@ -30,7 +30,7 @@ enum AuditTags {
 
 /// One signed checkpoint.
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct CheckpointView {
     /// How many entries the log held.
     size: u64,
@@ -45,7 +45,7 @@ struct CheckpointView {
 }
 
 #[derive(Debug, Object)]
-#[oai(rename_all = "camelCase")]
+#[oai(rename_all = "camelCase", skip_serializing_if_is_none)]
 struct Checkpoints {
     origin: String,
     /// Oldest first.

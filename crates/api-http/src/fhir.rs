@@ -274,7 +274,9 @@ impl FhirApi {
     /// $validate: check a resource without storing it.
     ///
     /// Answers 200 with an OperationOutcome whether the resource is valid or not: every
-    /// structural and rule issue, each with its location, or one `information` issue.
+    /// structural and rule issue, each with its location, or one `information` issue. A body
+    /// that is not a resource at all (not JSON, empty, not an object) cannot be validated:
+    /// 400, as FHIR says a 4xx means the validation could not be performed.
     #[oai(path = "/fhir/:resource_type/$validate", method = "post")]
     async fn validate(
         &self,
@@ -290,6 +292,19 @@ impl FhirApi {
             .validate(resource_type, &body.0)
             .await
             .map_err(|err| FhirError::from_records(err, &request_id))?;
+        // Issues located nowhere, or under `Resource` (the reader's name for a root whose type
+        // it could not tell), say the body is not a resource of any type.
+        let not_a_resource = issues.iter().any(|issue| {
+            issue.is_error()
+                && issue.location.as_deref().is_none_or(|at| {
+                    at == "Resource" || at.starts_with("Resource.") || at.starts_with("Resource[")
+                })
+        });
+        if not_a_resource {
+            return Err(FhirError::BadRequest(crate::errors::outcome_json(
+                fhir_model::OperationOutcome::from_issues(&issues),
+            )));
+        }
         let outcome = if issues.is_empty() {
             fhir_model::OperationOutcome::single(
                 fhir_model::IssueSeverity::Information,

@@ -50,22 +50,32 @@ impl RouteTable {
         Self(routes)
     }
 
-    /// The route a path belongs to; literal segments win over parameters.
+    /// The route a path belongs to: of the templates that match it, the one whose first
+    /// difference from the others is a literal segment (`/fhir/AuditEvent/{id}` over
+    /// `/fhir/{resource_type}/{id}`), as the router itself chooses.
     fn find(&self, path: &str) -> Option<&Route> {
         let segments: Vec<&str> = path.split('/').collect();
-        let matching = |literal_only: bool| {
-            self.0.iter().find(|route| {
-                route.segments.len() == segments.len()
-                    && route.segments.iter().zip(&segments).all(|(t, s)| {
-                        t == s
-                            || (!literal_only
-                                && t.starts_with('{')
-                                && t.ends_with('}')
-                                && !s.is_empty())
-                    })
+        self.0
+            .iter()
+            .filter_map(|route| {
+                if route.segments.len() != segments.len() {
+                    return None;
+                }
+                let mut literals = Vec::with_capacity(segments.len());
+                for (template, segment) in route.segments.iter().zip(&segments) {
+                    literals.push(template == segment);
+                    if template != segment
+                        && !(template.starts_with('{')
+                            && template.ends_with('}')
+                            && !segment.is_empty())
+                    {
+                        return None;
+                    }
+                }
+                Some((literals, route))
             })
-        };
-        matching(true).or_else(|| matching(false))
+            .max_by(|(a, _), (b, _)| a.cmp(b))
+            .map(|(_, route)| route)
     }
 }
 
@@ -386,9 +396,13 @@ mod tests {
             "late"
         }));
         let config = front_with_timeout(Duration::from_millis(50));
-        let response = front(Arc::clone(&slow), Request::builder().finish(), Arc::clone(&config))
-            .await
-            .unwrap();
+        let response = front(
+            Arc::clone(&slow),
+            Request::builder().finish(),
+            Arc::clone(&config),
+        )
+        .await
+        .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         let body = response.into_body().into_string().await.unwrap();
         assert!(body.contains("\"timeout\""), "{body}");

@@ -12,6 +12,7 @@ enum HealthTags {
 
 /// A probe's answer.
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct HealthStatus {
     /// `live`, `ready` or `unavailable`.
     status: String,

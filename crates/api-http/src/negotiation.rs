@@ -36,7 +36,11 @@ fn admits_json(field: &str) -> bool {
         let mut parts = range.split(';');
         let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
         let quality = parts
-            .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .filter_map(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .or_else(|| p.trim().strip_prefix("Q="))
+            })
             .next()
             .map_or(1.0, |q| q.trim().parse::<f32>().unwrap_or(1.0));
         quality > 0.0
@@ -91,6 +95,8 @@ mod tests {
             .header(header::ACCEPT, "application/fhir+xml")
             .finish();
         assert!(!accepts_json(&request));
-        assert!(accepts_json(&Request::builder().uri_str("/fhir/Patient").finish()));
+        assert!(accepts_json(
+            &Request::builder().uri_str("/fhir/Patient").finish()
+        ));
     }
 }

@@ -121,7 +121,54 @@ impl ParsePayload for SearchForm {
     }
 }
 
-impl_apirequest_for_payload!(SearchForm);
+// As poem-openapi's `impl_apirequest_for_payload!`, but a request without a body needs no
+// Content-Type: a POST `_search` without parameters is a search for everything.
+impl<'a> poem_openapi::ApiExtractor<'a> for SearchForm {
+    const TYPES: &'static [poem_openapi::ApiExtractorType] =
+        &[poem_openapi::ApiExtractorType::RequestObject];
+
+    type ParamType = ();
+    type ParamRawType = ();
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        <Self as Payload>::register(registry);
+    }
+
+    fn request_meta() -> Option<poem_openapi::registry::MetaRequest> {
+        Some(poem_openapi::registry::MetaRequest {
+            description: None,
+            content: vec![poem_openapi::registry::MetaMediaType {
+                content_type: <Self as Payload>::CONTENT_TYPE,
+                schema: <Self as Payload>::schema_ref(),
+            }],
+            required: <Self as ParsePayload>::IS_REQUIRED,
+        })
+    }
+
+    async fn from_request(
+        request: &'a Request,
+        body: &mut RequestBody,
+        _options: poem_openapi::ExtractParamOptions<Self::ParamType>,
+    ) -> poem::Result<Self> {
+        match request.content_type() {
+            Some(content_type) if Self::check_content_type(content_type) => {
+                <Self as ParsePayload>::from_request(request, body).await
+            }
+            Some(content_type) => Err(poem_openapi::error::ContentTypeError::NotSupported {
+                content_type: content_type.to_owned(),
+            }
+            .into()),
+            None => {
+                let bytes = read_limited(request, body).await?;
+                if bytes.is_empty() {
+                    Ok(Self(bytes))
+                } else {
+                    Err(poem_openapi::error::ContentTypeError::ExpectContentType.into())
+                }
+            }
+        }
+    }
+}
 
 /// The most bytes of an oversize body read and thrown away so that the client, which sends its
 /// whole body before it reads the answer, sees the 413 and not a broken connection. Past this

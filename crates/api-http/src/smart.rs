@@ -16,6 +16,7 @@ enum SmartTags {
 
 /// The SMART configuration document (SMART App Launch 2.x, `.well-known/smart-configuration`).
 #[derive(Debug, Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct SmartConfiguration {
     /// SMART capabilities: SMART v2 scopes, for patients and for users.
     capabilities: Vec<String>,

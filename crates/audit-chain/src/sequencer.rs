@@ -109,7 +109,11 @@ impl Sequencer {
     /// does as it stops, so that its last entries are not left unsigned. Waits for another
     /// sequencer's round rather than skipping (a round of this instance's periodic task may
     /// still be running), and gives up after `MAX_CATCH_UP_ROUNDS` full rounds.
-    pub async fn drain(&self, log: &dyn AuditLog, now: OffsetDateTime) -> Result<u64, AuditFailure> {
+    pub async fn drain(
+        &self,
+        log: &dyn AuditLog,
+        now: OffsetDateTime,
+    ) -> Result<u64, AuditFailure> {
         let mut sequenced = 0;
         for _ in 0..MAX_CATCH_UP_ROUNDS {
             let session = log.sequencer_when_free().await?;

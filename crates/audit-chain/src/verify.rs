@@ -82,7 +82,9 @@ pub enum Tamper {
         "tree node (level {level}, index {index}) differs from the node recomputed from the entries: inclusion proofs built from it would not verify"
     )]
     NodeMismatch { level: u8, index: u64 },
-    #[error("tree node (level {level}, index {index}) is missing: proofs that need it cannot be built")]
+    #[error(
+        "tree node (level {level}, index {index}) is missing: proofs that need it cannot be built"
+    )]
     NodeMissing { level: u8, index: u64 },
     #[error("checkpoints of size {size} disagree about its root")]
     Forked { size: u64 },
@@ -177,9 +179,10 @@ impl LogVerifier {
                 id: record.id.clone(),
             });
         }
-        let entry = AuditEntry::from_canonical_bytes(&record.body).map_err(|_| Tamper::Unreadable {
-            index: record.index,
-        })?;
+        let entry =
+            AuditEntry::from_canonical_bytes(&record.body).map_err(|_| Tamper::Unreadable {
+                index: record.index,
+            })?;
         check_columns(record, &entry)?;
         self.chain = chain;
         let completed = &mut self.completed;

@@ -61,7 +61,9 @@ impl Running {
             .drain(&self.audit_store, time::OffsetDateTime::now_utc())
             .await
         {
-            Ok(sequenced) => tracing::info!(sequenced, "audit log sequenced and signed at shutdown"),
+            Ok(sequenced) => {
+                tracing::info!(sequenced, "audit log sequenced and signed at shutdown")
+            }
             Err(err) => tracing::error!(error = %err, "cannot sequence the audit log at shutdown"),
         }
         self.audit_store.close().await;

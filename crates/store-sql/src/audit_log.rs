@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use audit_chain::{
-    Assigned, AuditEntry, EntryColumns, AuditFailure, AuditLog, AuditTrail, CHAIN_START, Checkpoint, EntryQuery,
-    FoundEntry, Frontier, Hash, Head, LogRecord, Node, NodeId, Pending, SequencerSession,
-    StoredCheckpoint, StoredEntry,
+    Assigned, AuditEntry, AuditFailure, AuditLog, AuditTrail, CHAIN_START, Checkpoint,
+    EntryColumns, EntryQuery, FoundEntry, Frontier, Hash, Head, LogRecord, Node, NodeId, Pending,
+    SequencerSession, StoredCheckpoint, StoredEntry,
 };
 use sea_orm::sea_query::{ArrayType, Cond, Expr, ExprTrait, InsertStatement, Order, Query};
 use sea_orm::{
@@ -509,8 +509,7 @@ fn recorded_at_of(row: &QueryResult, backend: Backend) -> Option<time::OffsetDat
         // Fixed-width UTC text (`instants::sqlite_text`), an RFC 3339 instant.
         Backend::Sqlite => {
             let text: String = row.try_get("", "recorded_at").ok()?;
-            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339)
-                .ok()
+            time::OffsetDateTime::parse(&text, &time::format_description::well_known::Rfc3339).ok()
         }
     }
 }

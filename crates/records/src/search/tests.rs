@@ -32,7 +32,10 @@ fn past_twenty_filtering_parameters_a_search_is_refused_naming_the_limit() {
     assert!(err.reason.contains("has 300"), "{err}");
     // Shaping and paging are not filters.
     let mut shaped = twenty.clone();
-    shaped.extend([("_count", "5".to_owned()), ("_sort", "-_lastUpdated".to_owned())]);
+    shaped.extend([
+        ("_count", "5".to_owned()),
+        ("_sort", "-_lastUpdated".to_owned()),
+    ]);
     parsed(&shaped).unwrap();
 }
 
