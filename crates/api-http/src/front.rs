@@ -123,11 +123,17 @@ pub(crate) async fn front<E: Endpoint + 'static>(
             // The handler runs as its own task, which a timeout (or a client that hangs up)
             // leaves to finish instead of dropping it halfway: database connections are not
             // safe to abandon mid-statement (sqlx cannot always return them to the pool), and
-            // on PostgreSQL the statement timeout ends whatever is still running.
-            let answer = tokio::spawn(
+            // on PostgreSQL the statement timeout ends whatever is still running. A handler
+            // still waiting for its body has done no database work yet: that one is stopped,
+            // so the connection closes instead of waiting on a body that is not coming.
+            let mut answer = tokio::spawn(
                 async move { next.get_response(request).await }.instrument(span.clone()),
             );
-            match tokio::time::timeout(front.request_timeout, answer).await {
+            let finished = tokio::time::timeout(front.request_timeout, &mut answer).await;
+            if finished.is_err() && arrival.as_ref().is_some_and(|a| !a.is_read()) {
+                answer.abort();
+            }
+            match finished {
                 Ok(Ok(response)) => response,
                 Ok(Err(failed)) => {
                     tracing::error!(request_id = %request_id.0, panicked = failed.is_panic(), "request handler failed");
