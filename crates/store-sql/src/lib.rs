@@ -8,6 +8,7 @@ mod audit_log;
 mod connect;
 mod entity;
 mod group_commit;
+mod index_write;
 mod instants;
 mod keys;
 mod resources;

@@ -9,7 +9,7 @@ use records::{
     Changes, Erasure, HistoryPosition, NewVersion, ResourceStore, SealedVersion, SearchMatch,
     StoreError, Write,
 };
-use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query, SelectStatement};
+use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
     QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, SqlErr, TransactionTrait,
@@ -17,16 +17,16 @@ use sea_orm::{
 use time::OffsetDateTime;
 
 use crate::audit_log::insert_entries;
-use crate::connect::{Backend, SqlStore};
+use crate::connect::SqlStore;
 use crate::entity::{resource, resource_version};
+use crate::index_write::{clear_index, write_index};
 use crate::instants::instant;
 use crate::keys::{
     StoredKey, destroy_key, insert_if_absent_statement, join_owner_key, joined_record, stored_key,
 };
 use crate::search::{SORT_VALUE, count_statement, search_statement};
 use crate::tables::{
-    CONDITIONAL_CLAIM, INDEX_STATE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, SEARCH_BLIND,
-    SEARCH_DATE, SEARCH_REFERENCE, SEARCH_STRING, SEARCH_TOKEN, name,
+    CONDITIONAL_CLAIM, INDEX_STATE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, name,
 };
 
 #[async_trait]
@@ -515,137 +515,6 @@ fn to_stored(row: &QueryResult) -> Result<SealedVersion, StoreError> {
 }
 
 /// Deletes a resource's index rows, and its conditional claims too `with_claims`.
-async fn clear_index(
-    txn: &DatabaseTransaction,
-    resource_type: ResourceType,
-    id: &str,
-    with_claims: bool,
-) -> Result<(), DbErr> {
-    for table in INDEX_TABLES {
-        if table == CONDITIONAL_CLAIM && !with_claims {
-            continue;
-        }
-        let clear = Query::delete()
-            .from_table(name(table))
-            .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
-            .and_where(Expr::col(name("id")).eq(id))
-            .to_owned();
-        txn.execute(&clear).await?;
-    }
-    Ok(())
-}
-
-/// The most values bound in one statement: under SQLite's limit (32,766) and PostgreSQL's
-/// (65,535), so that a resource with thousands of identifiers or names stores in several
-/// statements instead of failing on the database's limit.
-const MAX_BOUND_VALUES: usize = 30_000;
-
-/// Inserts a version's index rows: per table that has any, one statement, or several when the
-/// rows hold more than [`MAX_BOUND_VALUES`] values.
-async fn write_index(
-    txn: &DatabaseTransaction,
-    backend: Backend,
-    resource_type: ResourceType,
-    id: &str,
-    index: &IndexRows,
-) -> Result<(), DbErr> {
-    let rt = resource_type.as_str();
-    let mut statements: Vec<InsertStatement> = Vec::new();
-    let mut insert = |table: &str, columns: &[&str], rows: Vec<Vec<sea_orm::Value>>| {
-        let rows_per_statement = MAX_BOUND_VALUES / (3 + columns.len());
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let mut statement = Query::insert();
-            statement.into_table(name(table)).columns(
-                ["resource_type", "id", "param"]
-                    .iter()
-                    .chain(columns)
-                    .map(|c| name(c)),
-            );
-            for row in rows.by_ref().take(rows_per_statement) {
-                statement
-                    .values(
-                        [rt.into(), id.into()]
-                            .into_iter()
-                            .chain(row)
-                            .map(Expr::val)
-                            .collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| DbErr::Custom(e.to_string()))?;
-            }
-            statements.push(statement.to_owned());
-        }
-        Ok::<(), DbErr>(())
-    };
-    insert(
-        SEARCH_BLIND,
-        &["token"],
-        index
-            .blind
-            .iter()
-            .map(|r| vec![r.param.into(), r.token.0.to_vec().into()])
-            .collect(),
-    )?;
-    insert(
-        SEARCH_TOKEN,
-        &["system", "code"],
-        index
-            .tokens
-            .iter()
-            .map(|r| {
-                vec![
-                    r.param.into(),
-                    r.system.clone().into(),
-                    r.code.clone().into(),
-                ]
-            })
-            .collect(),
-    )?;
-    insert(
-        SEARCH_REFERENCE,
-        &["target_type", "target_id"],
-        index
-            .references
-            .iter()
-            .map(|r| {
-                vec![
-                    r.param.into(),
-                    r.target_type.clone().into(),
-                    r.target_id.clone().into(),
-                ]
-            })
-            .collect(),
-    )?;
-    insert(
-        SEARCH_DATE,
-        &["low", "high"],
-        index
-            .dates
-            .iter()
-            .map(|r| {
-                vec![
-                    r.param.into(),
-                    instant(backend, r.low),
-                    instant(backend, r.high),
-                ]
-            })
-            .collect(),
-    )?;
-    insert(
-        SEARCH_STRING,
-        &["value"],
-        index
-            .strings
-            .iter()
-            .map(|r| vec![r.param.into(), r.folded.clone().into()])
-            .collect(),
-    )?;
-    for statement in statements {
-        txn.execute(&statement).await?;
-    }
-    Ok(())
-}
-
 impl SqlStore {
     /// Waits for a search's turn (see `SqlStore::searches`); the request's time limit bounds
     /// the wait.
