@@ -13,6 +13,8 @@ use crate::tables::{
     SEARCH_TOKEN, name,
 };
 
+/// Deletes a resource's index rows, and its conditional-create claims when `with_claims` (a
+/// deletion releases them; an update keeps them).
 pub(crate) async fn clear_index(
     txn: &DatabaseTransaction,
     resource_type: ResourceType,
