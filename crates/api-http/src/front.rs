@@ -5,14 +5,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fhir_model::{IssueSeverity, IssueType, OperationOutcome};
+use fhir_model::{IssueType, OperationOutcome};
 use poem::PathPattern;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use tracing::Instrument;
 
 use crate::context::RequestId;
-use crate::errors::outcome_json;
+use crate::errors::{outcome_json, refusal};
 use crate::payload::BodyArrival;
 
 /// The routes and their methods, read from the OpenAPI document so that the `Allow` header of
@@ -61,20 +61,24 @@ impl RouteTable {
                 if route.segments.len() != segments.len() {
                     return None;
                 }
-                let mut literals = Vec::with_capacity(segments.len());
-                for (template, segment) in route.segments.iter().zip(&segments) {
-                    literals.push(template == segment);
-                    if template != segment
-                        && !(template.starts_with('{')
-                            && template.ends_with('}')
-                            && !segment.is_empty())
+                // One bit per segment, the first the highest: comparing the masks compares
+                // where the literal segments are, first difference first.
+                let mut literals: u64 = 0;
+                for (position, (template, segment)) in
+                    route.segments.iter().zip(&segments).enumerate()
+                {
+                    if template == segment {
+                        literals |= 1 << (63 - position.min(63));
+                    } else if !(template.starts_with('{')
+                        && template.ends_with('}')
+                        && !segment.is_empty())
                     {
                         return None;
                     }
                 }
                 Some((literals, route))
             })
-            .max_by(|(a, _), (b, _)| a.cmp(b))
+            .max_by_key(|(literals, _)| *literals)
             .map(|(_, route)| route)
     }
 }
@@ -137,14 +141,11 @@ pub(crate) async fn front<E: Endpoint + 'static>(
                 Ok(Ok(response)) => response,
                 Ok(Err(failed)) => {
                     tracing::error!(request_id = %request_id.0, panicked = failed.is_panic(), "request handler failed");
-                    refusal(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        IssueType::Exception,
-                        format!(
-                            "internal server error; quote correlation id {} to the operator",
-                            request_id.0
-                        ),
-                    )
+                    let mut response =
+                        outcome_json(OperationOutcome::internal_error(&request_id.0))
+                            .into_response();
+                    response.set_status(StatusCode::INTERNAL_SERVER_ERROR);
+                    response
                 }
                 Err(_) => timed_out(arrival.as_ref(), front.request_timeout),
             }
@@ -242,17 +243,6 @@ fn timed_out(arrival: Option<&BodyArrival>, limit: Duration) -> Response {
              effect, so read before retrying or retry conditionally"
         ),
     )
-}
-
-fn refusal(status: StatusCode, code: IssueType, diagnostics: String) -> Response {
-    let mut response = outcome_json(OperationOutcome::single(
-        IssueSeverity::Error,
-        code,
-        diagnostics,
-    ))
-    .into_response();
-    response.set_status(status);
-    response
 }
 
 /// The interactive docs run the Swagger UI's inline script and styles; nothing else needs any.
@@ -420,6 +410,28 @@ mod tests {
         let response = front(Arc::clone(&slow), upload, config).await.unwrap();
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(response.headers()[header::CONNECTION], "close");
+    }
+
+    #[test]
+    fn a_path_belongs_to_the_route_whose_first_difference_is_literal() {
+        let routes = RouteTable::from_openapi(&serde_json::json!({"paths": {
+            "/fhir/{resource_type}/{id}": {"get": {}, "put": {}, "delete": {}},
+            "/fhir/AuditEvent/{id}": {"get": {}},
+            "/fhir/{resource_type}/$validate": {"post": {}},
+            "/fhir/Patient/{id}/$erase": {"post": {}, "delete": {}},
+        }}));
+        let methods = |path: &str| routes.find(path).map(|r| r.methods.clone());
+        assert_eq!(methods("/fhir/AuditEvent/7").as_deref(), Some("GET"));
+        assert_eq!(
+            methods("/fhir/Patient/7").as_deref(),
+            Some("DELETE, GET, PUT")
+        );
+        assert_eq!(methods("/fhir/Patient/$validate").as_deref(), Some("POST"));
+        assert_eq!(
+            methods("/fhir/Patient/7/$erase").as_deref(),
+            Some("DELETE, POST")
+        );
+        assert_eq!(methods("/fhir/Patient/7/x"), None);
     }
 
     #[tokio::test]

@@ -194,13 +194,11 @@ async fn read_limited(request: &Request, body: &mut RequestBody) -> poem::Result
         if let Some(arrival) = request.data::<BodyArrival>() {
             arrival.mark_read();
         }
-        let mut response = crate::errors::outcome_json(fhir_model::OperationOutcome::single(
-            fhir_model::IssueSeverity::Error,
+        let mut response = crate::errors::refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
             fhir_model::IssueType::TooLong,
             format!("the request body is larger than the limit of {limit} bytes"),
-        ))
-        .into_response();
-        response.set_status(StatusCode::PAYLOAD_TOO_LARGE);
+        );
         if !drained {
             response.headers_mut().insert(
                 poem::http::header::CONNECTION,

@@ -93,16 +93,7 @@ impl Sequencer {
         log: &dyn AuditLog,
         now: OffsetDateTime,
     ) -> Result<(), AuditFailure> {
-        for _ in 0..MAX_CATCH_UP_ROUNDS {
-            let session = log.sequencer_when_free().await?;
-            if self.round(session, now, false).await?.sequenced < self.batch {
-                return Ok(());
-            }
-        }
-        Err(AuditFailure(format!(
-            "the audit log is more than {} entries behind",
-            MAX_CATCH_UP_ROUNDS * self.batch
-        )))
+        self.rounds_until_empty(log, now, false).await.map(|_| ())
     }
 
     /// Sequences everything recorded so far and signs a checkpoint over it: what an instance
@@ -114,17 +105,28 @@ impl Sequencer {
         log: &dyn AuditLog,
         now: OffsetDateTime,
     ) -> Result<u64, AuditFailure> {
+        self.rounds_until_empty(log, now, true).await
+    }
+
+    /// Runs rounds, each waiting for the lock, until one leaves the intake empty; how many
+    /// entries they sequenced. Gives up after `MAX_CATCH_UP_ROUNDS` full rounds.
+    async fn rounds_until_empty(
+        &self,
+        log: &dyn AuditLog,
+        now: OffsetDateTime,
+        force_checkpoint: bool,
+    ) -> Result<u64, AuditFailure> {
         let mut sequenced = 0;
         for _ in 0..MAX_CATCH_UP_ROUNDS {
             let session = log.sequencer_when_free().await?;
-            let round = self.round(session, now, true).await?;
+            let round = self.round(session, now, force_checkpoint).await?;
             sequenced += round.sequenced as u64;
             if round.sequenced < self.batch {
                 return Ok(sequenced);
             }
         }
         Err(AuditFailure(format!(
-            "more than {} entries were left to sequence at shutdown",
+            "the audit log is more than {} entries behind",
             MAX_CATCH_UP_ROUNDS * self.batch
         )))
     }

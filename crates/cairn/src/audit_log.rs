@@ -153,12 +153,8 @@ pub async fn verify_database(
         Ok(verifier) => verifier,
         Err(tamper) => return Ok(Err(tamper)),
     };
-    let mut next = 0;
-    loop {
-        let page = log
-            .records(next, PAGE)
-            .await
-            .map_err(|err| anyhow::anyhow!(err))?;
+    let mut pages = RecordPages::new();
+    while let Some(page) = pages.next(log).await? {
         for record in &page {
             if let Err(tamper) = verifier.push(record) {
                 return Ok(Err(tamper));
@@ -172,34 +168,35 @@ pub async fn verify_database(
         if let Err(tamper) = verifier.check_nodes(&stored) {
             return Ok(Err(tamper));
         }
-        match page.last() {
-            Some(last) if page.len() == PAGE => next = last.index + 1,
-            _ => return Ok(verifier.finish()),
-        }
     }
+    Ok(verifier.finish())
 }
 
-/// Calls `each` with every sequenced entry in index order, a page of rows at a time, until it
-/// fails; returns its failure, if any.
-async fn for_each_record<E>(
-    log: &dyn AuditLog,
-    mut each: impl FnMut(&LogRecord) -> Result<(), E>,
-) -> anyhow::Result<Result<(), E>> {
-    let mut next = 0;
-    loop {
+/// Every sequenced entry in index order, a page of rows at a time.
+#[derive(Debug)]
+struct RecordPages {
+    /// The index the next page starts at; `None` once the last page was read.
+    next: Option<u64>,
+}
+
+impl RecordPages {
+    fn new() -> Self {
+        Self { next: Some(0) }
+    }
+
+    async fn next(&mut self, log: &dyn AuditLog) -> anyhow::Result<Option<Vec<LogRecord>>> {
+        let Some(from) = self.next else {
+            return Ok(None);
+        };
         let page = log
-            .records(next, PAGE)
+            .records(from, PAGE)
             .await
             .map_err(|err| anyhow::anyhow!(err))?;
-        for record in &page {
-            if let Err(err) = each(record) {
-                return Ok(Err(err));
-            }
-        }
-        match page.last() {
-            Some(last) if page.len() == PAGE => next = last.index + 1,
-            _ => return Ok(Ok(())),
-        }
+        self.next = match page.last() {
+            Some(last) if page.len() == PAGE => Some(last.index + 1),
+            _ => None,
+        };
+        Ok(Some(page))
     }
 }
 
@@ -228,20 +225,22 @@ pub async fn export(
         line(out, &ExportLine::Checkpoint { note })?;
     }
     let mut count = 0;
-    for_each_record(log, |record| {
-        count += 1;
-        line(
-            out,
-            &ExportLine::Entry {
-                index: record.index,
-                id: record.id.clone(),
-                body: BASE64.encode(&record.body),
-                leaf_hash: record.leaf_hash.to_hex(),
-                chain_hash: record.chain_hash.to_hex(),
-            },
-        )
-    })
-    .await??;
+    let mut pages = RecordPages::new();
+    while let Some(page) = pages.next(log).await? {
+        for record in &page {
+            count += 1;
+            line(
+                out,
+                &ExportLine::Entry {
+                    index: record.index,
+                    id: record.id.clone(),
+                    body: BASE64.encode(&record.body),
+                    leaf_hash: record.leaf_hash.to_hex(),
+                    chain_hash: record.chain_hash.to_hex(),
+                },
+            )?;
+        }
+    }
     out.flush()?;
     Ok(count)
 }

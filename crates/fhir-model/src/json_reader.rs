@@ -52,9 +52,13 @@ const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 /// Reads `bytes` as the JSON of a resource. On failure, every issue found (at most
 /// [`MAX_ISSUES`] and one that counts the rest), located from the resource's type.
 pub(crate) fn read(bytes: &[u8]) -> Result<Value, Vec<Issue>> {
+    let limit = bytes
+        .len()
+        .saturating_mul(COST_PER_BODY_BYTE)
+        .max(MIN_BUDGET);
     let mut reader = Reader {
-        budget: (bytes.len().saturating_mul(COST_PER_BODY_BYTE)).max(MIN_BUDGET),
-        limit: (bytes.len().saturating_mul(COST_PER_BODY_BYTE)).max(MIN_BUDGET),
+        budget: limit,
+        limit,
         depth: 0,
         path: Vec::new(),
         issues: Vec::new(),
