@@ -96,6 +96,7 @@ pub async fn resource_store(store: &dyn ResourceStore, keys: &dyn KeyStore) {
     search::sorted_paging_through_mixed_offsets_is_exact(store).await;
     search::negation_reverse_chains_and_string_matches(store).await;
     search::index_rows_are_replaced_on_the_current_version_only(store).await;
+    search::compound_searches_match_every_clause_and_page_exactly(store).await;
     unit::a_unit_of_work_commits_whole_or_not_at_all(store).await;
     erasure_destroys_the_key_and_hides_the_compartment(store, keys).await;
 }

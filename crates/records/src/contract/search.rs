@@ -557,3 +557,196 @@ pub(super) async fn index_rows_are_replaced_on_the_current_version_only(store: &
     store.set_index_generation(INDEX_GENERATION).await.unwrap();
     assert_eq!(store.index_generation().await.unwrap(), INDEX_GENERATION);
 }
+
+/// Searches with several index clauses (a blind token, a code, a date, a string) give exactly
+/// the resources every clause holds for, once each, alongside other clauses, counted, and
+/// paged in id order both ways and in date order without repeats or gaps.
+pub(super) async fn compound_searches_match_every_clause_and_page_exactly(
+    store: &dyn ResourceStore,
+) {
+    let practitioner = ResourceType::parse("Practitioner").unwrap();
+    let blind = |n: u8| phi_crypto::BlindToken([n; 8]);
+    let start = datetime!(2022-01-01 0:00 UTC);
+    let count: u8 = 48;
+    for n in 0..count {
+        let mut index = IndexRows {
+            // Two tokens for some, so that a search for both must not repeat them.
+            blind: vec![crate::index::BlindRow {
+                param: "c-name",
+                token: blind(n % 2),
+            }],
+            tokens: vec![TokenRow {
+                param: "c-code",
+                system: None,
+                code: format!("{}", n % 3),
+            }],
+            dates: vec![DateRow {
+                param: "date",
+                low: start + Duration::days(i64::from(n % 5)),
+                high: start + Duration::days(i64::from(n % 5) + 1),
+            }],
+            strings: vec![StringRow {
+                param: "c-text",
+                folded: if n % 4 == 0 {
+                    "alpha".into()
+                } else {
+                    "beta".into()
+                },
+            }],
+            ..IndexRows::default()
+        };
+        if n % 6 == 0 {
+            index.blind.push(crate::index::BlindRow {
+                param: "c-name",
+                token: blind(7),
+            });
+        }
+        let owner = if n % 2 == 0 {
+            "Patient/c-even"
+        } else {
+            "system"
+        };
+        store
+            .create(crate::NewVersion {
+                resource_type: practitioner,
+                index,
+                ..super::owned_version(practitioner, &format!("c-{n:02}"), b"x", owner)
+            })
+            .await
+            .unwrap();
+    }
+    let name = |tokens: &[u8]| Clause::Blind {
+        param: "c-name",
+        any_of: tokens.iter().map(|t| blind(*t)).collect(),
+    };
+    let code = |c: &str| Clause::Token {
+        param: "c-code",
+        any_of: vec![TokenMatch {
+            system: None,
+            code: Some(c.into()),
+        }],
+    };
+    let on_day = |day: i64| {
+        let low = start + Duration::days(day);
+        date(DateComparator::Eq, low, low + Duration::days(1))
+    };
+    let text = |t: &str| Clause::String {
+        param: "c-text",
+        any_of: vec![t.into()],
+        how: StringMatch::Start,
+    };
+    let expect = |keep: &dyn Fn(u8) -> bool| -> Vec<String> {
+        (0..count)
+            .filter(|n| keep(*n))
+            .map(|n| format!("c-{n:02}"))
+            .collect()
+    };
+    let cases: Vec<(Vec<Clause>, Vec<String>)> = vec![
+        (
+            vec![name(&[0]), code("0")],
+            expect(&|n| n % 2 == 0 && n % 3 == 0),
+        ),
+        (
+            vec![name(&[0, 7]), code("0")],
+            expect(&|n| n % 2 == 0 && n % 3 == 0),
+        ),
+        (
+            vec![name(&[1]), code("1"), on_day(2)],
+            expect(&|n| n % 2 == 1 && n % 3 == 1 && n % 5 == 2),
+        ),
+        (
+            vec![code("2"), text("alp"), on_day(0)],
+            expect(&|n| n % 3 == 2 && n % 4 == 0 && n % 5 == 0),
+        ),
+        (
+            vec![
+                name(&[0, 1]),
+                code("0"),
+                Clause::Not(Box::new(on_day(3))),
+                Clause::Compartment("Patient/c-even".into()),
+            ],
+            expect(&|n| n % 3 == 0 && n % 5 != 3 && n % 2 == 0),
+        ),
+        (vec![name(&[7]), code("1")], vec![]),
+    ];
+    for (clauses, expected) in cases {
+        let described = format!("{clauses:?}");
+        let all = query(practitioner, clauses.clone());
+        assert_eq!(ids(store, all.clone()).await, expected, "{described}");
+        assert_eq!(
+            store.count(&all).await.unwrap(),
+            u64::try_from(expected.len()).unwrap(),
+            "{described}"
+        );
+        for descending in [false, true] {
+            let mut walked = Vec::new();
+            let mut after = None;
+            loop {
+                let page = ids(
+                    store,
+                    SearchQuery {
+                        order: Order {
+                            key: SortKey::Id,
+                            descending,
+                        },
+                        after: after.take(),
+                        limit: 3,
+                        ..all.clone()
+                    },
+                )
+                .await;
+                let Some(last) = page.last() else { break };
+                after = Some(Position {
+                    value: None,
+                    id: last.clone(),
+                });
+                walked.extend(page);
+            }
+            let mut want = expected.clone();
+            if descending {
+                want.reverse();
+            }
+            assert_eq!(walked, want, "{described}, descending: {descending}");
+        }
+    }
+    // By date, then id: a page boundary inside a run of equal dates repeats nothing.
+    let by_date = SearchQuery {
+        order: Order {
+            key: SortKey::DateLow("date"),
+            descending: false,
+        },
+        limit: 2,
+        ..query(practitioner, vec![name(&[0]), code("0")])
+    };
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .search(&SearchQuery {
+                after: after.take(),
+                ..by_date.clone()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(Position {
+            value: last.sort_value,
+            id: last.version.id.clone(),
+        });
+        walked.extend(
+            page.into_iter()
+                .map(|m| (m.sort_value.unwrap(), m.version.id)),
+        );
+    }
+    let mut expected: Vec<(OffsetDateTime, String)> = (0..count)
+        .filter(|n| n % 6 == 0)
+        .map(|n| {
+            (
+                start + Duration::days(i64::from(n % 5)),
+                format!("c-{n:02}"),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(walked, expected);
+}
