@@ -53,45 +53,79 @@ pub(crate) fn search_statement(query: &SearchQuery, backend: Backend) -> SelectS
     select
 }
 
-/// The page of a search for one blind token in id order (an identifier, a name, a telecom…),
-/// straight from the blind index: `SELECT i.resource_type, i.id, r.version FROM search_blind i
-/// JOIN resource r WHERE (type, param, token) = … AND id > after ORDER BY id LIMIT n`.
+/// The blind tokens of a search made only of single-token blind clauses (`identifier=…`,
+/// `family=kow&given=ama`, `name=smi`), each with its parameter; `None` for any other search.
+fn blind_tokens(query: &SearchQuery) -> Option<Vec<(&'static str, Vec<u8>)>> {
+    query
+        .clauses
+        .iter()
+        .map(|clause| match clause {
+            Clause::Blind { param, any_of } if any_of.len() == 1 => {
+                Some((*param, any_of[0].0.to_vec()))
+            }
+            _ => None,
+        })
+        .collect::<Option<Vec<_>>>()
+        .filter(|tokens| !tokens.is_empty())
+}
+
+/// `FROM search_blind i0 JOIN search_blind i1 ON (same resource) …` with each alias held to
+/// one clause's (parameter, token): the resources holding every token.
 ///
-/// The index `(resource_type, param, token, id)` answers it with an index-only scan already in
-/// order, as well for a token 100,000 resources share as for one only one has, so PostgreSQL's
-/// generic plan is right for every value and it stops planning the statement anew on each
-/// execution. `None` for any other search.
+/// The index `(resource_type, param, token, id)` gives each token's resources in id order, so
+/// the join is a merge (or a probe per row) of ordered lists that stops at the page's end:
+/// `given=ama&family=kow` at 120,000 patients read 450 index entries for a page of 21 where
+/// an intersection of the whole lists read 17,500, and 1.3 ms against 200 ms. One plan is
+/// right for every value, however common (a single token is the same plan with no join).
+fn blind_join(select: &mut SelectStatement, query: &SearchQuery, tokens: Vec<(&str, Vec<u8>)>) {
+    select.from_as(name(SEARCH_BLIND), name("i0"));
+    for (n, (param, token)) in tokens.into_iter().enumerate() {
+        let alias = format!("i{n}");
+        if n > 0 {
+            select.inner_join(
+                sea_orm::sea_query::TableRef::Table(
+                    name(SEARCH_BLIND).into(),
+                    Some(name(&alias).into()),
+                ),
+                Cond::all()
+                    .add(col(&alias, "resource_type").equals((name("i0"), name("resource_type"))))
+                    .add(col(&alias, "id").equals((name("i0"), name("id")))),
+            );
+        }
+        select
+            .and_where(col(&alias, "resource_type").eq(query.resource_type.as_str()))
+            .and_where(col(&alias, "param").eq(param))
+            .and_where(col(&alias, "token").eq(token));
+    }
+}
+
+/// The page of a search made only of single-token blind clauses, in id order: `SELECT
+/// i0.resource_type, i0.id, r.version FROM <blind_join> JOIN resource r WHERE i0.id > after
+/// ORDER BY i0.id LIMIT n`. `None` for any other search.
 fn single_token_page(query: &SearchQuery) -> Option<SelectStatement> {
-    let ([Clause::Blind { param, any_of }], SortKey::Id) =
-        (query.clauses.as_slice(), query.order.key)
-    else {
+    if query.order.key != SortKey::Id {
         return None;
-    };
-    let [token] = any_of.as_slice() else {
-        return None;
-    };
+    }
+    let tokens = blind_tokens(query)?;
     let mut page = Query::select();
     page.columns([
-        (name("i"), name("resource_type")),
-        (name("i"), name("id")),
+        (name("i0"), name("resource_type")),
+        (name("i0"), name("id")),
         (name("r"), name("version")),
-    ])
-    .from_as(name(SEARCH_BLIND), name("i"))
-    .inner_join(
+    ]);
+    blind_join(&mut page, query, tokens);
+    page.inner_join(
         sea_orm::sea_query::TableRef::Table(name(RESOURCE).into(), Some(name("r").into())),
         Cond::all()
-            .add(col("r", "resource_type").equals((name("i"), name("resource_type"))))
-            .add(col("r", "id").equals((name("i"), name("id")))),
+            .add(col("r", "resource_type").equals((name("i0"), name("resource_type"))))
+            .add(col("r", "id").equals((name("i0"), name("id")))),
     )
     // Index rows exist only for current, live versions; this keeps a deleted resource out
     // should that ever not hold.
     .and_where(col("r", "deleted").eq(false))
-    .and_where(col("i", "resource_type").eq(query.resource_type.as_str()))
-    .and_where(col("i", "param").eq(*param))
-    .and_where(col("i", "token").eq(token.0.to_vec()))
     .limit(query.limit);
     if let Some(after) = &query.after {
-        let id = col("i", "id");
+        let id = col("i0", "id");
         let after: sea_orm::Value = after.id.clone().into();
         page.and_where(if query.order.descending {
             id.lt(after)
@@ -100,7 +134,7 @@ fn single_token_page(query: &SearchQuery) -> Option<SelectStatement> {
         });
     }
     let direction = direction(query);
-    page.order_by((name("i"), name("id")), direction);
+    page.order_by((name("i0"), name("id")), direction);
     Some(page)
 }
 
@@ -189,10 +223,19 @@ fn sort_value(query: &SearchQuery, backend: Backend) -> Option<Expr> {
 }
 
 /// `SELECT COUNT(*) FROM resource r WHERE <clauses>`: every match, regardless of paging.
+///
+/// A search made only of single-token blind clauses is counted from the blind index alone:
+/// every version change, deletion and erasure replaces or removes a resource's index rows in
+/// the transaction that makes it, so those rows are exactly the live resources' (the same
+/// invariant the page's join to `resource` only double-checks). Probing `resource` for each of
+/// 10,000 matches was 56 of a 67 ms count.
 pub(crate) fn count_statement(query: &SearchQuery, backend: Backend) -> SelectStatement {
     let mut select = Query::select();
     select.expr_as(Expr::cust("COUNT(*)"), name("matches"));
-    matching(&mut select, query, backend);
+    match blind_tokens(query) {
+        Some(tokens) => blind_join(&mut select, query, tokens),
+        None => matching(&mut select, query, backend),
+    }
     select.to_owned()
 }
 

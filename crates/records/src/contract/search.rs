@@ -571,10 +571,16 @@ pub(super) async fn compound_searches_match_every_clause_and_page_exactly(
     for n in 0..count {
         let mut index = IndexRows {
             // Two tokens for some, so that a search for both must not repeat them.
-            blind: vec![crate::index::BlindRow {
-                param: "c-name",
-                token: blind(n % 2),
-            }],
+            blind: vec![
+                crate::index::BlindRow {
+                    param: "c-name",
+                    token: blind(n % 2),
+                },
+                crate::index::BlindRow {
+                    param: "c-other",
+                    token: blind(10 + n % 3),
+                },
+            ],
             tokens: vec![TokenRow {
                 param: "c-code",
                 system: None,
@@ -618,6 +624,10 @@ pub(super) async fn compound_searches_match_every_clause_and_page_exactly(
     let name = |tokens: &[u8]| Clause::Blind {
         param: "c-name",
         any_of: tokens.iter().map(|t| blind(*t)).collect(),
+    };
+    let other = |t: u8| Clause::Blind {
+        param: "c-other",
+        any_of: vec![blind(10 + t)],
     };
     let code = |c: &str| Clause::Token {
         param: "c-code",
@@ -668,6 +678,17 @@ pub(super) async fn compound_searches_match_every_clause_and_page_exactly(
             expect(&|n| n % 3 == 0 && n % 5 != 3 && n % 2 == 0),
         ),
         (vec![name(&[7]), code("1")], vec![]),
+        // Single-token blind clauses only: joined in the index, counted from it.
+        (
+            vec![name(&[1]), other(2)],
+            expect(&|n| n % 2 == 1 && n % 3 == 2),
+        ),
+        (
+            vec![other(0), name(&[7]), name(&[0])],
+            expect(&|n| n % 6 == 0),
+        ),
+        (vec![other(1)], expect(&|n| n % 3 == 1)),
+        (vec![other(1), name(&[7])], vec![]),
     ];
     for (clauses, expected) in cases {
         let described = format!("{clauses:?}");
