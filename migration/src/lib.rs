@@ -18,6 +18,7 @@ mod m20261129_000008_audit_intake;
 mod m20261129_000009_audit_release_by_bytes;
 mod m20261203_000010_sqlite_instants;
 mod m20261203_000011_index_generation;
+mod m20261203_000012_blind_index_token_first;
 
 /// Every migration, oldest first.
 #[derive(Debug)]
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_000009_audit_release_by_bytes::Migration),
             Box::new(m20261203_000010_sqlite_instants::Migration),
             Box::new(m20261203_000011_index_generation::Migration),
+            Box::new(m20261203_000012_blind_index_token_first::Migration),
         ]
     }
 }

@@ -141,9 +141,27 @@ impl SearchParam {
         format!("http://hl7.org/fhir/SearchParameter/{prefix}-{}", self.code)
     }
 
-    /// The blind-index purpose name, which selects the HMAC key: `Patient.name`.
+    /// The blind-index purpose name, which selects the HMAC key: `Patient.birthdate`.
+    ///
+    /// `family` and `given` share `Patient.name`'s key: every term of theirs is also a term of
+    /// `name` (the same folded starts and exact value), so a name search can find them in their
+    /// own rows and `name` keeps rows only for the terms they lack ([`Self::also_searches`]).
+    /// What sharing the key reveals is argued in `docs/security/phi-classification.md`.
     pub fn purpose(&self) -> String {
-        format!("{}.{}", self.resource_type, self.code)
+        let code = match (self.resource_type.as_str(), self.code) {
+            ("Patient", "family" | "given") => "name",
+            (_, code) => code,
+        };
+        format!("{}.{code}", self.resource_type)
+    }
+
+    /// The other parameters whose blind rows a search of this one also looks in: `family` and
+    /// `given` for `Patient.name`, whose values are parts of a name; none for the rest.
+    pub fn also_searches(&self) -> &'static [&'static str] {
+        match (self.resource_type.as_str(), self.code) {
+            ("Patient", "name") => &["family", "given"],
+            _ => &[],
+        }
     }
 }
 

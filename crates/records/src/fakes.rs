@@ -12,7 +12,7 @@ use phi_crypto::fakes::MemoryKeyStore;
 use phi_crypto::{KeyOwner, KeyState, KeyStore};
 use time::OffsetDateTime;
 
-use crate::index::{Clause, IndexRows, IndexTable, SearchQuery, SortKey};
+use crate::index::{Clause, IndexRows, IndexTable, SearchQuery, SortKey, blind_row_params};
 use crate::ports::{
     Changes, Clock, Erasure, HistoryPosition, IdGenerator, NewVersion, ResourceStore,
     SealedVersion, SearchMatch, StoreError, Write,
@@ -471,10 +471,13 @@ fn matches(
     match clause {
         Clause::Id(ids) => ids.iter().any(|wanted| wanted == id),
         Clause::Compartment(owner) => current.key_owner.as_str() == owner.as_str(),
-        Clause::Blind { param, any_of } => index
-            .blind
-            .iter()
-            .any(|row| row.param == *param && any_of.contains(&row.token)),
+        Clause::Blind { param, any_of } => {
+            let params = blind_row_params(current.resource_type, param);
+            index
+                .blind
+                .iter()
+                .any(|row| params.contains(&row.param) && any_of.contains(&row.token))
+        }
         Clause::Token { param, any_of } => index.tokens.iter().any(|row| {
             row.param == *param
                 && any_of.iter().any(|m| {
@@ -517,7 +520,10 @@ fn matches(
             missing,
         } => {
             let present = match table {
-                IndexTable::Blind => index.blind.iter().any(|r| r.param == *param),
+                IndexTable::Blind => {
+                    let params = blind_row_params(current.resource_type, param);
+                    index.blind.iter().any(|r| params.contains(&r.param))
+                }
                 IndexTable::Token => index.tokens.iter().any(|r| r.param == *param),
                 IndexTable::Reference => index.references.iter().any(|r| r.param == *param),
                 IndexTable::Date => index.dates.iter().any(|r| r.param == *param),

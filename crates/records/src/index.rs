@@ -17,7 +17,9 @@ use time::OffsetDateTime;
 /// 2. Dates as UTC ranges as wide as their precision; `family`, `given` and
 ///    `address-postalcode` match where the value starts, not any word; `lot-number` is a
 ///    string; a coded value's text is kept for `:text`.
-pub const INDEX_GENERATION: u32 = 2;
+/// 3. `family` and `given` hashed with `name`'s key, and `name` rows only for the terms they
+///    lack (a name search looks in all three): 15 fewer rows for a typical Patient.
+pub const INDEX_GENERATION: u32 = 3;
 
 /// The index rows of one resource version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,7 +106,34 @@ pub fn index_rows(resource: &fhir_model::Resource, blind: &BlindIndex) -> IndexR
             }
         }
     }
+    drop_terms_kept_elsewhere(resource.resource_type(), &mut rows.blind);
     rows
+}
+
+/// Drops a parameter's blind rows whose term is already a row of a parameter its searches
+/// also look in (`name`'s terms that are `family`'s or `given`'s): the search finds them
+/// there, and each row costs the database two index entries on every write.
+fn drop_terms_kept_elsewhere(resource_type: ResourceType, blind: &mut Vec<BlindRow>) {
+    for param in search_params(resource_type) {
+        let elsewhere: BTreeSet<BlindToken> = blind
+            .iter()
+            .filter(|row| param.also_searches().contains(&row.param))
+            .map(|row| row.token)
+            .collect();
+        if !elsewhere.is_empty() {
+            blind.retain(|row| row.param != param.code || !elsewhere.contains(&row.token));
+        }
+    }
+}
+
+/// The parameters whose blind rows hold the terms a search of `param` looks for: the
+/// parameter itself, then those it also searches (`name`: `family`, `given`).
+pub fn blind_row_params(resource_type: ResourceType, param: &'static str) -> Vec<&'static str> {
+    let mut params = vec![param];
+    if let Some(found) = fhir_model::search::search_param(resource_type, param) {
+        params.extend(found.also_searches());
+    }
+    params
 }
 
 fn plain_row(param: &'static SearchParam, value: IndexValue, rows: &mut IndexRows) {

@@ -734,7 +734,7 @@ fn an_index_made_by_older_rules_is_made_anew_once() {
     let resource = fhir_model::Resource::from_json(&patient.body).unwrap();
     let blind = records.vault.blind_index();
     let mut old = index_rows(&resource, &blind);
-    let family = blind.key("Patient.family");
+    let family = blind.key("Patient.name");
     old.blind.extend(
         family
             .string_terms(&Phi::new("van der Berg".to_owned()), true)
@@ -780,4 +780,49 @@ fn an_index_made_by_older_rules_is_made_anew_once() {
         "the reindex is on the audit log"
     );
     assert!(block_on(records.ensure_index_current()).unwrap().is_none());
+}
+
+/// `family` and `given` share `name`'s key, and `name` keeps rows only for the terms they lack:
+/// a name search still finds every part (any word of it), the part parameters only their own
+/// part from its start, and `:missing` sees a name held only in part rows.
+#[test]
+fn a_name_search_finds_every_part_though_name_rows_keep_only_what_the_parts_lack() {
+    use crate::index::index_rows;
+    let (records, _store) = records_with_store();
+    let body = json!({"resourceType": "Patient", "name": [{"family": "van der Berg",
+        "given": ["Amara", "Jo"], "prefix": ["Prof"]}]});
+    let created =
+        block_on(records.create(ResourceType::PATIENT, body.to_string().as_bytes())).unwrap();
+    let found = |pairs: &[(&str, &str)]| {
+        search_ids(&records, ResourceType::PATIENT, pairs) == std::slice::from_ref(&created.id)
+    };
+    for term in ["ama", "amara", "van", "van der b", "der", "berg", "pro"] {
+        assert!(found(&[("name", term)]), "name={term}");
+    }
+    assert!(found(&[("name:exact", "Amara")]));
+    assert!(found(&[("family", "van d")]));
+    assert!(found(&[("given", "ama")]));
+    assert!(found(&[("name:missing", "false")]));
+    for (param, term) in [
+        ("family", "ama"),
+        ("family", "ber"),
+        ("given", "van"),
+        ("given", "pro"),
+        ("name:missing", "true"),
+    ] {
+        assert!(!found(&[(param, term)]), "{param}={term}");
+    }
+
+    let resource = fhir_model::Resource::from_json(&created.body).unwrap();
+    let rows = index_rows(&resource, &records.vault.blind_index()).blind;
+    let of = |param: &str| -> std::collections::BTreeSet<_> {
+        rows.iter()
+            .filter(|r| r.param == param)
+            .map(|r| r.token)
+            .collect()
+    };
+    let (name, parts) = (of("name"), &of("family") | &of("given"));
+    assert!(name.is_disjoint(&parts));
+    // The words after the first ("der": 1, "berg": 2) and the prefix ("prof": exact and 2).
+    assert_eq!(name.len(), 6);
 }
