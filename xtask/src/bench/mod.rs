@@ -15,7 +15,8 @@
 //! `--postgres URL` (an admin URL; default `postgres://postgres@localhost/postgres?host=/var/run/postgresql`,
 //! the local server's Unix socket, as a co-located database is reached),
 //! `--only TEXT` (only the phases whose name contains TEXT, e.g. `search`, or the one phase
-//! named TEXT in full, e.g. `read Patient`),
+//! named TEXT in full, e.g. `read Patient`; several separated by `;`, e.g. `read Patient;read
+//! Patient, audit off`),
 //! `--reuse` (measure again on the previous run's database and keyring, without loading).
 
 use std::path::Path;
@@ -227,17 +228,22 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    /// Whether `--only` selects the phase `name`: any of its `;`-separated selections, each
+    /// a phase's full name (that phase) or other text (every phase whose name contains it).
     fn wanted(&self, name: &str) -> bool {
         self.options.only.as_ref().is_none_or(|only| {
-            let full_names = PHASES
+            let full_names: Vec<&str> = PHASES
                 .iter()
                 .map(|(n, ..)| *n)
-                .chain([CREATE, UNAUDITED_READ]);
-            if full_names.clone().any(|n| n == only.as_str()) {
-                name == only
-            } else {
-                name.contains(only.as_str())
-            }
+                .chain([CREATE, UNAUDITED_READ])
+                .collect();
+            only.split(';').map(str::trim).any(|selection| {
+                if full_names.contains(&selection) {
+                    name == selection
+                } else {
+                    name.contains(selection)
+                }
+            })
         })
     }
 

@@ -64,6 +64,35 @@ fn date(comparator: DateComparator, low: OffsetDateTime, high: OffsetDateTime) -
     }
 }
 
+/// Every page of a search sorted by a date, each after the last one's position: (sort value,
+/// id) in the order the pages gave them.
+async fn walk_sorted(
+    store: &dyn ResourceStore,
+    query: SearchQuery,
+) -> Vec<(OffsetDateTime, String)> {
+    let mut walked = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .search(&SearchQuery {
+                after: after.take(),
+                ..query.clone()
+            })
+            .await
+            .unwrap();
+        let Some(last) = page.last() else { break };
+        after = Some(Position {
+            value: last.sort_value,
+            id: last.version.id.clone(),
+        });
+        walked.extend(
+            page.into_iter()
+                .map(|m| (m.sort_value.unwrap(), m.version.id)),
+        );
+    }
+    walked
+}
+
 /// Dates stored with offsets east and west of UTC and fractions of a second compare as the
 /// instants they are, and sort so.
 pub(super) async fn dates_compare_as_instants_whatever_their_offset(store: &dyn ResourceStore) {
@@ -335,29 +364,17 @@ pub(super) async fn sorted_paging_through_mixed_offsets_is_exact(store: &dyn Res
         } else {
             SortKey::DateLow("date")
         };
-        let mut after = None;
-        let mut walked: Vec<(OffsetDateTime, String)> = Vec::new();
-        loop {
-            let page = store
-                .search(&SearchQuery {
-                    resource_type: encounter,
-                    clauses: vec![],
-                    order: Order { key, descending },
-                    after: after.take(),
-                    limit: 7,
-                })
-                .await
-                .unwrap();
-            let Some(last) = page.last() else { break };
-            after = Some(Position {
-                value: last.sort_value,
-                id: last.version.id.clone(),
-            });
-            walked.extend(
-                page.into_iter()
-                    .map(|m| (m.sort_value.unwrap(), m.version.id)),
-            );
-        }
+        let walked = walk_sorted(
+            store,
+            SearchQuery {
+                resource_type: encounter,
+                clauses: vec![],
+                order: Order { key, descending },
+                after: None,
+                limit: 7,
+            },
+        )
+        .await;
         let mut expected = walked.clone();
         expected.sort();
         if descending {
@@ -739,26 +756,7 @@ pub(super) async fn compound_searches_match_every_clause_and_page_exactly(
         limit: 2,
         ..query(practitioner, vec![name(&[0]), code("0")])
     };
-    let mut walked = Vec::new();
-    let mut after = None;
-    loop {
-        let page = store
-            .search(&SearchQuery {
-                after: after.take(),
-                ..by_date.clone()
-            })
-            .await
-            .unwrap();
-        let Some(last) = page.last() else { break };
-        after = Some(Position {
-            value: last.sort_value,
-            id: last.version.id.clone(),
-        });
-        walked.extend(
-            page.into_iter()
-                .map(|m| (m.sort_value.unwrap(), m.version.id)),
-        );
-    }
+    let walked = walk_sorted(store, by_date).await;
     let mut expected: Vec<(OffsetDateTime, String)> = (0..count)
         .filter(|n| n % 6 == 0)
         .map(|n| {
