@@ -1,4 +1,4 @@
-//! The floor under a create: PostgreSQL inserting the very rows one of the bench's creates
+//! The floor under a create on PostgreSQL (SQLite: `sqlite_baseline.rs`): the database inserting the very rows one of the bench's creates
 //! wrote, and nothing else (no HTTP, JSON, validation, encryption, key lookup or audit
 //! sequencing), one transaction per create and one `INSERT` per table, as Cairn's create does.
 //!
@@ -15,7 +15,7 @@ use std::process::Command;
 use anyhow::{Context, bail};
 
 /// The tables a create writes rows to, with how the sample's rows are found in each.
-const TABLES: [(&str, &str); 8] = [
+pub(super) const TABLES: [(&str, &str); 8] = [
     ("resource", "resource_type = 'Patient' AND id = $ID"),
     ("resource_version", "resource_type = 'Patient' AND id = $ID"),
     ("data_key", "owner = 'Patient/' || $ID"),

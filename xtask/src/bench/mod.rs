@@ -5,7 +5,8 @@
 //! Builds the release binary, starts `cairn serve` on a fresh database (PostgreSQL by default,
 //! or the embedded SQLite) and creates `--patients` Patients (default 100,000) through the API
 //! with `--clients` concurrent clients (default 16). On PostgreSQL it then replays one create's
-//! rows with `pgbench` (the raw INSERT baseline, `baseline.rs`). Then, for `--seconds` each
+//! rows with `pgbench`, on SQLite through one connection (the raw INSERT baseline,
+//! `baseline.rs`, `sqlite_baseline.rs`). Then, for `--seconds` each
 //! (default 20), the phases of [`PHASES`]: reads, identifier searches, compound and name
 //! searches, a counted search, paced loads; last the reads again from a server restarted with
 //! audit off (the reads' baseline). Prints every phase's throughput and latency percentiles,
@@ -29,6 +30,7 @@ use anyhow::{Context, bail};
 mod baseline;
 mod clients;
 mod server;
+mod sqlite_baseline;
 mod targets;
 mod workload;
 
@@ -42,6 +44,8 @@ const BENCH_DATABASE: &str = "cairn_bench";
 const DEFAULT_POSTGRES: &str = "postgres://postgres@localhost/postgres?host=/var/run/postgresql";
 /// The loaded patients, `n<TAB>id` per line, for `--reuse`.
 const IDS_FILE: &str = "patients.tsv";
+/// The server's database file in the work directory, with `--sqlite`.
+const SQLITE_FILE: &str = "cairn.db";
 
 /// The measured phases after the load, in the order they run, with what each asks and how.
 /// `--only` with one of these names in full runs that phase alone (`read Patient` is also part
@@ -173,7 +177,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let database_url = match &options.postgres {
         Some(admin) if options.reuse => database_url(admin),
         Some(admin) => fresh_postgres_database(admin)?,
-        None => format!("sqlite://{}/cairn.db?mode=rwc", work.display()),
+        None => format!("sqlite://{}?mode=rwc", work.join(SQLITE_FILE).display()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -197,7 +201,7 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     if let Some(raw) = &raw {
         report.push_str(&format!(
-            "| raw INSERT of a create's {} rows (pgbench) | | {:.0} | {:.2} (average) | | | | | |\n",
+            "| raw INSERT of a create's {} rows | | {:.0} | {:.2} (average) | | | | | |\n",
             raw.rows, raw.per_second, raw.latency_ms
         ));
     }
@@ -295,9 +299,9 @@ impl Run<'_> {
             let (create, ids) = load(options, &client, &base).await?;
             phases.push(phase(CREATE, create));
             write_ids(&self.work.join(IDS_FILE), &ids)?;
+            let sample = &ids.first().context("a created patient")?.1;
             if self.postgres() {
                 self.vacuum_analyze()?;
-                let sample = &ids.first().context("a created patient")?.1;
                 raw = Some(baseline::raw_inserts(
                     self.database_url,
                     sample,
@@ -305,6 +309,11 @@ impl Run<'_> {
                     options.seconds,
                     self.work,
                 )?);
+            } else if self.wanted(CREATE) {
+                let file = self.work.join(SQLITE_FILE);
+                raw = Some(
+                    sqlite_baseline::raw_inserts(&file, sample, options.seconds, self.work).await?,
+                );
             }
             ids
         };
