@@ -278,3 +278,41 @@ async fn sqlite_instants_stored_before_migration_10_compare_as_instants_after_it
     };
     assert_eq!(ids(sorted(SortKey::Id, vec![at_22])).await, ["a", "c"]);
 }
+
+/// On SQLite the planner's statistics are gathered on request (SQLite keeps none by itself),
+/// covering the blind index a compound search joins; on PostgreSQL the call does nothing and
+/// succeeds.
+#[tokio::test]
+async fn planner_statistics_are_refreshed() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        for n in 0..50u8 {
+            let mut index = records::index::IndexRows::default();
+            index.blind.push(records::index::BlindRow {
+                param: "family",
+                token: phi_crypto::BlindToken([n % 4; 8]),
+            });
+            store
+                .create(NewVersion {
+                    resource_type: ResourceType::PATIENT,
+                    id: format!("s-{n}"),
+                    version: 1,
+                    last_updated: datetime!(2026-11-22 10:00 UTC),
+                    key_owner: phi_crypto::KeyOwner::System,
+                    key_id: system_key().key_id,
+                    new_key: (n == 0).then(system_key),
+                    body: vec![n],
+                    index,
+                    deleted: false,
+                    claim: None,
+                    audit: None,
+                })
+                .await
+                .unwrap();
+        }
+        store.refresh_statistics().await.unwrap();
+        if store.backend() == store_sql::Backend::Sqlite {
+            assert!(db.sqlite_statistics_rows("search_blind").await > 0);
+        }
+    }
+}
