@@ -31,7 +31,6 @@ pub struct Running {
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     revocations: JoinHandle<()>,
-    statistics: JoinHandle<()>,
     sequencing: JoinHandle<()>,
     sequencer: Sequencer,
     store: SqlStore,
@@ -53,7 +52,6 @@ impl Running {
     pub async fn wait(self) -> anyhow::Result<()> {
         let result = self.task.await.context("the server task failed")?;
         self.revocations.abort();
-        self.statistics.abort();
         self.sequencing.abort();
         // Sequence and sign everything the last requests recorded, so the log's tail is
         // covered by a checkpoint when this instance stops. The periodic task's last round may
@@ -98,7 +96,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         access.clone(),
         Duration::from_millis(config.revocation_poll_ms),
     ));
-    let statistics = tokio::spawn(keep_statistics_fresh(store.clone(), STATISTICS_EVERY));
     let audit_store = open_audit_store(config).await?;
     let signer = crate::audit_log::signer(config, master.as_ref())?;
     // Reads and refusals share commits; writes put their entries in their own transaction.
@@ -196,7 +193,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         shutdown: Some(shutdown),
         task,
         revocations,
-        statistics,
         sequencing,
         sequencer,
         store,
@@ -222,22 +218,6 @@ fn access_control(config: &Config, store: &SqlStore, gate: access::Gate) -> Acce
             burst: f64::from(config.rate_limit_burst),
         },
     )
-}
-
-/// How often the planner's statistics are refreshed (a no-op where the database keeps them).
-const STATISTICS_EVERY: Duration = Duration::from_secs(600);
-
-/// Refreshes the store's planner statistics at start and every `every`
-/// ([`SqlStore::refresh_statistics`]); a failure is logged and retried at the next tick.
-async fn keep_statistics_fresh(store: SqlStore, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        ticker.tick().await;
-        if let Err(err) = store.refresh_statistics().await {
-            tracing::warn!(error = %err, "cannot refresh the planner's statistics");
-        }
-    }
 }
 
 /// Re-reads the revocation list whenever it changed, every `every`. A failed read keeps the

@@ -151,22 +151,6 @@ impl SqlStore {
         self.backend
     }
 
-    /// Refreshes the query planner's statistics where the database does not keep them up by
-    /// itself: on SQLite `PRAGMA optimize`, which re-analyzes the tables whose size changed much
-    /// since their last analysis, each from a sample of about 1,000 rows (what SQLite advises
-    /// for long-lived connections, at open and every few hours); on PostgreSQL nothing
-    /// (autovacuum analyzes). Without statistics SQLite joined a compound blind search to
-    /// `resource` before its second token, 1,253 probes for 12 matches: 3.4 ms against 0.9.
-    pub async fn refresh_statistics(&self) -> Result<(), sea_orm::DbErr> {
-        if self.backend == Backend::Sqlite {
-            // One string, so that both run on the same pooled connection.
-            self.db
-                .execute_unprepared("PRAGMA analysis_limit = 1000; PRAGMA optimize = 0x10002")
-                .await?;
-        }
-        Ok(())
-    }
-
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(self) {
         // Errors on close leave nothing to recover; the pool is gone either way.

@@ -90,19 +90,6 @@ impl TestDatabase {
         self.count(&format!("SELECT COUNT(*) FROM {table}")).await
     }
 
-    /// How many of SQLite's planner statistics rows (`sqlite_stat1`) describe `table` and its
-    /// indexes; 0 before any analysis.
-    pub async fn sqlite_statistics_rows(&self, table: &str) -> i64 {
-        assert!(
-            table.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
-            "plain table names only"
-        );
-        self.count(&format!(
-            "SELECT COUNT(*) FROM sqlite_stat1 WHERE tbl = '{table}'"
-        ))
-        .await
-    }
-
     /// The number a one-row, one-column query answers.
     async fn count(&self, sql: &str) -> i64 {
         let db = Database::connect(&self.url).await.expect("connect");

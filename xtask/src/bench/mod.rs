@@ -309,9 +309,8 @@ impl Run<'_> {
                     options.seconds,
                     self.work,
                 )?);
-            } else {
+            } else if self.wanted(CREATE) {
                 let file = self.work.join(SQLITE_FILE);
-                sqlite_baseline::analyze(&file).await?;
                 raw = Some(
                     sqlite_baseline::raw_inserts(&file, sample, options.seconds, self.work).await?,
                 );

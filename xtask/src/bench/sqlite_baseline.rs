@@ -13,23 +13,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 
 use super::baseline::{RawInserts, TABLES};
 
-/// What the server's statistics task does every ten minutes (`SqlStore::refresh_statistics`),
-/// done at once after the load, as the bench runs `VACUUM (ANALYZE)` on PostgreSQL: the
-/// phases measure a server that has settled, not one still planning for empty tables.
-pub(super) async fn analyze(file: &Path) -> anyhow::Result<()> {
-    eprintln!("bench: PRAGMA optimize after the load");
-    let mut db =
-        SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(file)).await?;
-    sqlx::query("PRAGMA analysis_limit = 1000")
-        .execute(&mut db)
-        .await?;
-    sqlx::query("PRAGMA optimize = 0x10002")
-        .execute(&mut db)
-        .await?;
-    db.close().await?;
-    Ok(())
-}
-
 /// Replays the rows of patient `sample` from the server's database file `source` for `seconds`.
 pub(super) async fn raw_inserts(
     source: &Path,
