@@ -160,7 +160,13 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         return Ok(());
     }
     let binary = target.join("release/cairn");
-    let work = target.join("bench-run");
+    // One work directory per backend: `--reuse` must find the ids of the database it reuses,
+    // not those of the other backend's last run (their patients' ids differ: 404s).
+    let work = target.join(if options.postgres.is_some() {
+        "bench-run"
+    } else {
+        "bench-run-sqlite"
+    });
     if options.reuse {
         if !work.join(IDS_FILE).exists() {
             bail!(
