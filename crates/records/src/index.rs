@@ -114,7 +114,7 @@ pub fn index_rows(resource: &fhir_model::Resource, blind: &BlindIndex) -> IndexR
 /// also look in (`name`'s terms that are `family`'s or `given`'s): the search finds them
 /// there, and each row costs the database two index entries on every write.
 fn drop_terms_kept_elsewhere(resource_type: ResourceType, blind: &mut Vec<BlindRow>) {
-    for param in search_params(resource_type) {
+    for param in search_params(resource_type).filter(|p| !p.also_searches().is_empty()) {
         let elsewhere: BTreeSet<BlindToken> = blind
             .iter()
             .filter(|row| param.also_searches().contains(&row.param))

@@ -27,23 +27,17 @@ use crate::tables::{
 /// re-plans on every execution when the best plan depends on how common the searched values are
 /// (custom plans). Planning that was 0.48 ms of a 0.55 ms identifier search; the split plans in
 /// 0.27 ms, and the page is still read in one statement and one snapshot. A single-token search
-/// does better still (see [`single_token_page`]).
+/// does better still (see [`blind_tokens_page`]).
 pub(crate) fn search_statement(query: &SearchQuery, backend: Backend) -> SelectStatement {
-    let page = single_token_page(query).unwrap_or_else(|| resource_page(query, backend));
+    let page = blind_tokens_page(query).unwrap_or_else(|| resource_page(query, backend));
     let direction = direction(query);
     let mut select = Query::select();
     select
         .column((name("v"), sea_orm::sea_query::Asterisk))
         .from_subquery(page, name("m"))
         .inner_join(
-            sea_orm::sea_query::TableRef::Table(
-                name(RESOURCE_VERSION).into(),
-                Some(name("v").into()),
-            ),
-            Cond::all()
-                .add(col("v", "resource_type").equals((name("m"), name("resource_type"))))
-                .add(col("v", "id").equals((name("m"), name("id"))))
-                .add(col("v", "version").equals((name("m"), name("version")))),
+            aliased(RESOURCE_VERSION, "v"),
+            same_resource("v", "m").add(col("v", "version").equals((name("m"), name("version")))),
         );
     if sort_value(query, backend).is_some() {
         select.column((name("m"), name(SORT_VALUE)));
@@ -90,15 +84,7 @@ fn blind_join(
     for (n, (params, token)) in tokens.into_iter().enumerate() {
         let alias = format!("i{n}");
         if n > 0 {
-            select.inner_join(
-                sea_orm::sea_query::TableRef::Table(
-                    name(SEARCH_BLIND).into(),
-                    Some(name(&alias).into()),
-                ),
-                Cond::all()
-                    .add(col(&alias, "resource_type").equals((name("i0"), name("resource_type"))))
-                    .add(col(&alias, "id").equals((name("i0"), name("id")))),
-            );
+            select.inner_join(aliased(SEARCH_BLIND, &alias), same_resource(&alias, "i0"));
         }
         select
             .and_where(col(&alias, "resource_type").eq(query.resource_type.as_str()))
@@ -110,7 +96,7 @@ fn blind_join(
 /// The page of a search made only of single-token blind clauses, in id order: `SELECT
 /// i0.resource_type, i0.id, r.version FROM <blind_join> JOIN resource r WHERE i0.id > after
 /// ORDER BY i0.id LIMIT n`. `None` for any other search.
-fn single_token_page(query: &SearchQuery) -> Option<SelectStatement> {
+fn blind_tokens_page(query: &SearchQuery) -> Option<SelectStatement> {
     if query.order.key != SortKey::Id {
         return None;
     }
@@ -122,27 +108,15 @@ fn single_token_page(query: &SearchQuery) -> Option<SelectStatement> {
         (name("r"), name("version")),
     ]);
     blind_join(&mut page, query, tokens);
-    page.inner_join(
-        sea_orm::sea_query::TableRef::Table(name(RESOURCE).into(), Some(name("r").into())),
-        Cond::all()
-            .add(col("r", "resource_type").equals((name("i0"), name("resource_type"))))
-            .add(col("r", "id").equals((name("i0"), name("id")))),
-    )
-    // Index rows exist only for current, live versions; this keeps a deleted resource out
-    // should that ever not hold.
-    .and_where(col("r", "deleted").eq(false))
-    .limit(query.limit);
+    page.inner_join(aliased(RESOURCE, "r"), same_resource("r", "i0"))
+        // Index rows exist only for current, live versions; this keeps a deleted resource out
+        // should that ever not hold.
+        .and_where(col("r", "deleted").eq(false))
+        .limit(query.limit);
     if let Some(after) = &query.after {
-        let id = col("i0", "id");
-        let after: sea_orm::Value = after.id.clone().into();
-        page.and_where(if query.order.descending {
-            id.lt(after)
-        } else {
-            id.gt(after)
-        });
+        page.and_where(beyond(query, col("i0", "id"), after.id.clone().into()));
     }
-    let direction = direction(query);
-    page.order_by((name("i0"), name("id")), direction);
+    page.order_by((name("i0"), name("id")), direction(query));
     Some(page)
 }
 
@@ -157,13 +131,7 @@ fn resource_page(query: &SearchQuery, backend: Backend) -> SelectStatement {
     ])
     .limit(query.limit);
     let direction = direction(query);
-    let beyond = |column: Expr, value| {
-        if query.order.descending {
-            column.lt(value)
-        } else {
-            column.gt(value)
-        }
-    };
+    let beyond = |column, value| beyond(query, column, value);
     let sorted = sort_value(query, backend);
     match &sorted {
         None => {
@@ -189,6 +157,27 @@ fn resource_page(query: &SearchQuery, backend: Backend) -> SelectStatement {
     page.order_by((name("r"), name("id")), direction);
     matching(&mut page, query, backend);
     page
+}
+
+/// `column` strictly past `value` in the query's direction: `>` ascending, `<` descending.
+fn beyond(query: &SearchQuery, column: Expr, value: sea_orm::Value) -> Expr {
+    if query.order.descending {
+        column.lt(value)
+    } else {
+        column.gt(value)
+    }
+}
+
+/// `table AS alias`, to join.
+fn aliased(table: &str, alias: &str) -> sea_orm::sea_query::TableRef {
+    sea_orm::sea_query::TableRef::Table(name(table).into(), Some(name(alias).into()))
+}
+
+/// The rows aliased `a` and `b` are of the same resource: equal `(resource_type, id)`.
+fn same_resource(a: &str, b: &str) -> Cond {
+    Cond::all()
+        .add(col(a, "resource_type").equals((name(b), name("resource_type"))))
+        .add(col(a, "id").equals((name(b), name("id"))))
 }
 
 /// The SQL order of the query's order.
@@ -217,8 +206,7 @@ fn sort_value(query: &SearchQuery, backend: Backend) -> Option<Expr> {
     extreme
         .expr(aggregate)
         .from_as(name(SEARCH_DATE), name("i"))
-        .and_where(col("i", "resource_type").equals((name("r"), name("resource_type"))))
-        .and_where(col("i", "id").equals((name("r"), name("id"))))
+        .cond_where(same_resource("i", "r"))
         .and_where(col("i", "param").eq(param));
     let missing = optional_instant(backend, query.order.key.missing_value());
     Some(
@@ -259,35 +247,44 @@ pub(crate) fn count_statement(query: &SearchQuery, backend: Backend) -> SelectSt
 /// per clause on `resource`, PostgreSQL chose nested loops from its estimate of each token
 /// and probed `resource` once per match of the rarer clause, sorting them all for a page of 20.
 fn matching(select: &mut SelectStatement, query: &SearchQuery, backend: Backend) {
-    let lookups: Vec<Lookup> = query
-        .clauses
-        .iter()
-        .filter_map(|clause| lookup(clause, query.resource_type, backend))
-        .collect();
-    let intersect = lookups.len() >= 2;
-    if intersect {
-        let mut arms = lookups.into_iter().map(|l| l.ids(query));
-        let mut ids = arms.next().unwrap_or_else(Query::select);
-        for arm in arms {
-            ids.union(UnionType::Intersect, arm);
+    let mut lookups = Vec::new();
+    let mut conditions = Vec::new();
+    for clause in &query.clauses {
+        match lookup(clause, query.resource_type, backend) {
+            Some(lookup) => lookups.push(lookup),
+            None => conditions.push(clause_condition("r", query.resource_type, clause, backend)),
         }
-        select.from_subquery(ids, name("m")).inner_join(
-            sea_orm::sea_query::TableRef::Table(name(RESOURCE).into(), Some(name("r").into())),
-            Cond::all()
-                .add(col("r", "resource_type").eq(query.resource_type.as_str()))
-                .add(col("r", "id").equals((name("m"), name("id")))),
-        );
+    }
+    let intersection = if lookups.len() >= 2 {
+        lookups
+            .into_iter()
+            .map(|lookup| lookup.ids(query))
+            .reduce(|mut ids, arm| {
+                ids.union(UnionType::Intersect, arm);
+                ids
+            })
     } else {
-        select.from_as(name(RESOURCE), name("r"));
+        conditions.extend(lookups.into_iter().map(|lookup| lookup.exists_for("r")));
+        None
+    };
+    match intersection {
+        Some(ids) => {
+            select.from_subquery(ids, name("m")).inner_join(
+                aliased(RESOURCE, "r"),
+                Cond::all()
+                    .add(col("r", "resource_type").eq(query.resource_type.as_str()))
+                    .add(col("r", "id").equals((name("m"), name("id")))),
+            );
+        }
+        None => {
+            select.from_as(name(RESOURCE), name("r"));
+        }
     }
     select
         .and_where(col("r", "resource_type").eq(query.resource_type.as_str()))
         .and_where(col("r", "deleted").eq(false));
-    for clause in &query.clauses {
-        if intersect && lookup(clause, query.resource_type, backend).is_some() {
-            continue;
-        }
-        select.and_where(clause_condition("r", query.resource_type, clause, backend));
+    for condition in conditions {
+        select.and_where(condition);
     }
 }
 
@@ -310,12 +307,7 @@ impl Lookup {
             .and_where(param_is("i", &self.params))
             .cond_where(self.condition);
         if let (SortKey::Id, Some(after)) = (query.order.key, &query.after) {
-            let after: sea_orm::Value = after.id.clone().into();
-            arm.and_where(if query.order.descending {
-                col("i", "id").lt(after)
-            } else {
-                col("i", "id").gt(after)
-            });
+            arm.and_where(beyond(query, col("i", "id"), after.id.clone().into()));
         }
         arm.to_owned()
     }
@@ -436,8 +428,7 @@ fn exists_in(r: &str, table: &str, params: &[&'static str], alternatives: Cond) 
     let mut sub = Query::select();
     sub.expr(Expr::val(1))
         .from_as(name(table), name("i"))
-        .and_where(col("i", "resource_type").equals((name(r), name("resource_type"))))
-        .and_where(col("i", "id").equals((name(r), name("id"))))
+        .cond_where(same_resource("i", r))
         .and_where(param_is("i", params))
         .cond_where(alternatives);
     Expr::exists(sub.to_owned())
@@ -477,16 +468,12 @@ fn clause_condition(
             sub.expr(Expr::val(1))
                 .from_as(name(SEARCH_REFERENCE), name("c"))
                 .inner_join(
-                    sea_orm::sea_query::TableRef::Table(
-                        name(RESOURCE).into(),
-                        Some(name(&target).into()),
-                    ),
+                    aliased(RESOURCE, &target),
                     Cond::all()
                         .add(col(&target, "resource_type").equals((name("c"), name("target_type"))))
                         .add(col(&target, "id").equals((name("c"), name("target_id")))),
                 )
-                .and_where(col("c", "resource_type").equals((name(r), name("resource_type"))))
-                .and_where(col("c", "id").equals((name(r), name("id"))))
+                .cond_where(same_resource("c", r))
                 .and_where(col("c", "param").eq(*param))
                 .and_where(col("c", "target_type").eq(target_type.as_str()))
                 .and_where(col(&target, "deleted").eq(false))
@@ -521,18 +508,7 @@ fn clause_condition(
             let mut sub = Query::select();
             sub.expr(Expr::val(1))
                 .from_as(name(SEARCH_REFERENCE), name("h"))
-                .inner_join(
-                    sea_orm::sea_query::TableRef::Table(
-                        name(RESOURCE).into(),
-                        Some(name(&source).into()),
-                    ),
-                    Cond::all()
-                        .add(
-                            col(&source, "resource_type")
-                                .equals((name("h"), name("resource_type"))),
-                        )
-                        .add(col(&source, "id").equals((name("h"), name("id")))),
-                )
+                .inner_join(aliased(RESOURCE, &source), same_resource(&source, "h"))
                 .and_where(col("h", "target_type").equals((name(r), name("resource_type"))))
                 .and_where(col("h", "target_id").equals((name(r), name("id"))))
                 .and_where(col("h", "resource_type").eq(source_type.as_str()))

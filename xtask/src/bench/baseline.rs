@@ -14,7 +14,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// The tables a create writes rows to, with how the sample's rows are found in each.
+/// The tables a create writes rows to, with how the sample's rows are found in each (`$ID`
+/// stands for the sample's id: a quoted literal for psql, the bound `?1` on SQLite).
 pub(super) const TABLES: [(&str, &str); 8] = [
     ("resource", "resource_type = 'Patient' AND id = $ID"),
     ("resource_version", "resource_type = 'Patient' AND id = $ID"),

@@ -53,16 +53,12 @@ pub(super) async fn raw_inserts(
             sqlx::query(ours(sql)).execute(&mut db).await?;
         }
     }
-    for table in tables {
+    for (table, sampled) in TABLES {
         let columns: Vec<(String,)> = sqlx::query_as("SELECT name FROM pragma_table_info(?1)")
             .bind(table)
             .fetch_all(&mut db)
             .await?;
-        let key = if table == "data_key" {
-            "owner = 'Patient/' || ?1"
-        } else {
-            "resource_type = 'Patient' AND id = ?1"
-        };
+        let key = sampled.replace("$ID", "?1");
         sqlx::query(ours(format!(
             "CREATE TEMP TABLE sample_{table} AS SELECT * FROM src.{table} WHERE {key}"
         )))
