@@ -13,6 +13,7 @@
 
 #[macro_use]
 mod element;
+pub mod bundle_request;
 mod datatypes;
 pub mod json_reader;
 mod outcome;

@@ -74,6 +74,13 @@ impl Resource {
             ));
         }
         let value = json_reader::read(bytes).map_err(|issues| ParseError { issues })?;
+        Self::from_value(value)
+    }
+
+    /// A resource from JSON already read under FHIR's JSON rules (a member of a Bundle that
+    /// [`crate::json_reader`] read whole): the type, then the typed model, as
+    /// [`Resource::from_json`] does after reading.
+    pub fn from_value(value: Value) -> Result<Self, ParseError> {
         let Value::Object(object) = value else {
             return Err(ParseError::one(
                 IssueType::Structure,

@@ -178,19 +178,73 @@ pub fn search_param(resource_type: ResourceType, code: &str) -> Option<&'static 
 }
 
 /// The patient whose compartment a resource belongs to, if any: a Patient is its own; an
-/// Immunization belongs to its `patient`. Only relative references (`Patient/{id}`) count.
+/// Immunization belongs to its `patient`; the clinical types of [`PATIENT_LINKS`] to the
+/// patient their link names. Only relative references (`Patient/{id}`) count.
 pub fn patient_compartment(resource: &Resource) -> Option<String> {
+    let patient = |reference: &Reference| {
+        reference
+            .relative_target()
+            .filter(|(t, _)| *t == "Patient")
+            .map(|(_, id)| id.to_owned())
+    };
     match resource {
         Resource::Patient(p) => p.id.as_ref().map(|id| id.0.clone()),
-        Resource::Immunization(i) => i
-            .patient
-            .as_ref()
-            .and_then(Reference::relative_target)
-            .filter(|(t, _)| *t == "Patient")
-            .map(|(_, id)| id.to_owned()),
+        Resource::Immunization(i) => i.patient.as_ref().and_then(patient),
+        Resource::Other(other) => {
+            let (_, element) = PATIENT_LINKS
+                .iter()
+                .find(|(t, _)| *t == other.resource_type.as_str())?;
+            let reference = other.rest.get(*element)?.get("reference")?.as_str()?;
+            patient(&Reference {
+                reference: Some(reference.to_owned()),
+                ..Reference::default()
+            })
+        }
         _ => None,
     }
 }
+
+/// The element that names the patient a resource is about, for the types of R4's Patient
+/// CompartmentDefinition that a patient record is made of (what Synthea and EHR exports send):
+/// the first of each type's compartment parameters, the one for the subject of care. A resource
+/// whose link names no Patient (a Group, a Device) belongs to no compartment and is sealed under
+/// the system key.
+pub const PATIENT_LINKS: &[(&str, &str)] = &[
+    ("AllergyIntolerance", "patient"),
+    ("CarePlan", "subject"),
+    ("CareTeam", "subject"),
+    ("Claim", "patient"),
+    ("ClinicalImpression", "subject"),
+    ("Communication", "subject"),
+    ("Composition", "subject"),
+    ("Condition", "subject"),
+    ("Coverage", "beneficiary"),
+    ("DetectedIssue", "patient"),
+    ("DeviceRequest", "subject"),
+    ("DiagnosticReport", "subject"),
+    ("DocumentReference", "subject"),
+    ("Encounter", "subject"),
+    ("EpisodeOfCare", "patient"),
+    ("ExplanationOfBenefit", "patient"),
+    ("FamilyMemberHistory", "patient"),
+    ("Goal", "subject"),
+    ("ImagingStudy", "subject"),
+    ("ImmunizationEvaluation", "patient"),
+    ("ImmunizationRecommendation", "patient"),
+    ("MedicationAdministration", "subject"),
+    ("MedicationDispense", "subject"),
+    ("MedicationRequest", "subject"),
+    ("MedicationStatement", "subject"),
+    ("NutritionOrder", "patient"),
+    ("Observation", "subject"),
+    ("Procedure", "subject"),
+    ("QuestionnaireResponse", "subject"),
+    ("RiskAssessment", "subject"),
+    ("ServiceRequest", "subject"),
+    ("Specimen", "subject"),
+    ("SupplyDelivery", "patient"),
+    ("VisionPrescription", "patient"),
+];
 
 macro_rules! param {
     ($rt:ident, $code:literal, $kind:ident, $protection:ident, $expr:literal, $why:literal, $extract:expr) => {

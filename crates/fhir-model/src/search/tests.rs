@@ -324,3 +324,22 @@ fn every_parameter_matches_its_official_r4_definition() {
         assert_eq!(ours, targets, "{param:?}: targets");
     }
 }
+
+#[test]
+fn clinical_resources_belong_to_the_patient_they_are_about() {
+    let parse = |json: &str| Resource::from_json(json.as_bytes()).unwrap();
+    let observation = parse(
+        r#"{"resourceType":"Observation","status":"final","subject":{"reference":"Patient/p1"}}"#,
+    );
+    assert_eq!(patient_compartment(&observation).as_deref(), Some("p1"));
+    let allergy =
+        parse(r#"{"resourceType":"AllergyIntolerance","patient":{"reference":"Patient/p2"}}"#);
+    assert_eq!(patient_compartment(&allergy).as_deref(), Some("p2"));
+    let about_a_group = parse(
+        r#"{"resourceType":"Observation","status":"final","subject":{"reference":"Group/g"}}"#,
+    );
+    assert_eq!(patient_compartment(&about_a_group), None);
+    let not_clinical =
+        parse(r#"{"resourceType":"Organization","partOf":{"reference":"Patient/p1"}}"#);
+    assert_eq!(patient_compartment(&not_clinical), None);
+}
