@@ -12,6 +12,7 @@ use audit_chain::{AuditLog, Sequencer};
 
 use crate::audit_api::AuditApi;
 use crate::auth::{AccessControl, RateLimit};
+use crate::batch_api::{BatchApi, MaxBundleEntries};
 use crate::context::PublicBase;
 use crate::fhir::FhirApi;
 use crate::front::{Front, RouteTable, front};
@@ -37,6 +38,8 @@ pub struct HttpConfig {
     /// How long one request may take before it is answered 408 (its body was still arriving)
     /// or 503 (the server was too slow).
     pub request_timeout: Duration,
+    /// The most entries one transaction or batch Bundle may have (413 beyond).
+    pub max_bundle_entries: usize,
 }
 
 impl Default for HttpConfig {
@@ -48,6 +51,7 @@ impl Default for HttpConfig {
             tls: false,
             max_header_bytes: 32 * 1024,
             request_timeout: Duration::from_secs(30),
+            max_bundle_entries: crate::batch_api::DEFAULT_MAX_BUNDLE_ENTRIES,
         }
     }
 }
@@ -57,12 +61,15 @@ fn service(
     access: AccessControl,
     sequencer: Sequencer,
     log: Arc<dyn AuditLog>,
-) -> OpenApiService<(FhirApi, AuditApi, AdminApi, HealthApi, SmartApi), ()> {
+) -> OpenApiService<(FhirApi, BatchApi, AuditApi, AdminApi, HealthApi, SmartApi), ()> {
     OpenApiService::new(
         (
             FhirApi {
                 records: records.clone(),
                 started: time::OffsetDateTime::now_utc(),
+            },
+            BatchApi {
+                records: records.clone(),
             },
             AuditApi {
                 events: records::audit_events::AuditEvents::new(
@@ -154,6 +161,7 @@ pub fn app(
         .at("/openapi.json", api.spec_endpoint())
         .nest("/", api)
         .data(BodyLimit(config.body_limit))
+        .data(MaxBundleEntries(config.max_bundle_entries))
         .data(access)
         .data(PublicBase(config.public_base_url.clone()))
         .around(move |next, request| front(next, request, Arc::clone(&front_config)))

@@ -19,7 +19,12 @@ pub(crate) const INTERACTIONS: &[(&str, &str, &str)] = &[
         "/fhir/{resource_type}/{id}/_history/{version}",
     ),
     ("update", "put", "/fhir/{resource_type}/{id}"),
+    ("patch", "patch", "/fhir/{resource_type}/{id}"),
+    // Conditional patch.
+    ("patch", "patch", "/fhir/{resource_type}"),
     ("delete", "delete", "/fhir/{resource_type}/{id}"),
+    // Conditional delete.
+    ("delete", "delete", "/fhir/{resource_type}"),
     (
         "history-instance",
         "get",
@@ -33,8 +38,11 @@ pub(crate) const INTERACTIONS: &[(&str, &str, &str)] = &[
 ];
 
 /// Every system-level interaction, with its route.
-pub(crate) const SYSTEM_INTERACTIONS: &[(&str, &str, &str)] =
-    &[("history-system", "get", "/fhir/_history")];
+pub(crate) const SYSTEM_INTERACTIONS: &[(&str, &str, &str)] = &[
+    ("history-system", "get", "/fhir/_history"),
+    ("transaction", "post", "/fhir"),
+    ("batch", "post", "/fhir"),
+];
 
 /// Operations, with their routes: `(name, type or "*" for all, method, route, what it does)`.
 pub(crate) const OPERATIONS: &[(&str, &str, &str, &str, &str)] = &[
@@ -200,7 +208,7 @@ fn resource(resource_type: ResourceType) -> CapabilityResource {
         update_create: Some(true),
         conditional_create: Some(true),
         conditional_update: Some(true),
-        conditional_delete: Some(Code::from("not-supported")),
+        conditional_delete: Some(Code::from("single")),
         search_include: reference_params(resource_type)
             .map(|p| format!("{}:{}", p.resource_type, p.code))
             .collect(),

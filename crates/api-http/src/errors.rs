@@ -38,9 +38,13 @@ pub enum FhirError {
     /// The resource was deleted.
     #[oai(status = 410)]
     Gone(FhirJson),
-    /// `If-Match` named another version than the current one.
+    /// `If-Match` named another version than the current one, or conditional criteria matched
+    /// more than one resource.
     #[oai(status = 412)]
     PreconditionFailed(FhirJson),
+    /// A JSON Patch could not be applied, or left the resource invalid; nothing was stored.
+    #[oai(status = 422)]
+    Unprocessable(FhirJson),
     /// This token sent more requests than its rate allows; retry after `Retry-After` seconds.
     #[oai(status = 429)]
     TooManyRequests(
@@ -164,6 +168,32 @@ impl FhirError {
             RecordsError::OutsideCompartment { .. } => {
                 Self::Forbidden(single(IssueType::Forbidden, err.to_string()))
             }
+            RecordsError::InEntry { index, error } => {
+                Self::from_records(*error, request_id).in_entry(index)
+            }
+            RecordsError::SameTarget { .. } | RecordsError::BadPatch { .. } => {
+                Self::BadRequest(single(IssueType::Invalid, err.to_string()))
+            }
+            RecordsError::BadReference { ref location, .. } => {
+                let mut outcome = OperationOutcome::single(
+                    IssueSeverity::Error,
+                    IssueType::Invalid,
+                    err.to_string(),
+                );
+                if let Some(issue) = outcome.issue.first_mut() {
+                    issue.expression = vec![location.clone()];
+                }
+                Self::BadRequest(outcome_json(outcome))
+            }
+            RecordsError::NoMatch { .. } => {
+                Self::NotFound(single(IssueType::NotFound, err.to_string()))
+            }
+            RecordsError::PatchFailed { .. } => {
+                Self::Unprocessable(single(IssueType::Processing, err.to_string()))
+            }
+            RecordsError::PatchedInvalid { issues } => {
+                Self::Unprocessable(outcome_json(OperationOutcome::from_issues(&issues)))
+            }
             RecordsError::Search(search) => {
                 let mut outcome = OperationOutcome::single(
                     IssueSeverity::Error,
@@ -238,5 +268,69 @@ impl FhirError {
                 )))
             }
         }
+    }
+}
+
+impl FhirError {
+    /// The HTTP status and the OperationOutcome, for a Bundle entry's `response`.
+    pub(crate) fn status_and_outcome(&self) -> (u16, &FhirJson) {
+        match self {
+            Self::BadRequest(body) => (400, body),
+            Self::Unauthorized(body, _) => (401, body),
+            Self::Forbidden(body) => (403, body),
+            Self::NotFound(body) => (404, body),
+            Self::NotAcceptable(body) => (406, body),
+            Self::Conflict(body) => (409, body),
+            Self::Gone(body) => (410, body),
+            Self::PreconditionFailed(body) => (412, body),
+            Self::PayloadTooLarge(body) => (413, body),
+            Self::UnsupportedMediaType(body) => (415, body),
+            Self::Unprocessable(body) => (422, body),
+            Self::TooManyRequests(body, _) => (429, body),
+            Self::Internal(body) => (500, body),
+            Self::Unavailable(body) => (503, body),
+        }
+    }
+
+    /// The same failure, about `Bundle.entry[index]`: issues that name no element of the
+    /// entry get the entry as their expression, and every diagnostic names it.
+    fn in_entry(mut self, index: usize) -> Self {
+        let entry = format!("Bundle.entry[{index}]");
+        let body = match &mut self {
+            Self::BadRequest(body)
+            | Self::Unauthorized(body, _)
+            | Self::Forbidden(body)
+            | Self::NotFound(body)
+            | Self::NotAcceptable(body)
+            | Self::Conflict(body)
+            | Self::Gone(body)
+            | Self::PreconditionFailed(body)
+            | Self::PayloadTooLarge(body)
+            | Self::UnsupportedMediaType(body)
+            | Self::Unprocessable(body)
+            | Self::TooManyRequests(body, _)
+            | Self::Internal(body)
+            | Self::Unavailable(body) => body,
+        };
+        if let Ok(serde_json::Value::Object(mut outcome)) =
+            serde_json::from_slice::<serde_json::Value>(&body.0)
+        {
+            if let Some(serde_json::Value::Array(issues)) = outcome.get_mut("issue") {
+                for issue in issues.iter_mut() {
+                    if issue.get("expression").is_none() {
+                        issue["expression"] = serde_json::json!([entry]);
+                    }
+                    let said = issue
+                        .get("diagnostics")
+                        .and_then(serde_json::Value::as_str)
+                        .unwrap_or_default();
+                    if !said.starts_with(&entry) {
+                        issue["diagnostics"] = serde_json::json!(format!("{entry}: {said}"));
+                    }
+                }
+            }
+            body.0 = serde_json::to_vec(&outcome).unwrap_or_default();
+        }
+        self
     }
 }

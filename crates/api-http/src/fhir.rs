@@ -4,144 +4,26 @@ use access::Caller;
 use fhir_model::ResourceType;
 use poem::Request;
 use poem_openapi::param::{Header, Path, Query};
-use poem_openapi::{ApiResponse, OpenApi, Tags};
-use records::{Records, Session, StoredResource};
+use poem_openapi::{OpenApi, Tags};
+use records::{Records, Session};
 use time::OffsetDateTime;
-use time::macros::format_description;
 
 use crate::auth::BearerAuth;
 use crate::bundles::{history_bundle, page_url, searchset, series_parameters, version_url};
 use crate::context::{RequestId, base_url};
 use crate::errors::FhirError;
 use crate::params::{
-    bad_parameter, create_criteria, history_params, parse_etag, preference, read_shaping,
+    bad_parameter, create_criteria, criteria, history_params, parse_etag, preference, read_shaping,
     stored_type,
 };
-use crate::payload::{FhirJson, SearchForm};
+use crate::payload::{FhirJson, JsonPatch, SearchForm};
+use crate::responses::*;
 use crate::shaping::{Shaping, Summary};
 
 #[derive(Tags)]
 enum FhirTags {
     /// FHIR R4 RESTful interactions on any resource type.
     Fhir,
-}
-
-#[derive(Debug, ApiResponse)]
-enum CreateResponse {
-    /// Conditional create: the one resource matching `If-None-Exist` already exists; nothing
-    /// was created. The body is that resource.
-    #[oai(status = 200)]
-    Existing(
-        FhirJson,
-        /// The existing resource's current version.
-        #[oai(header = "Location")]
-        String,
-        #[oai(header = "ETag")] String,
-        #[oai(header = "Last-Modified")] String,
-    ),
-    /// Created: the body is the stored resource with its server-assigned id and meta.
-    #[oai(status = 201)]
-    Created(
-        FhirJson,
-        /// The new version: `[base]/fhir/[type]/[id]/_history/[vid]`.
-        #[oai(header = "Location")]
-        String,
-        /// The version, as a weak ETag: `W/"1"`.
-        #[oai(header = "ETag")]
-        String,
-        #[oai(header = "Last-Modified")] String,
-    ),
-}
-
-#[derive(Debug, ApiResponse)]
-enum ReadResponse {
-    /// The current version of the resource.
-    #[oai(status = 200)]
-    Ok(
-        FhirJson,
-        /// The version, as a weak ETag: `W/"1"`.
-        #[oai(header = "ETag")]
-        String,
-        #[oai(header = "Last-Modified")] String,
-    ),
-}
-
-#[derive(Debug, ApiResponse)]
-enum UpdateResponse {
-    /// Updated: the body is the new version.
-    #[oai(status = 200)]
-    Updated(
-        FhirJson,
-        /// The new version: `[base]/fhir/[type]/[id]/_history/[vid]`.
-        #[oai(header = "Content-Location")]
-        String,
-        /// The version, as a weak ETag: `W/"2"`.
-        #[oai(header = "ETag")]
-        String,
-        #[oai(header = "Last-Modified")] String,
-    ),
-    /// Created with the client's id (update as create).
-    #[oai(status = 201)]
-    Created(
-        FhirJson,
-        /// The new version: `[base]/fhir/[type]/[id]/_history/1`.
-        #[oai(header = "Location")]
-        String,
-        /// The version, as a weak ETag: `W/"1"`.
-        #[oai(header = "ETag")]
-        String,
-        #[oai(header = "Last-Modified")] String,
-    ),
-}
-
-#[derive(Debug, ApiResponse)]
-enum DeleteResponse {
-    /// Deleted (or already deleted): reads now answer 410 Gone; the history keeps every version.
-    #[oai(status = 204)]
-    Deleted,
-}
-
-#[derive(Debug, ApiResponse)]
-enum HistoryResponse {
-    /// A `history` Bundle, newest version first.
-    #[oai(status = 200)]
-    Ok(FhirJson),
-}
-
-#[derive(Debug, ApiResponse)]
-enum SearchResponse {
-    /// A `searchset` Bundle of the matches, with `self` and (if more) `next` links.
-    #[oai(status = 200)]
-    Ok(FhirJson),
-}
-
-#[derive(Debug, ApiResponse)]
-enum EraseResponse {
-    /// The patient's compartment was crypto-shredded; the OperationOutcome says how much.
-    #[oai(status = 200)]
-    Ok(FhirJson),
-}
-
-#[derive(Debug, ApiResponse)]
-enum ValidateResponse {
-    /// Validation ran: the OperationOutcome lists every issue (an `information` issue when
-    /// there are none). Nothing is stored.
-    #[oai(status = 200)]
-    Ok(FhirJson),
-}
-
-#[derive(Debug, ApiResponse)]
-enum SeriesStatusResponse {
-    /// A Parameters resource: one `series` parameter per series and target disease.
-    #[oai(status = 200)]
-    Ok(FhirJson),
-}
-
-#[derive(Debug, ApiResponse)]
-enum MetadataResponse {
-    /// The CapabilityStatement.
-    #[oai(status = 200)]
-    Ok(FhirJson),
 }
 
 pub(crate) struct FhirApi {
@@ -577,11 +459,91 @@ impl FhirApi {
     ) -> Result<EraseResponse, FhirError> {
         self.erase_impl(request, &id.0, auth.0).await
     }
+
+    /// patch: change a resource with a JSON Patch (RFC 6902).
+    ///
+    /// The current version, patched, is validated like an update and stored as the next
+    /// version. A failed operation (a `test` that does not hold, a path that does not exist) or a
+    /// result that is not a valid resource is 422, and nothing is stored. With
+    /// `If-Match: W/"n"` only version n is patched (412 otherwise); without it, a concurrent
+    /// write makes the patch apply to the newer version.
+    #[oai(path = "/fhir/:resource_type/:id", method = "patch")]
+    async fn patch(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        id: Path<String>,
+        /// `W/"n"`: patch only if the current version is n.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: JsonPatch,
+        auth: BearerAuth,
+    ) -> Result<UpdateResponse, FhirError> {
+        let request_id = RequestId::of(request);
+        let resource_type = stored_type(&resource_type.0)?;
+        let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
+        let stored = self
+            .session(request, auth.0)
+            .patch(resource_type, &id.0, &body.0, if_match)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, "patched");
+        Ok(update_response(request, &stored, false))
+    }
+
+    /// patch (conditional): `PATCH /fhir/{type}?criteria` patches the one matching resource.
+    ///
+    /// No match: 404; several: 412.
+    #[oai(path = "/fhir/:resource_type", method = "patch")]
+    async fn patch_conditional(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        /// `W/"n"`: patch only if the matching resource's current version is n.
+        #[oai(name = "If-Match")]
+        if_match: Header<Option<String>>,
+        body: JsonPatch,
+        auth: BearerAuth,
+    ) -> Result<UpdateResponse, FhirError> {
+        let request_id = RequestId::of(request);
+        let resource_type = stored_type(&resource_type.0)?;
+        let if_match = if_match.0.as_deref().map(parse_etag).transpose()?;
+        let criteria = criteria(request)?;
+        let stored = self
+            .session(request, auth.0)
+            .patch_conditional(resource_type, &criteria, &body.0, if_match)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        tracing::info!(resource_type = %stored.resource_type, id = %stored.id, version = stored.version, "conditionally patched");
+        Ok(update_response(request, &stored, false))
+    }
+
+    /// delete (conditional): `DELETE /fhir/{type}?criteria` deletes the one matching resource.
+    ///
+    /// No match deletes nothing (204); several: 412.
+    #[oai(path = "/fhir/:resource_type", method = "delete")]
+    async fn delete_conditional(
+        &self,
+        request: &Request,
+        resource_type: Path<String>,
+        auth: BearerAuth,
+    ) -> Result<DeleteResponse, FhirError> {
+        let request_id = RequestId::of(request);
+        let resource_type = stored_type(&resource_type.0)?;
+        let criteria = criteria(request)?;
+        let version = self
+            .session(request, auth.0)
+            .delete_conditional(resource_type, &criteria)
+            .await
+            .map_err(|err| FhirError::from_records(err, &request_id))?;
+        tracing::info!(%resource_type, ?version, "conditionally deleted");
+        Ok(DeleteResponse::Deleted)
+    }
 }
 
 impl FhirApi {
     /// The core's session for `caller` in this request: it decides, confines and audits.
-    fn session(&self, request: &Request, caller: Caller) -> Session {
+    pub(crate) fn session(&self, request: &Request, caller: Caller) -> Session {
         self.records.session(caller, &RequestId::of(request).0)
     }
 
@@ -686,61 +648,5 @@ impl FhirApi {
             ),
         );
         Ok(EraseResponse::Ok(crate::errors::outcome_json(outcome)))
-    }
-}
-
-fn update_response(request: &Request, stored: &StoredResource, created: bool) -> UpdateResponse {
-    let location = version_url(&base_url(request), stored);
-    let (etag, last_modified) = (etag(stored), http_date(stored.last_updated));
-    if created {
-        let body = returned(request, stored, "created");
-        UpdateResponse::Created(body, location, etag, last_modified)
-    } else {
-        let body = returned(request, stored, "updated");
-        UpdateResponse::Updated(body, location, etag, last_modified)
-    }
-}
-
-/// The body of a write's answer per `Prefer: return=…`: the resource (`representation`, the
-/// default), nothing (`minimal`), or an OperationOutcome saying what happened.
-fn returned(request: &Request, stored: &StoredResource, what: &str) -> FhirJson {
-    match preference(request, "return").as_deref() {
-        Some("minimal") => FhirJson(Vec::new()),
-        Some("OperationOutcome") => {
-            crate::errors::outcome_json(fhir_model::OperationOutcome::single(
-                fhir_model::IssueSeverity::Information,
-                fhir_model::IssueType::Informational,
-                format!(
-                    "{what} {}/{} version {}",
-                    stored.resource_type, stored.id, stored.version
-                ),
-            ))
-        }
-        _ => FhirJson(stored.body.clone()),
-    }
-}
-
-fn etag(stored: &StoredResource) -> String {
-    format!("W/\"{}\"", stored.version)
-}
-
-/// An HTTP-date (RFC 9110 §5.6.7): `Sun, 22 Nov 2026 10:00:00 GMT`.
-fn http_date(at: OffsetDateTime) -> String {
-    let format = format_description!(
-        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
-    );
-    at.to_offset(time::UtcOffset::UTC)
-        .format(&format)
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn http_dates() {
-        assert_eq!(
-            super::http_date(time::macros::datetime!(2026-11-22 10:00:00.5 +02:00)),
-            "Sun, 22 Nov 2026 08:00:00 GMT"
-        );
     }
 }

@@ -125,3 +125,12 @@ pub(crate) fn stored_type(text: &str) -> Result<ResourceType, FhirError> {
     }
     Ok(resource_type)
 }
+
+/// The URL's criteria (without `_format` and `_pretty`).
+pub(crate) fn criteria(request: &Request) -> Result<Vec<(String, String)>, FhirError> {
+    let mut criteria: Vec<(String, String)> = request
+        .params()
+        .map_err(|_| bad_parameter("criteria", "are not valid URL encoding"))?;
+    criteria.retain(|(name, _)| !matches!(name.as_str(), "_format" | "_pretty"));
+    Ok(criteria)
+}

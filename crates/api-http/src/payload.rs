@@ -85,6 +85,46 @@ impl ParsePayload for FhirJson {
 
 impl_apirequest_for_payload!(FhirJson);
 
+/// An RFC 6902 JSON Patch document (`application/json-patch+json`), for FHIR `patch`.
+#[derive(Debug, Clone)]
+pub struct JsonPatch(pub Vec<u8>);
+
+impl Payload for JsonPatch {
+    const CONTENT_TYPE: &'static str = records::JSON_PATCH;
+
+    fn check_content_type(content_type: &str) -> bool {
+        content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .eq_ignore_ascii_case(Self::CONTENT_TYPE)
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        MetaSchemaRef::Inline(Box::new(MetaSchema {
+            description: Some(
+                "An RFC 6902 JSON Patch: an array of operations (add, remove, replace, move, \
+                 copy, test), each with op, path and, as the op needs, value or from.",
+            ),
+            items: Some(Box::new(MetaSchemaRef::Inline(Box::new(MetaSchema::new(
+                "object",
+            ))))),
+            ..MetaSchema::new("array")
+        }))
+    }
+}
+
+impl ParsePayload for JsonPatch {
+    const IS_REQUIRED: bool = true;
+
+    async fn from_request(request: &Request, body: &mut RequestBody) -> poem::Result<Self> {
+        read_limited(request, body).await.map(Self)
+    }
+}
+
+impl_apirequest_for_payload!(JsonPatch);
+
 /// Search parameters as a form body (`POST [type]/_search`).
 #[derive(Debug, Clone)]
 pub struct SearchForm(pub Vec<u8>);

@@ -28,10 +28,13 @@ pub enum Action {
     KeyRotated,
     /// The search index was made anew by newer rules (a maintenance run, not a disclosure).
     Reindex,
+    /// A transaction Bundle: its entries' changes have entries of their own, committed with
+    /// them; this one records the transaction's failure as a whole.
+    Transaction,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::Create,
         Action::Read,
         Action::Vread,
@@ -47,6 +50,7 @@ impl Action {
         Action::TokenRevoked,
         Action::KeyRotated,
         Action::Reindex,
+        Action::Transaction,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Action {
             Action::TokenRevoked => "token-revoked",
             Action::KeyRotated => "key-rotated",
             Action::Reindex => "reindex",
+            Action::Transaction => "transaction",
         }
     }
 
@@ -80,7 +85,9 @@ impl Action {
             Action::Read | Action::Vread | Action::Search | Action::History | Action::Export => "R",
             Action::Update | Action::TokenRevoked | Action::KeyRotated => "U",
             Action::Delete | Action::Erase => "D",
-            Action::LoginFailure | Action::AccessDenied | Action::Reindex => "E",
+            Action::LoginFailure | Action::AccessDenied | Action::Reindex | Action::Transaction => {
+                "E"
+            }
         }
     }
 

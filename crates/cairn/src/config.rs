@@ -40,6 +40,8 @@ pub struct Config {
     pub listen: String,
     /// The largest request body, in bytes.
     pub body_limit: usize,
+    /// The most entries one transaction or batch Bundle may have.
+    pub max_bundle_entries: usize,
     /// The URL clients reach the server at, for `Location` headers.
     pub public_base_url: Option<String>,
     pub log_format: LogFormat,
@@ -93,6 +95,7 @@ impl Default for Config {
             database_url: format!("sqlite://./{DEFAULT_DATA_DIR}/cairn.db?mode=rwc"),
             listen: "127.0.0.1:8080".to_owned(),
             body_limit: 16 * 1024 * 1024,
+            max_bundle_entries: api_http::DEFAULT_MAX_BUNDLE_ENTRIES,
             public_base_url: None,
             log_format: LogFormat::Human,
             docs: true,
@@ -140,6 +143,7 @@ struct FileConfig {
     database_url: Option<String>,
     listen: Option<String>,
     body_limit: Option<usize>,
+    max_bundle_entries: Option<usize>,
     public_base_url: Option<String>,
     log_format: Option<LogFormat>,
     docs: Option<bool>,
@@ -198,6 +202,8 @@ impl Config {
             database_url: parse("CAIRN_DATABASE_URL"),
             listen: parse("CAIRN_LISTEN"),
             body_limit: number("CAIRN_BODY_LIMIT")?
+                .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+            max_bundle_entries: number("CAIRN_MAX_BUNDLE_ENTRIES")?
                 .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
             public_base_url: parse("CAIRN_PUBLIC_BASE_URL"),
             log_format: parse("CAIRN_LOG_FORMAT")
@@ -277,6 +283,7 @@ impl Config {
             database_url,
             listen,
             body_limit,
+            max_bundle_entries,
             public_base_url,
             log_format,
             docs,
@@ -340,6 +347,9 @@ impl Config {
         }
         if let Some(v) = body_limit {
             self.body_limit = v;
+        }
+        if let Some(v) = max_bundle_entries {
+            self.max_bundle_entries = v;
         }
         if let Some(v) = public_base_url {
             self.public_base_url = Some(v);

@@ -147,6 +147,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         tls: config.tls.is_some(),
         max_header_bytes: config.max_header_bytes,
         request_timeout: Duration::from_secs(config.request_timeout_seconds),
+        max_bundle_entries: config.max_bundle_entries,
     };
     // Read the certificate before binding: a bad one must stop start-up, not the first client.
     let tls = config.tls.as_ref().map(tls::server_config).transpose()?;

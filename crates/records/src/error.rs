@@ -85,6 +85,41 @@ pub enum RecordsError {
         version: u64,
         cause: CryptoError,
     },
+    /// An entry of a transaction or batch Bundle failed (the Bundle's position of the entry;
+    /// `error` says why).
+    #[error("Bundle.entry[{index}]: {error}")]
+    InEntry {
+        index: usize,
+        error: Box<RecordsError>,
+    },
+    /// Two entries of a transaction resolve to the same resource.
+    #[error(
+        "{resource_type}/{id} is also the target of Bundle.entry[{other}]; a transaction touches each resource once"
+    )]
+    SameTarget {
+        resource_type: ResourceType,
+        id: String,
+        other: usize,
+    },
+    /// A reference in a Bundle entry cannot be resolved (`location` is the element's path).
+    #[error("{location} {why}")]
+    BadReference { location: String, why: &'static str },
+    /// A conditional reference or a conditional patch matched no resource.
+    #[error("{what} matches no {resource_type}")]
+    NoMatch {
+        resource_type: ResourceType,
+        what: String,
+    },
+    /// A JSON Patch document is not one (not an array of RFC 6902 operations).
+    #[error("the JSON Patch document is invalid: {why}")]
+    BadPatch { why: String },
+    /// A JSON Patch operation could not be applied (a failed `test`, a path that does not
+    /// exist); nothing was stored.
+    #[error("JSON Patch operation {operation} could not be applied: {why}")]
+    PatchFailed { operation: usize, why: &'static str },
+    /// The patched resource is not valid (or changed its type or id); nothing was stored.
+    #[error("the patched resource is invalid ({} issue(s))", issues.len())]
+    PatchedInvalid { issues: Vec<Issue> },
     /// The search request cannot be answered.
     #[error(transparent)]
     Search(#[from] SearchError),
@@ -117,6 +152,13 @@ impl RecordsError {
             Self::OutsideCompartment { .. } => "outside-compartment",
             Self::CompartmentErased { .. } => "compartment-erased",
             Self::Integrity { .. } => "integrity",
+            Self::InEntry { error, .. } => error.code(),
+            Self::SameTarget { .. } => "same-target",
+            Self::BadReference { .. } => "bad-reference",
+            Self::NoMatch { .. } => "no-match",
+            Self::BadPatch { .. } => "bad-patch",
+            Self::PatchFailed { .. } => "patch-failed",
+            Self::PatchedInvalid { .. } => "patched-invalid",
             Self::Search(_) => "bad-search",
             Self::Crypto(_) => "key-failure",
             Self::Store(_) => "store-failure",
@@ -126,6 +168,9 @@ impl RecordsError {
 
     /// Whether the server failed (rather than the request being refused).
     pub fn is_server_failure(&self) -> bool {
+        if let Self::InEntry { error, .. } = self {
+            return error.is_server_failure();
+        }
         matches!(
             self,
             Self::Integrity { .. }
@@ -135,6 +180,40 @@ impl RecordsError {
                 | Self::VersionConflict { .. }
                 | Self::ClaimTaken { .. }
         )
+    }
+}
+
+impl RecordsError {
+    /// This error as the failure of `Bundle.entry[index]`: issues located in its resource
+    /// (`Patient.birthDate`) are located in the Bundle (`Bundle.entry[3].resource.birthDate`).
+    pub fn in_entry(self, index: usize) -> Self {
+        let relocate = |issues: Vec<Issue>| -> Vec<Issue> {
+            let prefix = format!("Bundle.entry[{index}].resource");
+            issues
+                .into_iter()
+                .map(|mut issue| {
+                    if let Some(location) = issue.location.take() {
+                        let rest = location.find(['.', '[']).map_or("", |at| &location[at..]);
+                        issue.location = Some(format!("{prefix}{rest}"));
+                    }
+                    issue
+                })
+                .collect()
+        };
+        let error = match self {
+            Self::InEntry { .. } => return self,
+            Self::Invalid { issues } => Self::Invalid {
+                issues: relocate(issues),
+            },
+            Self::PatchedInvalid { issues } => Self::PatchedInvalid {
+                issues: relocate(issues),
+            },
+            other => other,
+        };
+        Self::InEntry {
+            index,
+            error: Box::new(error),
+        }
     }
 }
 

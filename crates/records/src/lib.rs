@@ -25,6 +25,7 @@ pub use ports::{
     SealedVersion, SearchMatch, StoreError, SystemClock, Write,
 };
 pub use service::{
-    HistoryEntry, HistoryPage, Records, ReindexReport, SearchPage, StoredResource, instant,
+    EntryOutcome, HistoryEntry, HistoryPage, JSON_PATCH, Records, ReindexReport, SearchPage,
+    StoredResource, instant, parse_patch,
 };
 pub use session::{Session, actor};

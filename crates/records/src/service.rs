@@ -364,15 +364,21 @@ pub fn instant(at: OffsetDateTime) -> String {
 }
 
 mod erase;
+mod patch;
 mod read;
 mod reindex;
 mod search;
 mod series_status;
+mod transaction;
 mod write;
 
+pub(crate) use patch::patch_bytes_in_binary;
+pub use patch::{JSON_PATCH, parse_patch};
 pub use read::{HistoryEntry, HistoryPage};
 pub use reindex::ReindexReport;
 pub use search::SearchPage;
+pub use transaction::EntryOutcome;
+pub(crate) use transaction::{Identities, parse_if_match};
 
 #[cfg(test)]
 mod tests;

@@ -349,5 +349,6 @@ impl Session {
     }
 }
 
+mod bundles;
 #[cfg(test)]
 mod tests;

@@ -356,7 +356,37 @@ impl Records {
         id: &str,
         if_match: Option<u64>,
     ) -> Result<Option<u64>, RecordsError> {
-        self.audited(Action::Delete, Some(resource_type), Some(id), async {
+        let work = self.delete_version(resource_type, id, if_match);
+        self.audited(Action::Delete, Some(resource_type), Some(id), work)
+            .await
+    }
+
+    /// FHIR conditional delete (`DELETE [type]?criteria`): the one matching resource is
+    /// deleted (its deletion's version); no match deletes nothing (`None`); several are
+    /// [`RecordsError::MultipleMatches`].
+    pub async fn delete_conditional(
+        &self,
+        resource_type: ResourceType,
+        criteria: &[(String, String)],
+    ) -> Result<Option<u64>, RecordsError> {
+        self.audited(Action::Delete, Some(resource_type), None, async {
+            let (query, _) = self.conditional_query(resource_type, criteria, "criteria")?;
+            match self.single_match(&query).await? {
+                Some(found) => self.delete_version(resource_type, &found.id, None).await,
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// The work of [`Self::delete`].
+    async fn delete_version(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        if_match: Option<u64>,
+    ) -> Result<Option<u64>, RecordsError> {
+        {
             let not_found = || RecordsError::NotFound {
                 resource_type,
                 id: id.to_owned(),
@@ -386,33 +416,13 @@ impl Records {
                 if current.deleted {
                     return Ok(None);
                 }
-                let version = current.version + 1;
-                let audit = self.entry_about(
-                    Action::Delete,
+                let marker = self.deletion_marker(
                     resource_type,
                     id,
-                    Some(version),
-                    Some(&current.key_owner),
-                );
-                let marker = NewVersion {
-                    resource_type,
-                    id: id.to_owned(),
-                    version,
-                    last_updated: self.now(),
-                    key_owner: current.key_owner,
-                    // Unused: a deletion marker has no body to seal.
-                    key_id: KeyId::from_bytes(&[0; KeyId::LEN]).ok_or(RecordsError::Crypto(
-                        CryptoError::Integrity {
-                            what: "key id length",
-                        },
-                    ))?,
-                    new_key: None,
-                    body: Vec::new(),
-                    index: IndexRows::default(),
-                    deleted: true,
-                    claim: None,
-                    audit: Some(audit),
-                };
+                    current.version + 1,
+                    current.key_owner,
+                )?;
+                let version = marker.version;
                 match self.store.update(marker, current.version).await {
                     Ok(()) => return Ok(Some(version)),
                     Err(StoreError::VersionConflict { .. })
@@ -428,8 +438,44 @@ impl Records {
                     Err(other) => return Err(other.into()),
                 }
             }
+        }
+    }
+
+    /// The version that marks `resource_type/id` deleted: no body to seal, no index rows, and
+    /// the delete's audit entry.
+    pub(super) fn deletion_marker(
+        &self,
+        resource_type: ResourceType,
+        id: &str,
+        version: u64,
+        key_owner: KeyOwner,
+    ) -> Result<NewVersion, RecordsError> {
+        let audit = self.entry_about(
+            Action::Delete,
+            resource_type,
+            id,
+            Some(version),
+            Some(&key_owner),
+        );
+        Ok(NewVersion {
+            resource_type,
+            id: id.to_owned(),
+            version,
+            last_updated: self.now(),
+            key_owner,
+            // Unused: a deletion marker has no body to seal.
+            key_id: KeyId::from_bytes(&[0; KeyId::LEN]).ok_or(RecordsError::Crypto(
+                CryptoError::Integrity {
+                    what: "key id length",
+                },
+            ))?,
+            new_key: None,
+            body: Vec::new(),
+            index: IndexRows::default(),
+            deleted: true,
+            claim: None,
+            audit: Some(audit),
         })
-        .await
     }
 
     /// Seals a stamped resource (its type and id are where it is stored) under its
@@ -446,20 +492,12 @@ impl Records {
         claim: Option<phi_crypto::BlindToken>,
         action: Action,
     ) -> Result<(Vec<u8>, KeyOwner), RecordsError> {
-        let resource_type = resource.resource_type();
-        let id = resource.id().map(|id| id.as_str()).unwrap_or_default();
         let owner = key_owner(resource);
         if !self.visible(&owner) {
-            return Err(RecordsError::OutsideCompartment { resource_type });
+            return Err(RecordsError::OutsideCompartment {
+                resource_type: resource.resource_type(),
+            });
         }
-        let body = resource.to_json();
-        let index = index_rows(resource, &self.vault.blind_index());
-        let context = SealContext {
-            resource_type: resource_type.as_str(),
-            id,
-            version,
-        };
-        let audit = self.entry_about(action, resource_type, id, Some(version), Some(&owner));
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -467,20 +505,15 @@ impl Records {
                 Err(CryptoError::Erased) => return Err(compartment_erased(&owner)),
                 other => other?,
             };
-            let new_version = NewVersion {
-                resource_type,
-                id: id.to_owned(),
+            let (new_version, body) = self.sealed_version(
+                resource,
                 version,
                 last_updated,
-                key_owner: owner.clone(),
-                key_id: key.id(),
-                new_key,
-                body: seal(&key, context, &body)?,
-                index: index.clone(),
-                deleted: false,
                 claim,
-                audit: Some(audit.clone()),
-            };
+                action,
+                &key,
+                new_key,
+            )?;
             let written = match expected {
                 None => self.store.create(new_version).await,
                 Some(expected) => self.store.update(new_version, expected).await,
@@ -493,5 +526,46 @@ impl Records {
                 }
             }
         }
+    }
+
+    /// A stamped resource sealed under `key` (its owner's) as `version`, with its index rows,
+    /// claim and audit entry; `new_key` goes with it when the owner's key is new. Returns the
+    /// version and the plaintext body.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn sealed_version(
+        &self,
+        resource: &Resource,
+        version: u64,
+        last_updated: OffsetDateTime,
+        claim: Option<phi_crypto::BlindToken>,
+        action: Action,
+        key: &phi_crypto::DataKey,
+        new_key: Option<phi_crypto::KeyRecord>,
+    ) -> Result<(NewVersion, Vec<u8>), RecordsError> {
+        let resource_type = resource.resource_type();
+        let id = resource.id().map(|id| id.as_str()).unwrap_or_default();
+        let owner = key_owner(resource);
+        let body = resource.to_json();
+        let context = SealContext {
+            resource_type: resource_type.as_str(),
+            id,
+            version,
+        };
+        let audit = self.entry_about(action, resource_type, id, Some(version), Some(&owner));
+        let new_version = NewVersion {
+            resource_type,
+            id: id.to_owned(),
+            version,
+            last_updated,
+            key_owner: owner,
+            key_id: key.id(),
+            new_key,
+            body: seal(key, context, &body)?,
+            index: index_rows(resource, &self.vault.blind_index()),
+            deleted: false,
+            claim,
+            audit: Some(audit),
+        };
+        Ok((new_version, body))
     }
 }

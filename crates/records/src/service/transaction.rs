@@ -1,0 +1,648 @@
+//! Transaction Bundles: every entry's change in one unit of work, or none.
+//!
+//! In three passes over the entries, in FHIR's processing order (DELETE, POST, PUT/PATCH,
+//! GET/HEAD): *resolve* what each write touches (conditional criteria searched, new ids drawn,
+//! `If-Match` checked) and refuse two entries that touch one resource; *rewrite* references
+//! to the Bundle's `fullUrl`s and conditional references to the ids they resolved to; *prepare*
+//! each version (validated, stamped, sealed under its patient's key, indexed, audited) and
+//! commit them all as one [`Changes`]. A race with another writer (a conditional create's claim,
+//! a version, a new data key) starts the transaction over from the first pass, so it never
+//! commits on stale decisions. GET entries are answered after the commit, so they see the
+//! transaction's writes.
+
+use std::collections::{HashMap, HashSet};
+
+use fhir_model::bundle_request::{BundleRequest, EntryRequest, Method, rewrite_references};
+use phi_crypto::DataKey;
+use serde_json::Value;
+
+use super::patch::{patch_in_binary, patched};
+use super::write::{compartment_erased, key_owner};
+use super::*;
+use crate::ports::{Changes, Write};
+
+/// How often a transaction starts over after losing a race to another writer.
+const MAX_TRANSACTION_ATTEMPTS: u32 = 8;
+
+/// What one entry of a transaction or batch came to, for its `response`.
+#[derive(Debug)]
+pub enum EntryOutcome {
+    /// A resource was created (201).
+    Created(StoredResource),
+    /// A new version of a resource was stored (200).
+    Updated(StoredResource),
+    /// A conditional create found its one match; nothing was written (200).
+    Existing(StoredResource),
+    /// The resource was deleted (its deletion's version), or there was nothing to delete (204).
+    Deleted(Option<u64>),
+    /// A read or vread (200).
+    Read(StoredResource),
+    /// A search (200).
+    Searched(SearchPage),
+    /// The entry failed (a batch entry, or a GET answered after a transaction's commit).
+    Failed(RecordsError),
+}
+
+/// What a write entry resolved to, before anything is prepared.
+enum Step {
+    Create {
+        id: String,
+        claim: Option<phi_crypto::BlindToken>,
+    },
+    Existing(StoredResource),
+    Update {
+        id: String,
+        expected: Option<u64>,
+    },
+    Patch {
+        id: String,
+        current: SealedVersion,
+    },
+    Delete {
+        id: String,
+        current: SealedVersion,
+    },
+    NothingToDelete,
+}
+
+impl Step {
+    /// The resource the step touches, if any.
+    fn target(&self) -> Option<&str> {
+        match self {
+            Self::Create { id, .. }
+            | Self::Update { id, .. }
+            | Self::Patch { id, .. }
+            | Self::Delete { id, .. } => Some(id),
+            Self::Existing(stored) => Some(&stored.id),
+            Self::NothingToDelete => None,
+        }
+    }
+}
+
+/// Where references in a Bundle lead: each `fullUrl` (and, under this server's base, its
+/// relative form) to the `Type/id` it resolved to.
+pub(crate) struct Identities {
+    base: String,
+    resolved: HashMap<String, String>,
+    /// In a batch: the other entries' `fullUrl`s, which references may not use.
+    forbidden: HashSet<String>,
+}
+
+impl Identities {
+    pub(crate) fn new(base: &str) -> Self {
+        Self {
+            base: format!("{}/", base.trim_end_matches('/')),
+            resolved: HashMap::new(),
+            forbidden: HashSet::new(),
+        }
+    }
+
+    fn insert(&mut self, full_url: &str, target: String) {
+        if let Some(relative) = full_url.strip_prefix(&self.base) {
+            self.resolved.insert(relative.to_owned(), target.clone());
+        }
+        self.resolved.insert(full_url.to_owned(), target);
+    }
+
+    /// For a batch: references to these `fullUrl`s are refused.
+    pub(crate) fn forbid(&mut self, full_urls: impl IntoIterator<Item = String>) {
+        self.forbidden.extend(full_urls);
+    }
+}
+
+impl Records {
+    /// Carries out a transaction Bundle: every write entry's change commits in one unit of work
+    /// (each version with its audit entry), or nothing is stored and the first failing entry's
+    /// error is returned (as [`RecordsError::InEntry`]). GET entries are then answered, each
+    /// with its own outcome. Outcomes come in Bundle order. `base` is this server's FHIR base
+    /// URL, under which a `fullUrl` is this server's. The caller has been allowed every entry.
+    pub async fn transaction(
+        &self,
+        request: &BundleRequest,
+        base: &str,
+    ) -> Result<Vec<EntryOutcome>, RecordsError> {
+        self.audited(Action::Transaction, None, None, async {
+            let mut attempts = 0;
+            let mut outcomes = loop {
+                attempts += 1;
+                match self.try_transaction(request, base).await {
+                    Err(err) if attempts < MAX_TRANSACTION_ATTEMPTS && lost_race(&err) => {}
+                    other => break other?,
+                }
+            };
+            for entry in &request.entries {
+                if !entry.method.writes() {
+                    outcomes[entry.index] = Some(self.answer_read(entry).await);
+                }
+            }
+            Ok(outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or(EntryOutcome::Deleted(None)))
+                .collect())
+        })
+        .await
+    }
+
+    /// One attempt: resolve, rewrite, prepare, commit. `None` for the GET entries.
+    async fn try_transaction(
+        &self,
+        request: &BundleRequest,
+        base: &str,
+    ) -> Result<Vec<Option<EntryOutcome>>, RecordsError> {
+        let order = request.processing_order();
+        let writes: Vec<&EntryRequest> = order
+            .iter()
+            .map(|&i| &request.entries[i])
+            .filter(|e| e.method.writes())
+            .collect();
+        let mut identities = Identities::new(base);
+        let mut steps = Vec::with_capacity(writes.len());
+        let mut touched: HashMap<(ResourceType, String), usize> = HashMap::new();
+        for entry in &writes {
+            let step = self
+                .resolve_step(entry)
+                .await
+                .map_err(|e| e.in_entry(entry.index))?;
+            if let Some(id) = step.target() {
+                let key = (entry.target.resource_type, id.to_owned());
+                if let Some(other) = touched.insert(key, entry.index) {
+                    return Err(RecordsError::SameTarget {
+                        resource_type: entry.target.resource_type,
+                        id: id.to_owned(),
+                        other,
+                    }
+                    .in_entry(entry.index));
+                }
+                if let Some(full_url) = &entry.full_url {
+                    identities.insert(full_url, format!("{}/{id}", entry.target.resource_type));
+                }
+            }
+            steps.push(step);
+        }
+        let now = self.now();
+        let mut keys: HashMap<KeyOwner, DataKey> = HashMap::new();
+        let mut changes = Changes::default();
+        let mut outcomes: Vec<Option<EntryOutcome>> =
+            (0..request.entries.len()).map(|_| None).collect();
+        for (entry, step) in writes.into_iter().zip(steps) {
+            let outcome = self
+                .prepare_step(entry, step, &identities, now, &mut keys, &mut changes)
+                .await
+                .map_err(|e| e.in_entry(entry.index))?;
+            outcomes[entry.index] = Some(outcome);
+        }
+        self.store.commit(changes).await.map_err(|err| match err {
+            StoreError::AlreadyExists { resource_type, id } => {
+                let conflict = RecordsError::Conflict {
+                    resource_type,
+                    id: id.clone(),
+                };
+                match request.entries.iter().find(|e| {
+                    e.target.resource_type == resource_type && e.target.id.as_deref() == Some(&id)
+                }) {
+                    Some(entry) => conflict.in_entry(entry.index),
+                    None => conflict,
+                }
+            }
+            other => other.into(),
+        })?;
+        Ok(outcomes)
+    }
+
+    /// What a write entry touches, decided from what is stored now.
+    async fn resolve_step(&self, entry: &EntryRequest) -> Result<Step, RecordsError> {
+        let resource_type = entry.target.resource_type;
+        let if_match = entry.if_match.as_deref().map(parse_if_match).transpose()?;
+        let criteria = &entry.target.query;
+        Ok(match entry.method {
+            Method::Post => match &entry.if_none_exist {
+                None => Step::Create {
+                    id: self.ids.new_id(),
+                    claim: None,
+                },
+                Some(criteria) => {
+                    let (query, claim) =
+                        self.conditional_query(resource_type, criteria, "ifNoneExist")?;
+                    match self.single_match(&query).await? {
+                        Some(existing) => Step::Existing(existing),
+                        None => Step::Create {
+                            id: self.ids.new_id(),
+                            claim: Some(claim),
+                        },
+                    }
+                }
+            },
+            Method::Put => match &entry.target.id {
+                Some(id) => {
+                    let current = self.store.read_current(resource_type, id).await?;
+                    if current
+                        .as_ref()
+                        .is_some_and(|c| !self.visible(&c.key_owner))
+                    {
+                        return Err(RecordsError::NotFound {
+                            resource_type,
+                            id: id.clone(),
+                        });
+                    }
+                    let expected = current.map(|c| c.version);
+                    check_if_match(resource_type, id, if_match, expected)?;
+                    Step::Update {
+                        id: id.clone(),
+                        expected,
+                    }
+                }
+                None => {
+                    let (query, claim) = self.conditional_query(resource_type, criteria, "url")?;
+                    match self.single_match(&query).await? {
+                        Some(existing) => {
+                            check_if_match(
+                                resource_type,
+                                &existing.id,
+                                if_match,
+                                Some(existing.version),
+                            )?;
+                            Step::Update {
+                                id: existing.id,
+                                expected: Some(existing.version),
+                            }
+                        }
+                        None => {
+                            let body_id = entry
+                                .resource
+                                .as_ref()
+                                .and_then(|r| r.get("id"))
+                                .and_then(Value::as_str)
+                                .map(str::to_owned);
+                            Step::Create {
+                                id: body_id.unwrap_or_else(|| self.ids.new_id()),
+                                claim: Some(claim),
+                            }
+                        }
+                    }
+                }
+            },
+            Method::Patch => {
+                let id = match &entry.target.id {
+                    Some(id) => id.clone(),
+                    None => {
+                        let (query, _) = self.conditional_query(resource_type, criteria, "url")?;
+                        self.single_match(&query)
+                            .await?
+                            .ok_or_else(|| RecordsError::NoMatch {
+                                resource_type,
+                                what: "the patch's criteria".to_owned(),
+                            })?
+                            .id
+                    }
+                };
+                let current = self.patchable(resource_type, &id, if_match).await?;
+                Step::Patch { id, current }
+            }
+            Method::Delete => {
+                let current = match &entry.target.id {
+                    Some(id) => Some(
+                        self.store
+                            .read_current(resource_type, id)
+                            .await?
+                            .filter(|c| self.visible(&c.key_owner))
+                            .ok_or_else(|| RecordsError::NotFound {
+                                resource_type,
+                                id: id.clone(),
+                            })?,
+                    ),
+                    None => {
+                        let (query, _) = self.conditional_query(resource_type, criteria, "url")?;
+                        let mut found = self.store.search(&query).await?;
+                        if found.len() > 1 {
+                            return Err(RecordsError::MultipleMatches { resource_type });
+                        }
+                        found.pop().map(|m| m.version)
+                    }
+                };
+                match current {
+                    Some(current) => {
+                        check_if_match(
+                            resource_type,
+                            &current.id,
+                            if_match,
+                            Some(current.version),
+                        )?;
+                        if current.deleted {
+                            Step::NothingToDelete
+                        } else {
+                            Step::Delete {
+                                id: current.id.clone(),
+                                current,
+                            }
+                        }
+                    }
+                    None => Step::NothingToDelete,
+                }
+            }
+            Method::Get | Method::Head => Step::NothingToDelete,
+        })
+    }
+
+    /// The version a resolved step writes, added to `changes`, and the entry's outcome.
+    async fn prepare_step(
+        &self,
+        entry: &EntryRequest,
+        step: Step,
+        identities: &Identities,
+        now: OffsetDateTime,
+        keys: &mut HashMap<KeyOwner, DataKey>,
+        changes: &mut Changes,
+    ) -> Result<EntryOutcome, RecordsError> {
+        let resource_type = entry.target.resource_type;
+        let (resource, id, version, expected, claim) = match step {
+            Step::NothingToDelete => return Ok(EntryOutcome::Deleted(None)),
+            Step::Existing(existing) => {
+                // The match goes back to the caller: a disclosure, recorded with the unit.
+                let mut audit = self.entry_about(
+                    Action::Read,
+                    resource_type,
+                    &existing.id,
+                    Some(existing.version),
+                    Some(&existing.key_owner),
+                );
+                audit.operation = Some("conditional-create".to_owned());
+                changes.audit.push(audit);
+                return Ok(EntryOutcome::Existing(existing));
+            }
+            Step::Delete { id, current } => {
+                let mut marker = self.deletion_marker(
+                    resource_type,
+                    &id,
+                    current.version + 1,
+                    current.key_owner,
+                )?;
+                marker.last_updated = now;
+                let version = marker.version;
+                changes.writes.push(Write {
+                    version: marker,
+                    expected: Some(current.version),
+                });
+                return Ok(EntryOutcome::Deleted(Some(version)));
+            }
+            Step::Create { id, claim } => {
+                let resource = self.entry_resource(entry, identities).await?;
+                (resource, id, 1, None, claim)
+            }
+            Step::Update { id, expected } => {
+                let resource = self.entry_resource(entry, identities).await?;
+                if resource.id().map(|i| i.as_str()) != Some(id.as_str())
+                    && (entry.target.id.is_some() || resource.id().is_some())
+                {
+                    return Err(RecordsError::IdMismatch { id });
+                }
+                (resource, id, expected.map_or(1, |v| v + 1), expected, None)
+            }
+            Step::Patch { id, current } => {
+                let operations = patch_in_binary(entry.resource.as_ref().unwrap_or(&Value::Null))?;
+                let expected = current.version;
+                let opened = self.open_version(current)?;
+                let resource = patched(resource_type, &id, &opened.body, &operations)?;
+                (resource, id, expected + 1, Some(expected), None)
+            }
+        };
+        let mut resource = resource;
+        if !fhir_model::is_valid_id(&id) {
+            return Err(RecordsError::BadId { id });
+        }
+        resource.set_id(Some(Id::from(id.as_str())));
+        let meta = resource.meta_mut();
+        meta.version_id = Some(Id::from(version.to_string()));
+        meta.last_updated = Some(Instant::from(instant(now)));
+        let owner = key_owner(&resource);
+        if !self.visible(&owner) {
+            return Err(RecordsError::OutsideCompartment { resource_type });
+        }
+        let new_key = match keys.get(&owner) {
+            Some(_) => None,
+            None => {
+                let (key, new_key) = match self.vault.prepare_key(&owner, now).await {
+                    Err(CryptoError::Erased) => return Err(compartment_erased(&owner)),
+                    other => other?,
+                };
+                keys.insert(owner.clone(), key);
+                new_key
+            }
+        };
+        let key = keys
+            .get(&owner)
+            .ok_or(RecordsError::Crypto(CryptoError::Integrity {
+                what: "a data key went missing",
+            }))?;
+        let action = if expected.is_some() {
+            Action::Update
+        } else {
+            Action::Create
+        };
+        let (version, body) =
+            self.sealed_version(&resource, version, now, claim, action, key, new_key)?;
+        let stored = StoredResource {
+            resource_type,
+            id: version.id.clone(),
+            version: version.version,
+            last_updated: now,
+            key_owner: owner,
+            body,
+        };
+        changes.writes.push(Write { version, expected });
+        Ok(if expected.is_some() {
+            EntryOutcome::Updated(stored)
+        } else {
+            EntryOutcome::Created(stored)
+        })
+    }
+
+    /// An entry's resource with its references resolved, parsed and validated.
+    async fn entry_resource(
+        &self,
+        entry: &EntryRequest,
+        identities: &Identities,
+    ) -> Result<Resource, RecordsError> {
+        let mut value = entry.resource.clone().unwrap_or(Value::Null);
+        self.resolve_references(&mut value, entry.index, identities)
+            .await?;
+        let resource = Resource::from_value(value)
+            .map_err(|err| RecordsError::Invalid { issues: err.issues })?;
+        let issues = resource.validate();
+        if issues.iter().any(fhir_model::Issue::is_error) {
+            return Err(RecordsError::Invalid { issues });
+        }
+        Ok(resource)
+    }
+
+    /// Rewrites the references in an entry's resource: a `fullUrl` of the Bundle to the
+    /// `Type/id` it resolved to; `Type?criteria` to its one match; an absolute URL of this
+    /// server to its relative form. A `urn:` reference that is not in the Bundle, a reference to
+    /// this server that does not exist, or criteria matching none or several fail the entry,
+    /// naming the element.
+    pub(crate) async fn resolve_references(
+        &self,
+        resource: &mut Value,
+        index: usize,
+        identities: &Identities,
+    ) -> Result<(), RecordsError> {
+        let at = fhir_model::bundle_request::entry_location(index).child("resource");
+        let mut found: Vec<(String, String)> = Vec::new();
+        rewrite_references::<()>(resource, &at, &mut |reference, location| {
+            found.push((reference.to_owned(), location.as_str().to_owned()));
+            Ok(None)
+        })
+        .ok();
+        let mut resolved: HashMap<String, String> = HashMap::new();
+        for (reference, location) in found {
+            if resolved.contains_key(&reference) {
+                continue;
+            }
+            if let Some(target) = self
+                .resolve_reference(&reference, &location, identities)
+                .await?
+            {
+                resolved.insert(reference, target);
+            }
+        }
+        if !resolved.is_empty() {
+            rewrite_references::<()>(resource, &at, &mut |reference, _| {
+                Ok(resolved.get(reference).cloned())
+            })
+            .ok();
+        }
+        Ok(())
+    }
+
+    async fn resolve_reference(
+        &self,
+        reference: &str,
+        location: &str,
+        identities: &Identities,
+    ) -> Result<Option<String>, RecordsError> {
+        let bad = |why| RecordsError::BadReference {
+            location: location.to_owned(),
+            why,
+        };
+        if identities.forbidden.contains(reference) {
+            return Err(bad(
+                "refers to another entry of the batch; batch entries are processed on their \
+                 own, so use a transaction to link them",
+            ));
+        }
+        if let Some(target) = identities.resolved.get(reference) {
+            return Ok(Some(target.clone()));
+        }
+        if reference.starts_with("urn:uuid:") || reference.starts_with("urn:oid:") {
+            return Err(bad("refers to a fullUrl that is not in the Bundle"));
+        }
+        if let Some((type_name, query)) = reference.split_once('?')
+            && !type_name.contains('/')
+        {
+            let resource_type = ResourceType::parse(type_name)
+                .map_err(|_| bad("is a conditional reference to an unknown resource type"))?;
+            let criteria: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+                .into_owned()
+                .collect();
+            let (query, _) = self.conditional_query(resource_type, &criteria, location)?;
+            let mut matches = self.store.search(&query).await?;
+            return match matches.len() {
+                0 => Err(RecordsError::NoMatch {
+                    resource_type,
+                    what: format!("the conditional reference at {location}"),
+                }),
+                1 => Ok(matches
+                    .pop()
+                    .map(|m| format!("{type_name}/{}", m.version.id))),
+                _ => Err(RecordsError::MultipleMatches { resource_type }),
+            };
+        }
+        if let Some(relative) = reference.strip_prefix(&identities.base) {
+            let mut parts = relative.split('/');
+            let exists = match (parts.next(), parts.next(), parts.next()) {
+                (Some(type_name), Some(id), None) => match ResourceType::parse(type_name) {
+                    Ok(resource_type) => self
+                        .store
+                        .read_current(resource_type, id)
+                        .await?
+                        .is_some_and(|c| !c.deleted && self.visible(&c.key_owner)),
+                    Err(_) => false,
+                },
+                _ => false,
+            };
+            if !exists {
+                return Err(bad(
+                    "refers to a resource of this server that does not exist and is not in the \
+                     Bundle",
+                ));
+            }
+            return Ok(Some(relative.to_owned()));
+        }
+        Ok(None)
+    }
+
+    /// A GET or HEAD entry, answered as the interaction it names (it records its own audit
+    /// entry); its failure is its own.
+    pub(crate) async fn answer_read(&self, entry: &EntryRequest) -> EntryOutcome {
+        let target = &entry.target;
+        let answered = match (&target.id, &target.version) {
+            (Some(id), Some(version)) => self
+                .vread(target.resource_type, id, version)
+                .await
+                .map(EntryOutcome::Read),
+            (Some(id), None) => self
+                .read(target.resource_type, id)
+                .await
+                .map(EntryOutcome::Read),
+            (None, _) => self
+                .search(target.resource_type, &target.query)
+                .await
+                .map(EntryOutcome::Searched),
+        };
+        answered.unwrap_or_else(|err| EntryOutcome::Failed(err.in_entry(entry.index)))
+    }
+}
+
+/// Whether a transaction's failure was a race lost to another writer, after which it starts
+/// over: a claim, a version, an id or a data key taken between resolving and committing (the
+/// next attempt resolves against what the other writer stored).
+fn lost_race(err: &RecordsError) -> bool {
+    match err {
+        RecordsError::InEntry { error, .. } => lost_race(error),
+        RecordsError::ClaimTaken { .. }
+        | RecordsError::VersionConflict { .. }
+        | RecordsError::Conflict { .. }
+        | RecordsError::Store(StoreError::KeyChanged { .. }) => true,
+        _ => false,
+    }
+}
+
+/// `W/"3"` (or `"3"`, or `3`) as a version.
+pub(crate) fn parse_if_match(etag: &str) -> Result<u64, RecordsError> {
+    etag.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map_err(|_| {
+            RecordsError::Search(crate::search::SearchError {
+                param: "ifMatch".to_owned(),
+                reason: "must be an ETag of a version, W/\"n\"".to_owned(),
+            })
+        })
+}
+
+fn check_if_match(
+    resource_type: ResourceType,
+    id: &str,
+    if_match: Option<u64>,
+    current: Option<u64>,
+) -> Result<(), RecordsError> {
+    match if_match {
+        Some(wanted) if current != Some(wanted) => Err(RecordsError::VersionMismatch {
+            resource_type,
+            id: id.to_owned(),
+            expected: wanted,
+            current,
+        }),
+        _ => Ok(()),
+    }
+}
