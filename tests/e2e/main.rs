@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod bundles;
 mod conformance;
 mod errors;
 mod fhir_crud;
