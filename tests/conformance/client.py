@@ -113,9 +113,47 @@ def main(base, token):
         raise AssertionError("a deleted Immunization was read")
     except ResourceNotFound:
         pass
+    # transaction: a patient and their dose linked by urn:uuid, posted to the base
+    patient_url = f"urn:uuid:{uuid.uuid4()}"
+    answer = client.execute(
+        "",
+        method="post",
+        data={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "resource": {
+                        "resourceType": "Immunization",
+                        "status": "completed",
+                        "vaccineCode": {"coding": [{"system": "http://hl7.org/fhir/sid/cvx", "code": "208"}]},
+                        "patient": {"reference": patient_url},
+                        "occurrenceDateTime": "2021-04-01",
+                    },
+                    "request": {"method": "POST", "url": "Immunization"},
+                },
+                {
+                    "fullUrl": patient_url,
+                    "resource": {
+                        "resourceType": "Patient",
+                        "identifier": [{"system": SYSTEM, "value": f"TX-{run}"}],
+                        "name": [{"family": f"Tx{run}"}],
+                    },
+                    "request": {"method": "POST", "url": "Patient"},
+                },
+            ],
+        },
+    )
+    assert answer["type"] == "transaction-response", answer["type"]
+    statuses = [e["response"]["status"] for e in answer["entry"]]
+    assert statuses == ["201 Created", "201 Created"], statuses
+    tx_patient = client.resources("Patient").search(identifier=f"{SYSTEM}|TX-{run}").get()
+    dose = client.resources("Immunization").search(patient=tx_patient.id).get()
+    assert dose["patient"]["reference"] == f"Patient/{tx_patient.id}", dose["patient"]
+
     print(
-        f"fhirpy: create, read, search, count, conditional save, update, paging, _include, _sort "
-        f"and delete work ({patient.id})"
+        f"fhirpy: create, read, search, count, conditional save, update, paging, _include, _sort, "
+        f"delete and a transaction work ({patient.id})"
     )
 
 

@@ -159,20 +159,22 @@ async fn unknown_routes_and_methods_are_operation_outcomes() {
 
     let response = app
         .client
-        .patch(app.url("/fhir/Patient/1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.headers()["allow"], "DELETE, GET, PUT");
-    outcome(response, 405).await;
-    let response = app
-        .client
-        .patch(app.url("/fhir/Patient"))
+        .post(app.url("/fhir/Patient/1"))
+        .header("content-type", "application/fhir+json")
         .body("{}")
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers()["allow"], "GET, POST, PUT");
+    assert_eq!(response.headers()["allow"], "DELETE, GET, PATCH, PUT");
+    outcome(response, 405).await;
+    let response = app
+        .client
+        .put(app.url("/fhir"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
     outcome(response, 405).await;
     app.stop().await;
 }

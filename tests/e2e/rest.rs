@@ -243,6 +243,7 @@ async fn metadata_is_a_capability_statement_of_what_the_server_does() {
             "read",
             "vread",
             "update",
+            "patch",
             "delete",
             "history-instance",
             "history-type",

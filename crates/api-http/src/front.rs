@@ -105,6 +105,17 @@ pub(crate) async fn front<E: Endpoint + 'static>(
 ) -> poem::Result<Response> {
     let request_id = RequestId::from_header(&request).unwrap_or_else(RequestId::generate);
     request.set_data(request_id.clone());
+    // FHIR clients post Bundles to the base with or without its trailing slash (fhirpy
+    // appends one): both are the base.
+    if request.uri().path() == "/fhir/" {
+        let target = match request.uri().query() {
+            Some(query) => format!("/fhir?{query}"),
+            None => "/fhir".to_owned(),
+        };
+        if let Ok(uri) = target.parse() {
+            *request.uri_mut() = uri;
+        }
+    }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let started = Instant::now();
