@@ -8,12 +8,15 @@
 //!   uses (see `conformance.rs`) and prints the variables that point the tests at them.
 //! - `bench [--patients N] [--clients N] [--seconds N] [--sqlite]`: HTTP throughput and
 //!   latency over a loaded database (see `bench.rs`).
+//! - `gen-data --patients N [--seed S] [--out DIR]`: deterministic Synthea-shaped test data, as
+//!   transaction Bundles and as NDJSON (see `gen_data.rs`).
 //! - `fhir-summary [--check]`: regenerates the `_summary=true` element table of `fhir-model`
 //!   from the official definitions; `--check` fails on drift.
 
 mod bench;
 mod conformance;
 mod deps;
+mod gen_data;
 mod summary;
 
 use std::io::Write as _;
@@ -41,6 +44,10 @@ fn main() -> anyhow::Result<()> {
             &root,
             &rest.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
         ),
+        ["gen-data", rest @ ..] => gen_data::run(
+            &root,
+            &rest.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(),
+        ),
         ["fhir-summary"] => summary::generate(&root, false),
         ["fhir-summary", "--check"] => summary::generate(&root, true),
         ["conformance-tools"] => {
@@ -53,7 +60,7 @@ fn main() -> anyhow::Result<()> {
         }
         _ => bail!(
             "usage: cargo xtask <ci | openapi [--check] | deps-check | conformance-tools | \
-             fhir-summary [--check] | bench [options]>"
+             fhir-summary [--check] | bench [options] | gen-data [options]>"
         ),
     }
 }
