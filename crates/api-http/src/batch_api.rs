@@ -135,6 +135,7 @@ impl Answer<'_> {
         match outcome {
             EntryOutcome::Created(stored) => self.written(&stored, "201 Created", "created"),
             EntryOutcome::Updated(stored) => self.written(&stored, "200 OK", "updated"),
+            EntryOutcome::Unchanged(stored) => self.written(&stored, "200 OK", "unchanged"),
             EntryOutcome::Existing(stored) => self.written(&stored, "200 OK", "found"),
             EntryOutcome::Deleted(version) => {
                 let mut response = json!({"status": "204 No Content"});

@@ -4,6 +4,7 @@
 
 pub mod audit_log;
 mod config;
+pub mod import;
 pub mod keys;
 mod server;
 mod store;

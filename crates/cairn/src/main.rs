@@ -34,6 +34,20 @@ enum Command {
     /// The tamper-evident audit log: verify, export, print its key.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Load NDJSON (.ndjson, .ndjson.gz) and Bundle (.json) files or directories through the
+    /// same checks as the API, in one database transaction per chunk. Re-running the same
+    /// command after an interruption finishes the import without duplicating anything.
+    Import {
+        /// Files or directories (walked in name order).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// At a resource that cannot be stored: stop (its chunk is not stored), or skip it.
+        #[arg(long, value_enum, default_value = "stop")]
+        on_error: cairn::import::OnError,
+        /// Resources per database transaction (a Bundle file is never split).
+        #[arg(long, default_value_t = 2000)]
+        chunk: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,6 +143,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys(command) => keys(&config, command).await,
         Command::Token(command) => token(&config, command).await,
         Command::Audit(command) => audit(&config, command).await,
+        Command::Import {
+            paths,
+            on_error,
+            chunk,
+        } => {
+            let options = cairn::import::ImportOptions {
+                paths,
+                on_error,
+                chunk: chunk.max(1),
+            };
+            cairn::import::run(&config, &options).await.map(|_| ())
+        }
         Command::Migrate => {
             let store = cairn::open_store(&config).await?;
             tracing::info!(backend = ?store.backend(), "migrations applied");

@@ -31,6 +31,8 @@ pub enum EntryOutcome {
     Created(StoredResource),
     /// A new version of a resource was stored (200).
     Updated(StoredResource),
+    /// An import's resource equals the current version; nothing was written (200).
+    Unchanged(StoredResource),
     /// A conditional create found its one match; nothing was written (200).
     Existing(StoredResource),
     /// The resource was deleted (its deletion's version), or there was nothing to delete (204).
@@ -53,6 +55,8 @@ enum Step {
     Update {
         id: String,
         expected: Option<u64>,
+        /// The current version, kept when unchanged resources are skipped (an import).
+        current: Option<SealedVersion>,
     },
     Patch {
         id: String,
@@ -121,11 +125,31 @@ impl Records {
         request: &BundleRequest,
         base: &str,
     ) -> Result<Vec<EntryOutcome>, RecordsError> {
+        self.run_transaction(request, base, false).await
+    }
+
+    /// A chunk of an import, as a transaction whose PUT entries that equal their resource's
+    /// current version (meta aside) write nothing ([`EntryOutcome::Unchanged`]): importing the
+    /// same data again, after an interruption or not, adds no version.
+    pub async fn import(
+        &self,
+        request: &BundleRequest,
+        base: &str,
+    ) -> Result<Vec<EntryOutcome>, RecordsError> {
+        self.run_transaction(request, base, true).await
+    }
+
+    async fn run_transaction(
+        &self,
+        request: &BundleRequest,
+        base: &str,
+        skip_unchanged: bool,
+    ) -> Result<Vec<EntryOutcome>, RecordsError> {
         self.audited(Action::Transaction, None, None, async {
             let mut attempts = 0;
             let mut outcomes = loop {
                 attempts += 1;
-                match self.try_transaction(request, base).await {
+                match self.try_transaction(request, base, skip_unchanged).await {
                     Err(err) if attempts < MAX_TRANSACTION_ATTEMPTS && lost_race(&err) => {}
                     other => break other?,
                 }
@@ -148,6 +172,7 @@ impl Records {
         &self,
         request: &BundleRequest,
         base: &str,
+        skip_unchanged: bool,
     ) -> Result<Vec<Option<EntryOutcome>>, RecordsError> {
         let order = request.processing_order();
         let writes: Vec<&EntryRequest> = order
@@ -160,7 +185,7 @@ impl Records {
         let mut touched: HashMap<(ResourceType, String), usize> = HashMap::new();
         for entry in &writes {
             let step = self
-                .resolve_step(entry)
+                .resolve_step(entry, skip_unchanged)
                 .await
                 .map_err(|e| e.in_entry(entry.index))?;
             if let Some(id) = step.target() {
@@ -210,7 +235,11 @@ impl Records {
     }
 
     /// What a write entry touches, decided from what is stored now.
-    async fn resolve_step(&self, entry: &EntryRequest) -> Result<Step, RecordsError> {
+    async fn resolve_step(
+        &self,
+        entry: &EntryRequest,
+        skip_unchanged: bool,
+    ) -> Result<Step, RecordsError> {
         let resource_type = entry.target.resource_type;
         let if_match = entry.if_match.as_deref().map(parse_if_match).transpose()?;
         let criteria = &entry.target.query;
@@ -244,11 +273,12 @@ impl Records {
                             id: id.clone(),
                         });
                     }
-                    let expected = current.map(|c| c.version);
+                    let expected = current.as_ref().map(|c| c.version);
                     check_if_match(resource_type, id, if_match, expected)?;
                     Step::Update {
                         id: id.clone(),
                         expected,
+                        current: current.filter(|c| skip_unchanged && !c.deleted),
                     }
                 }
                 None => {
@@ -264,6 +294,7 @@ impl Records {
                             Step::Update {
                                 id: existing.id,
                                 expected: Some(existing.version),
+                                current: None,
                             }
                         }
                         None => {
@@ -388,12 +419,22 @@ impl Records {
                 let resource = self.entry_resource(entry, identities).await?;
                 (resource, id, 1, None, claim)
             }
-            Step::Update { id, expected } => {
+            Step::Update {
+                id,
+                expected,
+                current,
+            } => {
                 let resource = self.entry_resource(entry, identities).await?;
                 if resource.id().map(|i| i.as_str()) != Some(id.as_str())
                     && (entry.target.id.is_some() || resource.id().is_some())
                 {
                     return Err(RecordsError::IdMismatch { id });
+                }
+                if let Some(current) = current {
+                    let current = self.open_version(current)?;
+                    if same_content(&current.body, &resource) {
+                        return Ok(EntryOutcome::Unchanged(current));
+                    }
                 }
                 (resource, id, expected.map_or(1, |v| v + 1), expected, None)
             }
@@ -612,6 +653,28 @@ fn lost_race(err: &RecordsError) -> bool {
         | RecordsError::VersionConflict { .. }
         | RecordsError::Conflict { .. }
         | RecordsError::Store(StoreError::KeyChanged { .. }) => true,
+        _ => false,
+    }
+}
+
+/// Whether a stored body and a resource say the same, `meta.versionId` and `meta.lastUpdated`
+/// aside (the server's stamps, not the sender's content).
+fn same_content(stored: &[u8], resource: &Resource) -> bool {
+    let without_stamps = |mut value: Value| {
+        if let Some(meta) = value.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+            if meta.is_empty() {
+                value.as_object_mut().map(|r| r.remove("meta"));
+            }
+        }
+        value
+    };
+    match (
+        serde_json::from_slice::<Value>(stored),
+        serde_json::from_slice::<Value>(&resource.to_json()),
+    ) {
+        (Ok(stored), Ok(new)) => without_stamps(stored) == without_stamps(new),
         _ => false,
     }
 }
