@@ -112,9 +112,7 @@ pub(crate) type Entries = Box<dyn Iterator<Item = anyhow::Result<Result<Entry, U
 
 /// `path`'s entries, in order. A line or entry that cannot be read is an `Err` item of its
 /// own; a file that cannot be read stops the iteration with an error.
-pub(crate) fn read(
-    path: &Path,
-) -> anyhow::Result<Entries> {
+pub(crate) fn read(path: &Path) -> anyhow::Result<Entries> {
     let name = path.display().to_string();
     Ok(match kind(path) {
         Some(Kind::Bundle) => {
