@@ -18,7 +18,9 @@
 //! `--only TEXT` (only the phases whose name contains TEXT, e.g. `search`, or the one phase
 //! named TEXT in full, e.g. `read Patient`; several separated by `;`, e.g. `read Patient;read
 //! Patient, audit off`),
-//! `--reuse` (measure again on the previous run's database and keyring, without loading).
+//! `--reuse` (measure again on the previous run's database and keyring, without loading),
+//! `--ingest-patients N` (default 300: the generated patients of the ingest phases, `ingest.rs`,
+//! which run on PostgreSQL on databases of their own; `--only ingest;import` runs just them).
 
 use std::path::Path;
 use std::process::Command;
@@ -29,6 +31,7 @@ use anyhow::{Context, bail};
 
 mod baseline;
 mod clients;
+mod ingest;
 mod server;
 mod sqlite_baseline;
 mod targets;
@@ -104,6 +107,8 @@ struct Options {
     reuse: bool,
     /// Only the phases whose name contains this.
     only: Option<String>,
+    /// Patients for the ingest phases (transaction Bundles, `cairn import`).
+    ingest_patients: u64,
 }
 
 fn options(args: &[String]) -> anyhow::Result<Options> {
@@ -114,6 +119,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         postgres: Some(DEFAULT_POSTGRES.to_owned()),
         reuse: false,
         only: None,
+        ingest_patients: 300,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
@@ -126,6 +132,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
             "--postgres" => options.postgres = Some(value()?.clone()),
             "--reuse" => options.reuse = true,
             "--only" => options.only = Some(value()?.clone()),
+            "--ingest-patients" => options.ingest_patients = value()?.parse()?,
             other => bail!("unknown option {other}"),
         }
     }
@@ -195,7 +202,17 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         work: &work,
         database_url: &database_url,
     };
-    let (mut phases, raw) = runtime.block_on(run.measure())?;
+    let main_wanted = PHASES
+        .iter()
+        .map(|(name, ..)| *name)
+        .chain([CREATE, UNAUDITED_READ])
+        .any(|name| run.wanted(name));
+    let (mut phases, raw) = if main_wanted {
+        runtime.block_on(run.measure())?
+    } else {
+        (Vec::new(), None)
+    };
+    let ingested = runtime.block_on(run.ingest())?;
     server_latencies(&work.join("server.log"), &mut phases)?;
     let mut report = String::from(
         "| phase | requests | per second | p50 ms | p90 ms | p99 ms | max ms | server p50 ms | \
@@ -216,7 +233,8 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     } else {
         "SQLite"
     };
-    let verdicts = targets::verdicts(&mut phases, raw.as_ref(), options.patients);
+    let mut verdicts = targets::verdicts(&mut phases, raw.as_ref(), options.patients);
+    verdicts.push_str(&ingest::verdicts(&ingested));
     #[allow(clippy::print_stdout)] // the report is the command's output
     {
         println!(
@@ -245,7 +263,7 @@ impl Run<'_> {
             let full_names: Vec<&str> = PHASES
                 .iter()
                 .map(|(n, ..)| *n)
-                .chain([CREATE, UNAUDITED_READ])
+                .chain([CREATE, UNAUDITED_READ, ingest::BUNDLES, ingest::IMPORT])
                 .collect();
             only.split(';').map(str::trim).any(|selection| {
                 if full_names.contains(&selection) {
@@ -280,6 +298,28 @@ impl Run<'_> {
 
     fn postgres(&self) -> bool {
         self.options.postgres.is_some()
+    }
+
+    /// The ingest phases (PostgreSQL only: their floor is a COPY), each on its own database.
+    async fn ingest(&self) -> anyhow::Result<Vec<ingest::Ingested>> {
+        let Some(admin) = &self.options.postgres else {
+            return Ok(Vec::new());
+        };
+        let (bundles, import) = (self.wanted(ingest::BUNDLES), self.wanted(ingest::IMPORT));
+        if !bundles && !import {
+            return Ok(Vec::new());
+        }
+        let data = ingest::data(self.work, self.options.ingest_patients)?;
+        let mut figures = Vec::new();
+        if bundles {
+            figures.push(
+                ingest::bundles(self.binary, admin, self.work, &data, self.options.clients).await?,
+            );
+        }
+        if import {
+            figures.push(ingest::import(self.binary, admin, self.work, &data)?);
+        }
+        Ok(figures)
     }
 
     /// Loads (unless `--reuse`), measures the raw INSERT baseline and every wanted phase, then

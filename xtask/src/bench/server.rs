@@ -24,9 +24,14 @@ pub(super) fn release_build(root: &Path, package: &str, extra: &[&str]) -> anyho
 
 /// Drops and recreates the bench database; returns its URL.
 pub(super) fn fresh_postgres_database(admin: &str) -> anyhow::Result<String> {
+    fresh_postgres_database_named(admin, BENCH_DATABASE)
+}
+
+/// Drops and recreates the database `name`; returns its URL.
+pub(super) fn fresh_postgres_database_named(admin: &str, name: &str) -> anyhow::Result<String> {
     for sql in [
-        format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)"),
-        format!("CREATE DATABASE {BENCH_DATABASE}"),
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
     ] {
         let status = Command::new("psql")
             .args([admin, "-q", "-c", &sql])
@@ -36,12 +41,17 @@ pub(super) fn fresh_postgres_database(admin: &str) -> anyhow::Result<String> {
             bail!("psql failed: {sql}");
         }
     }
-    Ok(database_url(admin))
+    Ok(database_url_named(admin, name))
 }
 
-/// The bench database's URL on the server of `admin` (its query, such as `?host=/socket/dir`,
-/// kept).
+/// The bench database's URL on the server of `admin`.
 pub(super) fn database_url(admin: &str) -> String {
+    database_url_named(admin, BENCH_DATABASE)
+}
+
+/// The URL of database `name` on the server of `admin` (its query, such as
+/// `?host=/socket/dir`, kept).
+fn database_url_named(admin: &str, name: &str) -> String {
     let (location, query) = admin
         .split_once('?')
         .map_or((admin, None), |(location, query)| (location, Some(query)));
@@ -49,8 +59,8 @@ pub(super) fn database_url(admin: &str) -> String {
         .rsplit_once('/')
         .map_or(location, |(server, _database)| server);
     match query {
-        Some(query) => format!("{server}/{BENCH_DATABASE}?{query}"),
-        None => format!("{server}/{BENCH_DATABASE}"),
+        Some(query) => format!("{server}/{name}?{query}"),
+        None => format!("{server}/{name}"),
     }
 }
 
