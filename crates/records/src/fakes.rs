@@ -309,6 +309,18 @@ impl ResourceStore for MemoryStore {
         self.all_keyed(all).await
     }
 
+    async fn read_currents(
+        &self,
+        resource_type: ResourceType,
+        ids: &[String],
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        let mut found = Vec::new();
+        for id in ids {
+            found.extend(self.read_current(resource_type, id).await?);
+        }
+        Ok(found)
+    }
+
     async fn read_current(
         &self,
         resource_type: ResourceType,

@@ -282,6 +282,16 @@ pub trait ResourceStore: Send + Sync {
         id: &str,
     ) -> Result<Option<SealedVersion>, StoreError>;
 
+    /// [`ResourceStore::read_current`] of many resources of one type in one call: the newest
+    /// version of each of `ids` that exists, deleted or not, in any order. A transaction
+    /// Bundle's or an import chunk's PUT entries are resolved with it, in one round trip
+    /// instead of one per entry.
+    async fn read_currents(
+        &self,
+        resource_type: ResourceType,
+        ids: &[String],
+    ) -> Result<Vec<SealedVersion>, StoreError>;
+
     /// The current, non-deleted versions of resources matching every clause of `query`, in
     /// `query.order` strictly after `query.after`, at most `query.limit` of them.
     async fn search(&self, query: &SearchQuery) -> Result<Vec<SearchMatch>, StoreError>;

@@ -1,10 +1,11 @@
-//! Writing and clearing a version's search index rows: the store's busiest statements (a create
-//! of the bench's Patient writes 46 blind rows; see `docs/performance.md`).
+//! Writing and clearing search index rows: the store's busiest statements (a create of the
+//! bench's Patient writes 31 blind rows; see `docs/performance.md`). Both take many resources
+//! at once, so that a unit of thousands of writes costs a statement per table, not per row.
 
 use fhir_model::ResourceType;
 use records::index::IndexRows;
 use sea_orm::sea_query::{Expr, ExprTrait, InsertStatement, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, Value};
 
 use crate::connect::Backend;
 use crate::instants::instant;
@@ -13,35 +14,67 @@ use crate::tables::{
     SEARCH_TOKEN, name,
 };
 
-/// Deletes a resource's index rows, and its conditional-create claims when `with_claims` (a
-/// deletion releases them; an update keeps them).
+/// The most values bound in one statement: under SQLite's limit (32,766) and PostgreSQL's
+/// (65,535), so that a large unit, or a resource with thousands of identifiers, stores in
+/// several statements instead of failing on the database's limit.
+pub(crate) const MAX_BOUND_VALUES: usize = 30_000;
+
+/// Multi-row INSERTs of `rows` into `table`'s `columns`: one statement, or several when the
+/// rows bind more than [`MAX_BOUND_VALUES`] values. None for no rows.
+pub(crate) fn insert_rows(
+    table: &str,
+    columns: &[&str],
+    rows: impl IntoIterator<Item = Vec<Value>>,
+) -> Result<Vec<InsertStatement>, DbErr> {
+    let rows_per_statement = (MAX_BOUND_VALUES / columns.len().max(1)).max(1);
+    let mut statements = Vec::new();
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut statement = Query::insert();
+        statement
+            .into_table(name(table))
+            .columns(columns.iter().map(|c| name(c)));
+        for row in rows.by_ref().take(rows_per_statement) {
+            statement
+                .values(row.into_iter().map(Expr::val).collect::<Vec<_>>())
+                .map_err(|e| DbErr::Custom(e.to_string()))?;
+        }
+        statements.push(statement.to_owned());
+    }
+    Ok(statements)
+}
+
+/// Deletes the index rows of `resources` (type and id), and their conditional-create claims
+/// too when `with_claims` (a deletion releases them; an update keeps them).
 pub(crate) async fn clear_index(
     txn: &DatabaseTransaction,
-    resource_type: ResourceType,
-    id: &str,
+    resources: &[(ResourceType, &str)],
     with_claims: bool,
 ) -> Result<(), DbErr> {
-    for table in INDEX_TABLES {
-        if table == CONDITIONAL_CLAIM && !with_claims {
-            continue;
+    for chunk in resources.chunks(MAX_BOUND_VALUES / 2) {
+        for table in INDEX_TABLES {
+            if table == CONDITIONAL_CLAIM && !with_claims {
+                continue;
+            }
+            let clear = Query::delete()
+                .from_table(name(table))
+                .and_where(
+                    Expr::tuple([Expr::col(name("resource_type")), Expr::col(name("id"))])
+                        .in_tuples(
+                            chunk
+                                .iter()
+                                .map(|(rt, id)| (rt.as_str().to_owned(), (*id).to_owned())),
+                        ),
+                )
+                .to_owned();
+            txn.execute(&clear).await?;
         }
-        let clear = Query::delete()
-            .from_table(name(table))
-            .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
-            .and_where(Expr::col(name("id")).eq(id))
-            .to_owned();
-        txn.execute(&clear).await?;
     }
     Ok(())
 }
 
-/// The most values bound in one statement: under SQLite's limit (32,766) and PostgreSQL's
-/// (65,535), so that a resource with thousands of identifiers or names stores in several
-/// statements instead of failing on the database's limit.
-const MAX_BOUND_VALUES: usize = 30_000;
-
-/// Inserts a version's index rows: per table that has any, one statement, or several when the
-/// rows hold more than [`MAX_BOUND_VALUES`] values.
+/// Inserts the index rows of `resources` (type, id and rows): per table that has any, one
+/// statement for all of them, or several above [`MAX_BOUND_VALUES`].
 ///
 /// (One prepared `unnest` statement per table, whatever the row count, was tried on
 /// PostgreSQL: it did not lower the database's time, which goes to the rows' index entries; see
@@ -49,101 +82,75 @@ const MAX_BOUND_VALUES: usize = 30_000;
 pub(crate) async fn write_index(
     txn: &DatabaseTransaction,
     backend: Backend,
-    resource_type: ResourceType,
-    id: &str,
-    index: &IndexRows,
+    resources: &[(ResourceType, &str, &IndexRows)],
 ) -> Result<(), DbErr> {
-    let rt = resource_type.as_str();
-    let mut statements: Vec<InsertStatement> = Vec::new();
-    let mut insert = |table: &str, columns: &[&str], rows: Vec<Vec<sea_orm::Value>>| {
-        let rows_per_statement = MAX_BOUND_VALUES / (3 + columns.len());
-        let mut rows = rows.into_iter().peekable();
-        while rows.peek().is_some() {
-            let mut statement = Query::insert();
-            statement.into_table(name(table)).columns(
-                ["resource_type", "id", "param"]
-                    .iter()
-                    .chain(columns)
-                    .map(|c| name(c)),
-            );
-            for row in rows.by_ref().take(rows_per_statement) {
-                statement
-                    .values(
-                        [rt.into(), id.into()]
-                            .into_iter()
-                            .chain(row)
-                            .map(Expr::val)
-                            .collect::<Vec<_>>(),
-                    )
-                    .map_err(|e| DbErr::Custom(e.to_string()))?;
-            }
-            statements.push(statement.to_owned());
-        }
-        Ok::<(), DbErr>(())
+    let keyed = |rt: ResourceType, id: &str, param: &'static str, rest: Vec<Value>| {
+        let mut row = vec![rt.as_str().into(), id.into(), param.into()];
+        row.extend(rest);
+        row
     };
-    insert(
+    let mut statements = insert_rows(
         SEARCH_BLIND,
-        &["token"],
-        index
-            .blind
-            .iter()
-            .map(|r| vec![r.param.into(), r.token.0.to_vec().into()])
-            .collect(),
+        &["resource_type", "id", "param", "token"],
+        resources.iter().flat_map(|(rt, id, index)| {
+            index
+                .blind
+                .iter()
+                .map(|r| keyed(*rt, id, r.param, vec![r.token.0.to_vec().into()]))
+        }),
     )?;
-    insert(
+    statements.extend(insert_rows(
         SEARCH_TOKEN,
-        &["system", "code"],
-        index
-            .tokens
-            .iter()
-            .map(|r| {
-                vec![
-                    r.param.into(),
-                    r.system.clone().into(),
-                    r.code.clone().into(),
-                ]
+        &["resource_type", "id", "param", "system", "code"],
+        resources.iter().flat_map(|(rt, id, index)| {
+            index.tokens.iter().map(|r| {
+                keyed(
+                    *rt,
+                    id,
+                    r.param,
+                    vec![r.system.clone().into(), r.code.clone().into()],
+                )
             })
-            .collect(),
-    )?;
-    insert(
+        }),
+    )?);
+    statements.extend(insert_rows(
         SEARCH_REFERENCE,
-        &["target_type", "target_id"],
-        index
-            .references
-            .iter()
-            .map(|r| {
-                vec![
-                    r.param.into(),
-                    r.target_type.clone().into(),
-                    r.target_id.clone().into(),
-                ]
+        &["resource_type", "id", "param", "target_type", "target_id"],
+        resources.iter().flat_map(|(rt, id, index)| {
+            index.references.iter().map(|r| {
+                keyed(
+                    *rt,
+                    id,
+                    r.param,
+                    vec![r.target_type.clone().into(), r.target_id.clone().into()],
+                )
             })
-            .collect(),
-    )?;
-    insert(
+        }),
+    )?);
+    statements.extend(insert_rows(
         SEARCH_DATE,
-        &["low", "high"],
-        index
-            .dates
-            .iter()
-            .map(|r| {
-                vec![
-                    r.param.into(),
-                    instant(backend, r.low),
-                    instant(backend, r.high),
-                ]
+        &["resource_type", "id", "param", "low", "high"],
+        resources.iter().flat_map(|(rt, id, index)| {
+            index.dates.iter().map(|r| {
+                keyed(
+                    *rt,
+                    id,
+                    r.param,
+                    vec![instant(backend, r.low), instant(backend, r.high)],
+                )
             })
-            .collect(),
-    )?;
-    insert(
+        }),
+    )?);
+    statements.extend(insert_rows(
         SEARCH_STRING,
-        &["value"],
-        index
-            .strings
-            .iter()
-            .map(|r| vec![r.param.into(), r.folded.clone().into()])
-            .collect(),
-    )?;
+        &["resource_type", "id", "param", "value"],
+        resources.iter().flat_map(|(rt, id, index)| {
+            index
+                .strings
+                .iter()
+                .map(|r| keyed(*rt, id, r.param, vec![r.folded.clone().into()]))
+        }),
+    )?);
     for statement in statements {
         txn.execute(&statement).await?;
     }

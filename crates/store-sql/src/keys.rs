@@ -98,43 +98,6 @@ fn db_version(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
 }
 
-/// What the store holds for a key owner, as a create checks it before committing.
-pub(crate) enum StoredKey {
-    Missing,
-    Destroyed,
-    Live(KeyId),
-}
-
-/// The owner's stored key id, or that it was destroyed. With `lock`, the row is locked in share
-/// mode until the transaction ends (PostgreSQL; SQLite's single writer serializes anyway).
-pub(crate) async fn stored_key(
-    db: &impl ConnectionTrait,
-    owner: &str,
-    lock: bool,
-) -> Result<StoredKey, DbErr> {
-    let mut statement = Query::select();
-    statement
-        .columns([name("key_id"), name("destroyed_at")])
-        .from(name(DATA_KEY))
-        .and_where(Expr::col(name("owner")).eq(owner));
-    if lock {
-        statement.lock_shared();
-    }
-    let Some(row) = db.query_one(&statement).await? else {
-        return Ok(StoredKey::Missing);
-    };
-    if row
-        .try_get::<Option<OffsetDateTime>>("", "destroyed_at")?
-        .is_some()
-    {
-        return Ok(StoredKey::Destroyed);
-    }
-    let key_id: Vec<u8> = row.try_get("", "key_id")?;
-    KeyId::from_bytes(&key_id)
-        .map(StoredKey::Live)
-        .ok_or_else(|| DbErr::Custom("data_key.key_id has the wrong length".into()))
-}
-
 /// `INSERT … ON CONFLICT (owner) DO NOTHING` of a key record: the primary key on owner decides
 /// a race, and the loser reads the winner's key.
 pub(crate) fn insert_if_absent_statement(record: &KeyRecord) -> Result<InsertStatement, DbErr> {

@@ -15,6 +15,7 @@ mod resources;
 mod search;
 mod tables;
 mod tokens;
+mod unit_of_work;
 
 #[cfg(feature = "testing")]
 pub mod testing;

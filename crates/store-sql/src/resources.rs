@@ -6,24 +6,21 @@ use fhir_model::ResourceType;
 use phi_crypto::{BlindToken, KeyOwner};
 use records::index::{IndexRows, SearchQuery, SortKey};
 use records::{
-    Changes, Erasure, HistoryPosition, NewVersion, ResourceStore, SealedVersion, SearchMatch,
-    StoreError, Write,
+    Changes, Erasure, HistoryPosition, ResourceStore, SealedVersion, SearchMatch, StoreError,
 };
 use sea_orm::sea_query::{Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QueryResult, QuerySelect, QueryTrait, SqlErr, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
+    QueryResult, QuerySelect, QueryTrait, TransactionTrait,
 };
 use time::OffsetDateTime;
 
 use crate::audit_log::insert_entries;
 use crate::connect::SqlStore;
 use crate::entity::{resource, resource_version};
-use crate::index_write::{clear_index, write_index};
+use crate::index_write::{MAX_BOUND_VALUES, clear_index, write_index};
 use crate::instants::instant;
-use crate::keys::{
-    StoredKey, destroy_key, insert_if_absent_statement, join_owner_key, joined_record, stored_key,
-};
+use crate::keys::{destroy_key, join_owner_key, joined_record};
 use crate::search::{SORT_VALUE, count_statement, search_statement};
 use crate::tables::{
     CONDITIONAL_CLAIM, INDEX_STATE, INDEX_TABLES, RESOURCE, RESOURCE_VERSION, name,
@@ -33,21 +30,7 @@ use crate::tables::{
 impl ResourceStore for SqlStore {
     #[tracing::instrument(skip_all, fields(writes = changes.writes.len()))]
     async fn commit(&self, changes: Changes) -> Result<(), StoreError> {
-        // The first statement writes, so SQLite takes its write lock (waiting its busy timeout)
-        // at once instead of failing to upgrade a read transaction later.
-        let txn = self.db.begin().await.map_err(unavailable)?;
-        let mut audit = Vec::with_capacity(changes.writes.len() + changes.audit.len());
-        for Write { version, expected } in changes.writes {
-            audit.extend(version.audit.clone());
-            self.write(&txn, version, expected).await?;
-        }
-        audit.extend(changes.audit);
-        // The unit's audit entries commit with it, or none do.
-        if let Some(insert) = insert_entries(&audit).map_err(unavailable)? {
-            txn.execute(&insert).await.map_err(unavailable)?;
-        }
-        // Dropping the transaction on an error above rolls everything back.
-        txn.commit().await.map_err(unavailable)
+        crate::unit_of_work::commit(self, changes).await
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %resource_type, id = %id, version))]
@@ -142,6 +125,36 @@ impl ResourceStore for SqlStore {
         // tombstone comes with the row) is what makes them unreadable, so this returns them
         // like any other.
         Ok(self.versions(select.into_query()).await?.pop())
+    }
+
+    #[tracing::instrument(skip_all, fields(resource_type = %resource_type, ids = ids.len()))]
+    async fn read_currents(
+        &self,
+        resource_type: ResourceType,
+        ids: &[String],
+    ) -> Result<Vec<SealedVersion>, StoreError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BOUND_VALUES) {
+            // The head row names each resource's newest version.
+            let heads = Query::select()
+                .columns([name("resource_type"), name("id"), name("version")])
+                .from(name(RESOURCE))
+                .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
+                .and_where(Expr::col(name("id")).is_in(chunk.iter().cloned()))
+                .to_owned();
+            let select = resource_version::Entity::find()
+                .filter(
+                    Expr::tuple([
+                        Expr::col((name(RESOURCE_VERSION), name("resource_type"))),
+                        Expr::col((name(RESOURCE_VERSION), name("id"))),
+                        Expr::col((name(RESOURCE_VERSION), name("version"))),
+                    ])
+                    .in_subquery(heads),
+                )
+                .into_query();
+            found.extend(self.versions(select).await?);
+        }
+        Ok(found)
     }
 
     #[tracing::instrument(skip_all, fields(resource_type = %query.resource_type, clauses = query.clauses.len()))]
@@ -287,10 +300,10 @@ impl ResourceStore for SqlStore {
         if result.rows_affected() != 1 {
             return Ok(false);
         }
-        clear_index(&txn, resource_type, id, false)
+        clear_index(&txn, &[(resource_type, id)], false)
             .await
             .map_err(unavailable)?;
-        write_index(&txn, self.backend(), resource_type, id, &index)
+        write_index(&txn, self.backend(), &[(resource_type, id, &index)])
             .await
             .map_err(unavailable)?;
         txn.commit().await.map_err(unavailable)?;
@@ -338,152 +351,6 @@ impl SqlStore {
         join_owner_key(&mut select, RESOURCE_VERSION);
         let rows = self.db.query_all(&select).await.map_err(unavailable)?;
         rows.iter().map(to_stored).collect()
-    }
-
-    /// One write of a unit, in its transaction: create (`expected` = None: the head row's
-    /// primary key refuses a duplicate) or update (the head row moves from `expected` to the
-    /// new version, or the unit fails), with the version row, the index rows and the key
-    /// checks.
-    async fn write(
-        &self,
-        txn: &DatabaseTransaction,
-        version: NewVersion,
-        expected: Option<u64>,
-    ) -> Result<(), StoreError> {
-        let (resource_type, id) = (version.resource_type, version.id.clone());
-        let last_updated = instant(self.backend(), version.last_updated);
-        match expected {
-            None => {
-                let head = Query::insert()
-                    .into_table(name(RESOURCE))
-                    .columns(
-                        [
-                            "resource_type",
-                            "id",
-                            "version",
-                            "last_updated",
-                            "deleted",
-                            "key_owner",
-                        ]
-                        .map(name),
-                    )
-                    .values([
-                        resource_type.as_str().into(),
-                        id.as_str().into(),
-                        to_db_version(version.version).into(),
-                        Expr::val(last_updated.clone()),
-                        version.deleted.into(),
-                        version.key_owner.as_str().into(),
-                    ])
-                    .map_err(|e| unavailable(DbErr::Custom(e.to_string())))?
-                    .to_owned();
-                // The primary key on (type, id) decides races: the loser's insert fails, and
-                // its transaction rolls back with nothing written.
-                if let Err(err) = txn.execute(&head).await {
-                    return Err(match err.sql_err() {
-                        Some(SqlErr::UniqueConstraintViolation(_)) => {
-                            StoreError::AlreadyExists { resource_type, id }
-                        }
-                        _ => unavailable(err),
-                    });
-                }
-                if let Some(claim) = version.claim {
-                    // The primary key on (type, claim) decides conditional-create races: the
-                    // loser waits for the winner's commit, then fails here, writing nothing.
-                    let insert = Query::insert()
-                        .into_table(name(CONDITIONAL_CLAIM))
-                        .columns(["resource_type", "claim", "id"].map(name))
-                        .values([
-                            resource_type.as_str().into(),
-                            claim.0.to_vec().into(),
-                            id.as_str().into(),
-                        ])
-                        .map_err(|e| unavailable(DbErr::Custom(e.to_string())))?
-                        .to_owned();
-                    if let Err(err) = txn.execute(&insert).await {
-                        return Err(match err.sql_err() {
-                            Some(SqlErr::UniqueConstraintViolation(_)) => {
-                                StoreError::ClaimTaken { resource_type }
-                            }
-                            _ => unavailable(err),
-                        });
-                    }
-                }
-            }
-            Some(expected) => {
-                // Compare-and-set on the head row: exactly one of two racing updates of the same
-                // version moves it.
-                let moved = Query::update()
-                    .table(name(RESOURCE))
-                    .value(name("version"), to_db_version(version.version))
-                    .value(name("last_updated"), last_updated.clone())
-                    .value(name("deleted"), version.deleted)
-                    .value(name("key_owner"), version.key_owner.as_str())
-                    .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
-                    .and_where(Expr::col(name("id")).eq(id.as_str()))
-                    .and_where(Expr::col(name("version")).eq(to_db_version(expected)))
-                    .to_owned();
-                let result = txn.execute(&moved).await.map_err(unavailable)?;
-                if result.rows_affected() != 1 {
-                    return Err(StoreError::VersionConflict { resource_type, id });
-                }
-                // A new version replaces the index rows. Conditional claims stay with a live
-                // resource (releasing them on update would let a racing conditional create
-                // through); a deletion releases them.
-                clear_index(txn, resource_type, &id, version.deleted)
-                    .await
-                    .map_err(unavailable)?;
-            }
-        }
-        let key_owner = version.key_owner.clone();
-        let row = Query::insert()
-            .into_table(name(RESOURCE_VERSION))
-            .columns(
-                [
-                    "resource_type",
-                    "id",
-                    "version",
-                    "last_updated",
-                    "deleted",
-                    "key_owner",
-                    "body",
-                ]
-                .map(name),
-            )
-            .values([
-                resource_type.as_str().into(),
-                id.as_str().into(),
-                to_db_version(version.version).into(),
-                Expr::val(last_updated),
-                version.deleted.into(),
-                version.key_owner.as_str().into_owned().into(),
-                version.body.into(),
-            ])
-            .map_err(|e| unavailable(DbErr::Custom(e.to_string())))?
-            .to_owned();
-        txn.execute(&row).await.map_err(unavailable)?;
-        write_index(txn, self.backend(), resource_type, &id, &version.index)
-            .await
-            .map_err(unavailable)?;
-        if version.deleted {
-            // A deletion marker has no body: no key is involved.
-            return Ok(());
-        }
-        if let Some(new_key) = &version.new_key {
-            let insert = insert_if_absent_statement(new_key).map_err(unavailable)?;
-            txn.execute(&insert).await.map_err(unavailable)?;
-        }
-        // Shares the key row's lock with other writers and excludes an erasure until commit: a
-        // write either commits before an erasure (and is erased with the rest) or sees it and
-        // rolls back. The body must be sealed under the key that is stored, never another.
-        match stored_key(txn, &key_owner.as_str(), true)
-            .await
-            .map_err(unavailable)?
-        {
-            StoredKey::Live(key) if key == version.key_id => Ok(()),
-            StoredKey::Destroyed => Err(StoreError::Erased { key_owner }),
-            StoredKey::Live(_) | StoredKey::Missing => Err(StoreError::KeyChanged { key_owner }),
-        }
     }
 }
 

@@ -64,6 +64,24 @@ pub(super) async fn a_unit_of_work_commits_whole_or_not_at_all(store: &dyn Resou
             .map(|v| v.body),
         Some(b"a1".to_vec())
     );
+    // Read back together: each current version once, the missing id absent.
+    let ids = ["u-b", "never", "u-a"].map(str::to_owned);
+    let mut currents: Vec<_> = store
+        .read_currents(basic, &ids)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.id, v.version, v.body))
+        .collect();
+    currents.sort();
+    assert_eq!(
+        currents,
+        [
+            ("u-a".to_owned(), 2, b"a2".to_vec()),
+            ("u-b".to_owned(), 1, b"b1".to_vec())
+        ]
+    );
+    assert!(store.read_currents(basic, &[]).await.unwrap().is_empty());
 
     // An update of a version that is not current fails the unit: the create before it and the
     // update after it are not there.

@@ -45,6 +45,9 @@ pub enum EntryOutcome {
     Failed(RecordsError),
 }
 
+/// The current versions of the resources a transaction names by id.
+type Currents = HashMap<(ResourceType, String), SealedVersion>;
+
 /// What a write entry resolved to, before anything is prepared.
 enum Step {
     Create {
@@ -183,9 +186,10 @@ impl Records {
         let mut identities = Identities::new(base);
         let mut steps = Vec::with_capacity(writes.len());
         let mut touched: HashMap<(ResourceType, String), usize> = HashMap::new();
+        let currents = self.current_versions(&writes).await?;
         for entry in &writes {
             let step = self
-                .resolve_step(entry, skip_unchanged)
+                .resolve_step(entry, skip_unchanged, &currents)
                 .await
                 .map_err(|e| e.in_entry(entry.index))?;
             if let Some(id) = step.target() {
@@ -234,11 +238,34 @@ impl Records {
         Ok(outcomes)
     }
 
-    /// What a write entry touches, decided from what is stored now.
+    /// The current versions of the resources that PUT and DELETE entries name by id, read
+    /// together (one round trip per type, not one per entry).
+    async fn current_versions(&self, writes: &[&EntryRequest]) -> Result<Currents, RecordsError> {
+        let mut named: HashMap<ResourceType, Vec<String>> = HashMap::new();
+        for entry in writes {
+            if let (Method::Put | Method::Delete, Some(id)) = (entry.method, &entry.target.id) {
+                named
+                    .entry(entry.target.resource_type)
+                    .or_default()
+                    .push(id.clone());
+            }
+        }
+        let mut currents = Currents::new();
+        for (resource_type, ids) in named {
+            for version in self.store.read_currents(resource_type, &ids).await? {
+                currents.insert((resource_type, version.id.clone()), version);
+            }
+        }
+        Ok(currents)
+    }
+
+    /// What a write entry touches, decided from what is stored now (`currents`: see
+    /// [`Records::current_versions`]).
     async fn resolve_step(
         &self,
         entry: &EntryRequest,
         skip_unchanged: bool,
+        currents: &Currents,
     ) -> Result<Step, RecordsError> {
         let resource_type = entry.target.resource_type;
         let if_match = entry.if_match.as_deref().map(parse_if_match).transpose()?;
@@ -263,7 +290,7 @@ impl Records {
             },
             Method::Put => match &entry.target.id {
                 Some(id) => {
-                    let current = self.store.read_current(resource_type, id).await?;
+                    let current = currents.get(&(resource_type, id.clone())).cloned();
                     if current
                         .as_ref()
                         .is_some_and(|c| !self.visible(&c.key_owner))
@@ -332,9 +359,9 @@ impl Records {
             Method::Delete => {
                 let current = match &entry.target.id {
                     Some(id) => Some(
-                        self.store
-                            .read_current(resource_type, id)
-                            .await?
+                        currents
+                            .get(&(resource_type, id.clone()))
+                            .cloned()
                             .filter(|c| self.visible(&c.key_owner))
                             .ok_or_else(|| RecordsError::NotFound {
                                 resource_type,
