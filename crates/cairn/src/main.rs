@@ -41,12 +41,16 @@ enum Command {
         /// Files or directories (walked in name order).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// At a resource that cannot be stored: stop (its chunk is not stored), or skip it.
+        /// At a resource that cannot be stored: stop (its chunk is not stored; chunks already
+        /// in flight finish), or skip it.
         #[arg(long, value_enum, default_value = "stop")]
         on_error: cairn::import::OnError,
         /// Resources per database transaction (a Bundle file is never split).
         #[arg(long, default_value_t = 2000)]
         chunk: usize,
+        /// Chunks stored at once, each in its own transaction.
+        #[arg(long, default_value_t = 3)]
+        jobs: usize,
     },
 }
 
@@ -147,11 +151,13 @@ async fn main() -> anyhow::Result<()> {
             paths,
             on_error,
             chunk,
+            jobs,
         } => {
             let options = cairn::import::ImportOptions {
                 paths,
                 on_error,
                 chunk: chunk.max(1),
+                jobs: jobs.max(1),
             };
             cairn::import::run(&config, &options).await.map(|_| ())
         }

@@ -14,11 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinSet;
+
 use anyhow::Context;
 use audit_chain::{AuditTrail, Sequencer};
 use fhir_model::bundle_request::{BundleRequestError, read_bundle};
 use records::{Actor, EntryOutcome, RandomIds, Records, RecordsError, SystemClock};
-use serde_json::{Value, json};
 use store_sql::GroupCommit;
 
 use crate::config::Config;
@@ -30,7 +31,9 @@ const BASE: &str = "urn:cairn:import";
 /// What to do with a resource that cannot be stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum OnError {
-    /// Stop at the first: its chunk is not stored, the chunks before it are.
+    /// Stop at the first: its chunk is not stored, the chunks before it are (and the few
+    /// already in flight with it finish; running the command again after a fix completes the
+    /// import either way).
     Stop,
     /// Report it and go on: its chunk is stored without it.
     Skip,
@@ -43,6 +46,9 @@ pub struct ImportOptions {
     pub on_error: OnError,
     /// Resources per database transaction (a Bundle file is never split).
     pub chunk: usize,
+    /// Chunks in flight at once: while one commits (the database writing and syncing), the
+    /// next is validated and sealed.
+    pub jobs: usize,
 }
 
 /// What an import did.
@@ -88,20 +94,32 @@ pub async fn run(config: &Config, options: &ImportOptions) -> anyhow::Result<Imp
         .ensure_index_current()
         .await
         .context("cannot bring the search index up to date")?;
+    // Sequence as the import goes, as a server does, so that little is left for the end.
+    let signer = crate::audit_log::signer(config, master.as_ref())?;
+    let sequencer = Sequencer::new(config.audit_origin(), Arc::new(signer));
+    let sequencing = tokio::spawn(crate::audit_log::keep_sequencing(
+        sequencer.clone(),
+        Arc::new(audit_store.clone()),
+        Duration::from_millis(config.audit_sequence_ms),
+    ));
     let mut import = Import {
         records,
         options,
         summary: ImportSummary::default(),
         progress: progress::Progress::new(total),
         started: Instant::now(),
+        running: JoinSet::new(),
     };
     let outcome = import.files(&files).await;
+    // On an error, let the chunks in flight finish (they are whole transactions either way).
+    while import.collect().await.is_some() {}
     import.summary.elapsed = import.started.elapsed();
     import.progress.finish(&import.summary);
     // Sign what was recorded, so the imported resources' audit entries are covered by a
-    // checkpoint even if no server runs.
-    let signer = crate::audit_log::signer(config, master.as_ref())?;
-    Sequencer::new(config.audit_origin(), Arc::new(signer))
+    // checkpoint even if no server runs. (A round of the periodic task still running finishes
+    // on its own: the drain waits for it.)
+    sequencing.abort();
+    sequencer
         .drain(&audit_store, time::OffsetDateTime::now_utc())
         .await
         .context("cannot sequence the audit log")?;
@@ -116,6 +134,17 @@ struct Import<'a> {
     summary: ImportSummary,
     progress: progress::Progress,
     started: Instant,
+    /// The chunks being stored, at most `options.jobs`.
+    running: JoinSet<Stored>,
+}
+
+/// What storing one chunk did.
+struct Stored {
+    outcomes: Vec<EntryOutcome>,
+    /// The entries left out (`--on-error skip`), or the one that stopped the chunk.
+    failures: Vec<Unreadable>,
+    /// An error that is not an entry's (the database is unreachable, say).
+    fatal: Option<anyhow::Error>,
 }
 
 impl Import<'_> {
@@ -129,14 +158,41 @@ impl Import<'_> {
                     Err(unreadable) => self.failed(&unreadable)?,
                 }
                 if !whole && chunk.len() >= self.options.chunk {
-                    self.commit(&mut chunk).await?;
+                    self.submit(std::mem::take(&mut chunk)).await?;
                 }
             }
             if chunk.len() >= self.options.chunk {
-                self.commit(&mut chunk).await?;
+                self.submit(std::mem::take(&mut chunk)).await?;
             }
         }
-        self.commit(&mut chunk).await
+        if !chunk.is_empty() {
+            self.submit(chunk).await?;
+        }
+        while let Some(done) = self.collect().await {
+            done?;
+        }
+        Ok(())
+    }
+
+    /// Starts storing `chunk`, after waiting for a job to be free.
+    async fn submit(&mut self, chunk: Vec<Entry>) -> anyhow::Result<()> {
+        while self.running.len() >= self.options.jobs.max(1) {
+            if let Some(done) = self.collect().await {
+                done?;
+            }
+        }
+        self.running
+            .spawn(store(self.records.clone(), chunk, self.options.on_error));
+        Ok(())
+    }
+
+    /// Waits for the next chunk to be stored and counts what it did; `None` when none runs.
+    async fn collect(&mut self) -> Option<anyhow::Result<()>> {
+        let joined = self.running.join_next().await?;
+        Some(match joined {
+            Err(panicked) => Err(anyhow::anyhow!("an import job failed: {panicked}")),
+            Ok(stored) => self.count(stored),
+        })
     }
 
     /// Records a resource that cannot be stored; an error under `--on-error stop`.
@@ -150,47 +206,8 @@ impl Import<'_> {
         }
     }
 
-    /// Stores `chunk` in one transaction (emptying it). A failing entry is reported and, when
-    /// skipping, left out of another attempt.
-    async fn commit(&mut self, chunk: &mut Vec<Entry>) -> anyhow::Result<()> {
-        while !chunk.is_empty() {
-            let entries: Vec<&Value> = chunk.iter().map(|e| &e.entry).collect();
-            let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
-            let bytes = serde_json::to_vec(&bundle)?;
-            let failure = match read_bundle(&bytes, BASE, usize::MAX) {
-                Err(BundleRequestError::Invalid { issues }) => {
-                    let (index, why) = first_entry_issue(&issues);
-                    Some((index, why))
-                }
-                Err(other) => anyhow::bail!("an import chunk was refused: {other}"),
-                Ok(request) => match self.records.import(&request, BASE).await {
-                    Ok(outcomes) => {
-                        self.count(&outcomes);
-                        chunk.clear();
-                        None
-                    }
-                    Err(RecordsError::InEntry { index, error }) => {
-                        Some((Some(index), describe(&error)))
-                    }
-                    Err(other) => {
-                        return Err(anyhow::Error::new(other).context("the import stopped"));
-                    }
-                },
-            };
-            if let Some((index, why)) = failure {
-                let index = index.filter(|i| *i < chunk.len()).unwrap_or(0);
-                let entry = chunk.remove(index);
-                self.failed(&Unreadable {
-                    source: entry.source,
-                    why,
-                })?;
-            }
-        }
-        Ok(())
-    }
-
-    fn count(&mut self, outcomes: &[EntryOutcome]) {
-        for outcome in outcomes {
+    fn count(&mut self, stored: Stored) -> anyhow::Result<()> {
+        for outcome in &stored.outcomes {
             match outcome {
                 EntryOutcome::Unchanged(_) | EntryOutcome::Existing(_) => {
                     self.summary.unchanged += 1
@@ -198,8 +215,73 @@ impl Import<'_> {
                 _ => self.summary.stored += 1,
             }
         }
-        self.progress.advance(outcomes.len() as u64, &self.summary);
+        self.progress
+            .advance(stored.outcomes.len() as u64, &self.summary);
+        for failure in &stored.failures {
+            self.failed(failure)?;
+        }
+        match stored.fatal {
+            Some(fatal) => Err(fatal),
+            None => Ok(()),
+        }
     }
+}
+
+/// Stores `chunk` in one transaction. A failing entry is left out of another attempt when
+/// skipping; when stopping, nothing of the chunk is stored.
+async fn store(records: Records, mut chunk: Vec<Entry>, on_error: OnError) -> Stored {
+    let mut stored = Stored {
+        outcomes: Vec::new(),
+        failures: Vec::new(),
+        fatal: None,
+    };
+    while !chunk.is_empty() {
+        let bytes = chunk_bundle(&chunk);
+        let (index, why) = match read_bundle(&bytes, BASE, usize::MAX) {
+            Err(BundleRequestError::Invalid { issues }) => first_entry_issue(&issues),
+            Err(other) => {
+                stored.fatal = Some(anyhow::anyhow!("an import chunk was refused: {other}"));
+                return stored;
+            }
+            Ok(request) => match records.import(&request, BASE).await {
+                Ok(outcomes) => {
+                    stored.outcomes = outcomes;
+                    return stored;
+                }
+                Err(RecordsError::InEntry { index, error }) => (Some(index), describe(&error)),
+                Err(other) => {
+                    stored.fatal = Some(anyhow::Error::new(other).context("the import stopped"));
+                    return stored;
+                }
+            },
+        };
+        let index = index.filter(|i| *i < chunk.len()).unwrap_or(0);
+        let entry = chunk.remove(index);
+        stored.failures.push(Unreadable {
+            source: entry.source,
+            why,
+        });
+        if on_error == OnError::Stop {
+            return stored;
+        }
+    }
+    stored
+}
+
+/// A transaction Bundle of `chunk`'s entries, as JSON text.
+fn chunk_bundle(chunk: &[Entry]) -> Vec<u8> {
+    const HEAD: &str = r#"{"resourceType":"Bundle","type":"transaction","entry":["#;
+    let size = chunk.iter().map(|e| e.entry.len() + 1).sum::<usize>();
+    let mut bytes = Vec::with_capacity(HEAD.len() + size + 2);
+    bytes.extend_from_slice(HEAD.as_bytes());
+    for (n, entry) in chunk.iter().enumerate() {
+        if n > 0 {
+            bytes.push(b',');
+        }
+        bytes.extend_from_slice(entry.entry.as_bytes());
+    }
+    bytes.extend_from_slice(b"]}");
+    bytes
 }
 
 /// Which entry the first issue is about (`Bundle.entry[3]…`), and the issue in words.

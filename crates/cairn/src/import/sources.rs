@@ -18,8 +18,20 @@ use serde_json::{Value, json};
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub source: String,
-    /// A Bundle entry (`fullUrl`, `resource`, `request`).
-    pub entry: Value,
+    /// A Bundle entry (`fullUrl`, `resource`, `request`) as JSON text: a chunk is these
+    /// texts joined, read once by the transaction use case (an NDJSON line is not parsed into a
+    /// tree and written out again on its way there).
+    pub entry: String,
+}
+
+/// What an NDJSON line must name for its entry's request; the rest of the line is skipped
+/// here and read by the transaction use case.
+#[derive(serde::Deserialize)]
+struct Named<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The files to import under `paths`, in the order given, directories walked in name order.
@@ -144,26 +156,27 @@ fn ndjson_entry(source: String, line: &str) -> Result<Entry, Unreadable> {
         source: source.clone(),
         why: why.to_owned(),
     };
-    let resource: Value = serde_json::from_str(line)
-        .map_err(|_| unreadable("not JSON: each line must be one resource"))?;
-    let resource_type = resource
-        .get("resourceType")
-        .and_then(Value::as_str)
-        .ok_or_else(|| unreadable("resourceType is required"))?
-        .to_owned();
-    let id = match resource.get("id").and_then(Value::as_str) {
-        Some(id) => id.to_owned(),
-        None => derived_id(line.as_bytes()),
+    let not_json = || unreadable("not JSON: each line must be one resource");
+    let line = line.trim();
+    if !line.starts_with('{') {
+        return Err(not_json());
+    }
+    let named: Named = serde_json::from_str(line).map_err(|_| not_json())?;
+    let resource_type = named
+        .resource_type
+        .ok_or_else(|| unreadable("resourceType is required"))?;
+    let request = |id: &str| json!({"method": "PUT", "url": format!("{resource_type}/{id}")});
+    let entry = match named.id {
+        Some(id) => format!(r#"{{"resource":{line},"request":{}}}"#, request(&id)),
+        None => {
+            // Rare: the line is given the id derived from it, so it is rewritten.
+            let id = derived_id(line.as_bytes());
+            let mut resource: Value = serde_json::from_str(line).map_err(|_| not_json())?;
+            resource["id"] = json!(id);
+            json!({"resource": resource, "request": request(&id)}).to_string()
+        }
     };
-    let mut resource = resource;
-    resource["id"] = json!(id);
-    Ok(Entry {
-        source,
-        entry: json!({
-            "resource": resource,
-            "request": {"method": "PUT", "url": format!("{resource_type}/{id}")},
-        }),
-    })
+    Ok(Entry { source, entry })
 }
 
 /// A Bundle file's entries, each made a PUT under a stable id (see the module's comment);
@@ -222,7 +235,10 @@ fn bundle_entries(name: &str, bytes: &[u8]) -> Vec<Result<Entry, Unreadable>> {
                 entry["resource"]["id"] = json!(id);
                 entry["request"] = json!({"method": "PUT", "url": format!("{resource_type}/{id}")});
             }
-            Ok(Entry { source, entry })
+            Ok(Entry {
+                source,
+                entry: entry.to_string(),
+            })
         })
         .collect()
 }
