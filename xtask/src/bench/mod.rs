@@ -213,7 +213,9 @@ pub fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         (Vec::new(), None)
     };
     let ingested = runtime.block_on(run.ingest())?;
-    server_latencies(&work.join("server.log"), &mut phases)?;
+    if main_wanted {
+        server_latencies(&work.join("server.log"), &mut phases)?;
+    }
     let mut report = String::from(
         "| phase | requests | per second | p50 ms | p90 ms | p99 ms | max ms | server p50 ms | \
          server p99 ms |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
