@@ -30,6 +30,11 @@ impl KeyStore for MemoryKeyStore {
         Ok(self.lock()?.get(owner).cloned())
     }
 
+    async fn find_many(&self, owners: &[KeyOwner]) -> Result<Vec<KeyRecord>, StoreFailure> {
+        let keys = self.lock()?;
+        Ok(owners.iter().filter_map(|o| keys.get(o).cloned()).collect())
+    }
+
     async fn insert_if_absent(&self, record: KeyRecord) -> Result<KeyRecord, StoreFailure> {
         Ok(self
             .lock()?

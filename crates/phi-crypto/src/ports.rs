@@ -23,6 +23,10 @@ pub trait KeyStore: Send + Sync {
     /// The owner's key record, live or destroyed; `None` if the owner never had one.
     async fn find(&self, owner: &KeyOwner) -> Result<Option<KeyRecord>, StoreFailure>;
 
+    /// [`KeyStore::find`] of many owners at once: the records of those that have one, in any
+    /// order (an import chunk spans hundreds of patients: one round trip, not hundreds).
+    async fn find_many(&self, owners: &[KeyOwner]) -> Result<Vec<KeyRecord>, StoreFailure>;
+
     /// Stores `record` unless the owner already has one, and returns the owner's record either
     /// way: when two writers race to create a key, both end up using the winner's.
     async fn insert_if_absent(&self, record: KeyRecord) -> Result<KeyRecord, StoreFailure>;

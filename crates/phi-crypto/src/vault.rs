@@ -1,6 +1,7 @@
 //! [`Vault`]: data keys for writing and reading, rotation, retirement and erasure, over the
 //! [`KeyStore`] and [`MasterKeys`] ports.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
@@ -84,9 +85,43 @@ impl Vault {
         owner: &KeyOwner,
         now: OffsetDateTime,
     ) -> Result<(DataKey, Option<KeyRecord>), CryptoError> {
-        if let Some(record) = self.store.find(owner).await.map_err(CryptoError::Store)? {
-            return Ok((self.unwrap(record)?, None));
+        match self.store.find(owner).await.map_err(CryptoError::Store)? {
+            Some(record) => Ok((self.unwrap(record)?, None)),
+            None => self.new_key(owner, now),
         }
+    }
+
+    /// [`Vault::prepare_key`] for many owners, their stored keys read at once: each owner's
+    /// key, in `owners`' order, or why that owner has none ([`CryptoError::Erased`]). The
+    /// outer error is the key store's.
+    pub async fn prepare_keys(
+        &self,
+        owners: &[KeyOwner],
+        now: OffsetDateTime,
+    ) -> Result<Vec<Result<(DataKey, Option<KeyRecord>), CryptoError>>, CryptoError> {
+        let stored: HashMap<KeyOwner, KeyRecord> = self
+            .store
+            .find_many(owners)
+            .await
+            .map_err(CryptoError::Store)?
+            .into_iter()
+            .map(|record| (record.owner.clone(), record))
+            .collect();
+        Ok(owners
+            .iter()
+            .map(|owner| match stored.get(owner) {
+                Some(record) => self.unwrap(record.clone()).map(|key| (key, None)),
+                None => self.new_key(owner, now),
+            })
+            .collect())
+    }
+
+    /// A fresh key for `owner`, with its wrapped record to store.
+    fn new_key(
+        &self,
+        owner: &KeyOwner,
+        now: OffsetDateTime,
+    ) -> Result<(DataKey, Option<KeyRecord>), CryptoError> {
         let secret = random_secret(&SystemRandom::new())?;
         let key_id = KeyId::random()?;
         let wrapped = self.master.keyring().wrap(owner, &key_id, &secret)?;

@@ -172,6 +172,19 @@ pub async fn key_store(keys: &dyn KeyStore) {
             KeyState::Destroyed { at }
         );
     }
+    // Many owners at once: each stored record (live or destroyed) once, the unknown left out.
+    let mut many = keys
+        .find_many(&[owner(3), owner(2), owner(77), owner(1)])
+        .await
+        .unwrap();
+    many.sort_by(|a, b| a.owner.as_str().cmp(&b.owner.as_str()));
+    assert_eq!(
+        many.iter().map(|r| r.owner.clone()).collect::<Vec<_>>(),
+        [owner(1), owner(2), owner(3)]
+    );
+    assert_eq!(many[1].state, KeyState::Destroyed { at });
+    assert_eq!(many[2], record(3, 1));
+    assert!(keys.find_many(&[]).await.unwrap().is_empty());
     assert!(
         !keys
             .replace_wrapping(&owner(2), record(2, 1).key_id, 1, wrapped(2, 1))

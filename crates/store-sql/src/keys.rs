@@ -11,6 +11,7 @@ use sea_orm::{ConnectionTrait, DbErr, QueryResult};
 use time::OffsetDateTime;
 
 use crate::connect::SqlStore;
+use crate::index_write::{MAX_BOUND_VALUES, insert_rows};
 use crate::tables::{DATA_KEY, name};
 
 const COLUMNS: [&str; 6] = [
@@ -98,27 +99,30 @@ fn db_version(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
 }
 
-/// `INSERT … ON CONFLICT (owner) DO NOTHING` of a key record: the primary key on owner decides
-/// a race, and the loser reads the winner's key.
-pub(crate) fn insert_if_absent_statement(record: &KeyRecord) -> Result<InsertStatement, DbErr> {
-    let (kek_version, wrapped, destroyed) = match &record.state {
-        KeyState::Wrapped(w) => (Some(db_version(w.kek_version)), Some(w.bytes.clone()), None),
-        KeyState::Destroyed { at } => (None, None, Some(*at)),
-    };
-    Ok(Query::insert()
-        .into_table(name(DATA_KEY))
-        .columns(COLUMNS.map(name))
-        .values([
+/// `INSERT … ON CONFLICT (owner) DO NOTHING` of key records (several statements for very many):
+/// the primary key on owner decides a race, and the loser reads the winner's key.
+pub(crate) fn insert_if_absent_statements(
+    records: &[&KeyRecord],
+) -> Result<Vec<InsertStatement>, DbErr> {
+    let rows = records.iter().map(|record| {
+        let (kek_version, wrapped, destroyed) = match &record.state {
+            KeyState::Wrapped(w) => (Some(db_version(w.kek_version)), Some(w.bytes.clone()), None),
+            KeyState::Destroyed { at } => (None, None, Some(*at)),
+        };
+        vec![
             record.owner.as_str().as_ref().into(),
             record.key_id.as_bytes().to_vec().into(),
             kek_version.into(),
             wrapped.into(),
             record.created.into(),
             destroyed.into(),
-        ])
-        .map_err(|e| DbErr::Custom(e.to_string()))?
-        .on_conflict(OnConflict::column(name("owner")).do_nothing().to_owned())
-        .to_owned())
+        ]
+    });
+    let mut statements = insert_rows(DATA_KEY, &COLUMNS, rows)?;
+    for statement in &mut statements {
+        statement.on_conflict(OnConflict::column(name("owner")).do_nothing().to_owned());
+    }
+    Ok(statements)
 }
 
 /// Destroys `owner`'s key, or records a tombstone if it never had one.
@@ -166,9 +170,25 @@ impl KeyStore for SqlStore {
             .transpose()
     }
 
+    async fn find_many(&self, owners: &[KeyOwner]) -> Result<Vec<KeyRecord>, StoreFailure> {
+        let mut found = Vec::with_capacity(owners.len());
+        for chunk in owners.chunks(MAX_BOUND_VALUES) {
+            let statement = select()
+                .and_where(
+                    Expr::col(name("owner")).is_in(chunk.iter().map(|o| o.as_str().into_owned())),
+                )
+                .to_owned();
+            for row in self.db.query_all(&statement).await.map_err(failure)? {
+                found.push(to_record(&row)?);
+            }
+        }
+        Ok(found)
+    }
+
     async fn insert_if_absent(&self, record: KeyRecord) -> Result<KeyRecord, StoreFailure> {
-        let insert = insert_if_absent_statement(&record).map_err(failure)?;
-        self.db.execute(&insert).await.map_err(failure)?;
+        for insert in insert_if_absent_statements(&[&record]).map_err(failure)? {
+            self.db.execute(&insert).await.map_err(failure)?;
+        }
         self.find(&record.owner)
             .await?
             .ok_or_else(|| "the data key vanished right after it was stored".into())

@@ -30,7 +30,7 @@ use crate::audit_log::insert_entries;
 use crate::connect::{Backend, SqlStore};
 use crate::index_write::{MAX_BOUND_VALUES, clear_index, insert_rows, write_index};
 use crate::instants::instant;
-use crate::keys::insert_if_absent_statement;
+use crate::keys::insert_if_absent_statements;
 use crate::tables::{CONDITIONAL_CLAIM, DATA_KEY, RESOURCE, RESOURCE_VERSION, name};
 
 pub(crate) async fn commit(store: &SqlStore, changes: Changes) -> Result<(), StoreError> {
@@ -264,11 +264,13 @@ async fn insert_versions(
 /// writer's key wins, and the check of step 5 fails this unit so that it seals again).
 async fn insert_new_keys(txn: &DatabaseTransaction, writes: &[Write]) -> Result<(), StoreError> {
     let mut seen = HashSet::new();
-    for record in writes.iter().filter_map(|w| w.version.new_key.as_ref()) {
-        if seen.insert(record.owner.clone()) {
-            let insert = insert_if_absent_statement(record).map_err(unavailable)?;
-            txn.execute(&insert).await.map_err(unavailable)?;
-        }
+    let records: Vec<_> = writes
+        .iter()
+        .filter_map(|w| w.version.new_key.as_ref())
+        .filter(|record| seen.insert(record.owner.clone()))
+        .collect();
+    for insert in insert_if_absent_statements(&records).map_err(unavailable)? {
+        txn.execute(&insert).await.map_err(unavailable)?;
     }
     Ok(())
 }

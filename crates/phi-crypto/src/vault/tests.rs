@@ -223,3 +223,31 @@ fn a_destroyed_key_cannot_be_used_or_recreated() {
         ));
     });
 }
+
+#[test]
+fn keys_prepared_together_are_each_owners_own() {
+    block_on(async {
+        let (vault, _, _) = vault();
+        let stored = vault.key_for_writing(&patient("p1"), NOW).await.unwrap();
+        vault.destroy(&patient("gone"), NOW).await.unwrap();
+        let owners = [
+            patient("p1"),
+            patient("new"),
+            patient("gone"),
+            patient("p1"),
+        ];
+        let prepared = vault.prepare_keys(&owners, NOW).await.unwrap();
+        assert_eq!(prepared.len(), 4);
+        let [p1, new, gone, again] = prepared.try_into().map_err(|_| ()).unwrap();
+        let (p1, p1_record) = p1.unwrap();
+        assert_eq!(p1.id(), stored.id());
+        assert!(p1_record.is_none(), "a stored key is not stored again");
+        let (new, new_record) = new.unwrap();
+        let new_record = new_record.expect("a new owner's key comes with its record");
+        assert_eq!(new_record.owner, patient("new"));
+        assert_eq!(new_record.key_id, new.id());
+        assert!(matches!(gone, Err(CryptoError::Erased)));
+        assert_eq!(again.unwrap().0.id(), stored.id());
+        assert!(vault.prepare_keys(&[], NOW).await.unwrap().is_empty());
+    });
+}

@@ -13,7 +13,7 @@
 use std::collections::{HashMap, HashSet};
 
 use fhir_model::bundle_request::{BundleRequest, EntryRequest, Method, rewrite_references};
-use phi_crypto::DataKey;
+use phi_crypto::{DataKey, KeyRecord};
 use serde_json::Value;
 
 use super::patch::{patch_in_binary, patched};
@@ -47,6 +47,23 @@ pub enum EntryOutcome {
 
 /// The current versions of the resources a transaction names by id.
 type Currents = HashMap<(ResourceType, String), SealedVersion>;
+
+/// A write entry's new version, ready to be sealed under its owner's key.
+struct Unsealed {
+    resource: Resource,
+    version: u64,
+    expected: Option<u64>,
+    claim: Option<phi_crypto::BlindToken>,
+    owner: KeyOwner,
+}
+
+/// What preparing a write entry gave.
+enum Prepared {
+    /// Nothing to seal: the entry's outcome (its write or audit entry, if any, is in the
+    /// changes).
+    Done(EntryOutcome),
+    Unsealed(Unsealed),
+}
 
 /// What a write entry resolved to, before anything is prepared.
 enum Step {
@@ -209,16 +226,26 @@ impl Records {
             steps.push(step);
         }
         let now = self.now();
-        let mut keys: HashMap<KeyOwner, DataKey> = HashMap::new();
         let mut changes = Changes::default();
         let mut outcomes: Vec<Option<EntryOutcome>> =
             (0..request.entries.len()).map(|_| None).collect();
+        let mut unsealed = Vec::new();
         for (entry, step) in writes.into_iter().zip(steps) {
-            let outcome = self
-                .prepare_step(entry, step, &identities, now, &mut keys, &mut changes)
+            match self
+                .prepare_step(entry, step, &identities, now, &mut changes)
                 .await
-                .map_err(|e| e.in_entry(entry.index))?;
-            outcomes[entry.index] = Some(outcome);
+                .map_err(|e| e.in_entry(entry.index))?
+            {
+                Prepared::Done(outcome) => outcomes[entry.index] = Some(outcome),
+                Prepared::Unsealed(version) => unsealed.push((entry.index, version)),
+            }
+        }
+        let mut keys = self.owners_keys(&unsealed, now).await?;
+        for (index, version) in unsealed {
+            let outcome = self
+                .seal_step(version, now, &mut keys, &mut changes)
+                .map_err(|e| e.in_entry(index))?;
+            outcomes[index] = Some(outcome);
         }
         self.store.commit(changes).await.map_err(|err| match err {
             StoreError::AlreadyExists { resource_type, id } => {
@@ -401,19 +428,20 @@ impl Records {
         })
     }
 
-    /// The version a resolved step writes, added to `changes`, and the entry's outcome.
+    /// What a resolved step writes: a deletion marker or an audit entry added to `changes`
+    /// with the entry's outcome, or the new version of a resource, to be sealed once every
+    /// entry's key owner is known.
     async fn prepare_step(
         &self,
         entry: &EntryRequest,
         step: Step,
         identities: &Identities,
         now: OffsetDateTime,
-        keys: &mut HashMap<KeyOwner, DataKey>,
         changes: &mut Changes,
-    ) -> Result<EntryOutcome, RecordsError> {
+    ) -> Result<Prepared, RecordsError> {
         let resource_type = entry.target.resource_type;
         let (resource, id, version, expected, claim) = match step {
-            Step::NothingToDelete => return Ok(EntryOutcome::Deleted(None)),
+            Step::NothingToDelete => return Ok(Prepared::Done(EntryOutcome::Deleted(None))),
             Step::Existing(existing) => {
                 // The match goes back to the caller: a disclosure, recorded with the unit.
                 let mut audit = self.entry_about(
@@ -425,7 +453,7 @@ impl Records {
                 );
                 audit.operation = Some("conditional-create".to_owned());
                 changes.audit.push(audit);
-                return Ok(EntryOutcome::Existing(existing));
+                return Ok(Prepared::Done(EntryOutcome::Existing(existing)));
             }
             Step::Delete { id, current } => {
                 let mut marker = self.deletion_marker(
@@ -440,7 +468,7 @@ impl Records {
                     version: marker,
                     expected: Some(current.version),
                 });
-                return Ok(EntryOutcome::Deleted(Some(version)));
+                return Ok(Prepared::Done(EntryOutcome::Deleted(Some(version))));
             }
             Step::Create { id, claim } => {
                 let resource = self.entry_resource(entry, identities).await?;
@@ -460,7 +488,7 @@ impl Records {
                 if let Some(current) = current {
                     let current = self.open_version(current)?;
                     if same_content(&current.body, &resource) {
-                        return Ok(EntryOutcome::Unchanged(current));
+                        return Ok(Prepared::Done(EntryOutcome::Unchanged(current)));
                     }
                 }
                 (resource, id, expected.map_or(1, |v| v + 1), expected, None)
@@ -485,22 +513,68 @@ impl Records {
         if !self.visible(&owner) {
             return Err(RecordsError::OutsideCompartment { resource_type });
         }
-        let new_key = match keys.get(&owner) {
-            Some(_) => None,
-            None => {
-                let (key, new_key) = match self.vault.prepare_key(&owner, now).await {
-                    Err(CryptoError::Erased) => return Err(compartment_erased(&owner)),
-                    other => other?,
-                };
-                keys.insert(owner.clone(), key);
-                new_key
+        Ok(Prepared::Unsealed(Unsealed {
+            resource,
+            version,
+            expected,
+            claim,
+            owner,
+        }))
+    }
+
+    /// The data keys of the owners of `unsealed` versions, read (or made) together: one round
+    /// trip for a chunk that spans hundreds of patients. A new owner's key record comes with
+    /// it, to be stored with the first version sealed under it.
+    async fn owners_keys(
+        &self,
+        unsealed: &[(usize, Unsealed)],
+        now: OffsetDateTime,
+    ) -> Result<HashMap<KeyOwner, (DataKey, Option<KeyRecord>)>, RecordsError> {
+        let mut first: HashMap<&KeyOwner, usize> = HashMap::new();
+        let mut owners = Vec::new();
+        for (index, version) in unsealed {
+            if !first.contains_key(&version.owner) {
+                first.insert(&version.owner, *index);
+                owners.push(version.owner.clone());
             }
-        };
-        let key = keys
-            .get(&owner)
-            .ok_or(RecordsError::Crypto(CryptoError::Integrity {
-                what: "a data key went missing",
-            }))?;
+        }
+        let prepared = self.vault.prepare_keys(&owners, now).await?;
+        let mut keys = HashMap::with_capacity(owners.len());
+        for (owner, prepared) in owners.into_iter().zip(prepared) {
+            let index = first.get(&owner).copied().unwrap_or_default();
+            match prepared {
+                Ok(key) => {
+                    keys.insert(owner, key);
+                }
+                Err(CryptoError::Erased) => return Err(compartment_erased(&owner).in_entry(index)),
+                Err(other) => return Err(RecordsError::from(other).in_entry(index)),
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Seals a prepared version under its owner's key and adds it to `changes`.
+    fn seal_step(
+        &self,
+        unsealed: Unsealed,
+        now: OffsetDateTime,
+        keys: &mut HashMap<KeyOwner, (DataKey, Option<KeyRecord>)>,
+        changes: &mut Changes,
+    ) -> Result<EntryOutcome, RecordsError> {
+        let Unsealed {
+            resource,
+            version,
+            expected,
+            claim,
+            owner,
+        } = unsealed;
+        let (key, new_key) =
+            keys.get_mut(&owner)
+                .ok_or(RecordsError::Crypto(CryptoError::Integrity {
+                    what: "a data key went missing",
+                }))?;
+        // The new owner's key record is stored once, with the first version sealed under it.
+        let new_key = new_key.take();
         let action = if expected.is_some() {
             Action::Update
         } else {
@@ -509,7 +583,7 @@ impl Records {
         let (version, body) =
             self.sealed_version(&resource, version, now, claim, action, key, new_key)?;
         let stored = StoredResource {
-            resource_type,
+            resource_type: resource.resource_type(),
             id: version.id.clone(),
             version: version.version,
             last_updated: now,
