@@ -119,7 +119,7 @@ fn options(args: &[String]) -> anyhow::Result<Options> {
         postgres: Some(DEFAULT_POSTGRES.to_owned()),
         reuse: false,
         only: None,
-        ingest_patients: 300,
+        ingest_patients: 1_000,
     };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
