@@ -18,12 +18,13 @@
 //! [`ResourceStore::commit`]: records::ResourceStore::commit
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use fhir_model::ResourceType;
 use phi_crypto::{KeyId, KeyOwner};
 use records::{Changes, NewVersion, StoreError, Write};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait, TryGetable};
 use time::OffsetDateTime;
 
 use crate::audit_log::insert_entries;
@@ -83,6 +84,27 @@ pub(crate) async fn commit(store: &SqlStore, changes: Changes) -> Result<(), Sto
     txn.commit().await.map_err(unavailable)
 }
 
+/// The columns a head row and a version row share, in [`head_row`]'s order.
+const HEAD_COLUMNS: [&str; 6] = [
+    "resource_type",
+    "id",
+    "version",
+    "last_updated",
+    "deleted",
+    "key_owner",
+];
+
+fn head_row(backend: Backend, v: &NewVersion) -> Vec<sea_orm::Value> {
+    vec![
+        v.resource_type.as_str().into(),
+        v.id.as_str().into(),
+        db_version(v.version).into(),
+        instant(backend, v.last_updated),
+        v.deleted.into(),
+        v.key_owner.as_str().into_owned().into(),
+    ]
+}
+
 /// Step 1: the creates' head rows. The primary key on (type, id) decides races: a key that
 /// exists, or that a racing transaction commits first, is not inserted, and the unit fails.
 async fn insert_heads(
@@ -90,40 +112,9 @@ async fn insert_heads(
     backend: Backend,
     creates: &[&NewVersion],
 ) -> Result<(), StoreError> {
-    const COLUMNS: [&str; 6] = [
-        "resource_type",
-        "id",
-        "version",
-        "last_updated",
-        "deleted",
-        "key_owner",
-    ];
-    let rows = creates.iter().map(|v| {
-        vec![
-            v.resource_type.as_str().into(),
-            v.id.as_str().into(),
-            db_version(v.version).into(),
-            instant(backend, v.last_updated),
-            v.deleted.into(),
-            v.key_owner.as_str().into_owned().into(),
-        ]
-    });
-    let mut inserted: HashSet<(String, String)> = HashSet::with_capacity(creates.len());
-    for mut insert in insert_rows(RESOURCE, &COLUMNS, rows).map_err(unavailable)? {
-        insert
-            .on_conflict(
-                OnConflict::columns([name("resource_type"), name("id")])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .returning(Query::returning().columns([name("resource_type"), name("id")]));
-        for row in txn.query_all(&insert).await.map_err(unavailable)? {
-            inserted.insert((
-                row.try_get("", "resource_type").map_err(unavailable)?,
-                row.try_get("", "id").map_err(unavailable)?,
-            ));
-        }
-    }
+    let rows = creates.iter().map(|v| head_row(backend, v));
+    let inserted: HashSet<(String, String)> =
+        insert_absent(txn, RESOURCE, &HEAD_COLUMNS, "id", rows).await?;
     match creates
         .iter()
         .find(|v| !inserted.contains(&(v.resource_type.as_str().to_owned(), v.id.clone())))
@@ -134,6 +125,35 @@ async fn insert_heads(
         }),
         None => Ok(()),
     }
+}
+
+/// Inserts `rows` into `table`, each unless a row with its key (`resource_type` and
+/// `key_column`, the table's primary key) exists or a racing transaction commits one first
+/// (PostgreSQL waits for it); the keys of the rows it inserted.
+async fn insert_absent<K>(
+    txn: &DatabaseTransaction,
+    table: &str,
+    columns: &[&str],
+    key_column: &str,
+    rows: impl IntoIterator<Item = Vec<sea_orm::Value>>,
+) -> Result<HashSet<(String, K)>, StoreError>
+where
+    K: TryGetable + Eq + Hash,
+{
+    let mut inserted = HashSet::new();
+    for mut insert in insert_rows(table, columns, rows).map_err(unavailable)? {
+        let key = [name("resource_type"), name(key_column)];
+        insert
+            .on_conflict(OnConflict::columns(key.clone()).do_nothing().to_owned())
+            .returning(Query::returning().columns(key));
+        for row in txn.query_all(&insert).await.map_err(unavailable)? {
+            inserted.insert((
+                row.try_get("", "resource_type").map_err(unavailable)?,
+                row.try_get("", key_column).map_err(unavailable)?,
+            ));
+        }
+    }
+    Ok(inserted)
 }
 
 /// Step 2: the conditional creates' claims. The primary key on (type, claim) decides races:
@@ -153,24 +173,9 @@ async fn insert_claims(
             v.id.as_str().into(),
         ]
     });
-    let mut inserted: HashSet<(String, Vec<u8>)> = HashSet::with_capacity(claimed.len());
-    for mut insert in insert_rows(CONDITIONAL_CLAIM, &["resource_type", "claim", "id"], rows)
-        .map_err(unavailable)?
-    {
-        insert
-            .on_conflict(
-                OnConflict::columns([name("resource_type"), name("claim")])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .returning(Query::returning().columns([name("resource_type"), name("claim")]));
-        for row in txn.query_all(&insert).await.map_err(unavailable)? {
-            inserted.insert((
-                row.try_get("", "resource_type").map_err(unavailable)?,
-                row.try_get("", "claim").map_err(unavailable)?,
-            ));
-        }
-    }
+    let columns = ["resource_type", "claim", "id"];
+    let inserted: HashSet<(String, Vec<u8>)> =
+        insert_absent(txn, CONDITIONAL_CLAIM, &columns, "claim", rows).await?;
     match claimed.iter().find(|(v, claim)| {
         !inserted.contains(&(v.resource_type.as_str().to_owned(), claim.clone()))
     }) {
@@ -234,27 +239,13 @@ async fn insert_versions(
     backend: Backend,
     writes: &[Write],
 ) -> Result<(), StoreError> {
-    const COLUMNS: [&str; 7] = [
-        "resource_type",
-        "id",
-        "version",
-        "last_updated",
-        "deleted",
-        "key_owner",
-        "body",
-    ];
+    let columns: Vec<&str> = HEAD_COLUMNS.iter().copied().chain(["body"]).collect();
     let rows = writes.iter().map(|Write { version: v, .. }| {
-        vec![
-            v.resource_type.as_str().into(),
-            v.id.as_str().into(),
-            db_version(v.version).into(),
-            instant(backend, v.last_updated),
-            v.deleted.into(),
-            v.key_owner.as_str().into_owned().into(),
-            v.body.clone().into(),
-        ]
+        let mut row = head_row(backend, v);
+        row.push(v.body.clone().into());
+        row
     });
-    for insert in insert_rows(RESOURCE_VERSION, &COLUMNS, rows).map_err(unavailable)? {
+    for insert in insert_rows(RESOURCE_VERSION, &columns, rows).map_err(unavailable)? {
         txn.execute(&insert).await.map_err(unavailable)?;
     }
     Ok(())
