@@ -1,0 +1,205 @@
+//! The Consent examples of the R4 specification (`hl7.fhir.r4.examples` 4.0.1, unpacked by
+//! `cargo xtask conformance-tools` into `CAIRN_TEST_FHIR_EXAMPLES`): every one compiles, and
+//! those whose structure states what their narrative says decide as it says.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+
+use consent::{
+    Baseline, Baselines, Code, CompiledConsent, Context, Decision, Facts, Reason, compile, decide,
+};
+use serde_json::Value;
+use time::OffsetDateTime;
+use time::macros::datetime;
+
+fn examples() -> Option<PathBuf> {
+    let Some(dir) = std::env::var_os("CAIRN_TEST_FHIR_EXAMPLES") else {
+        assert!(
+            std::env::var("CAIRN_TEST_REQUIRE_CONFORMANCE").as_deref() != Ok("1"),
+            "CAIRN_TEST_REQUIRE_CONFORMANCE=1 but CAIRN_TEST_FHIR_EXAMPLES is not set"
+        );
+        eprintln!(
+            "the R4 examples are not configured: skipped (`eval \"$(cargo xtask \
+             conformance-tools)\"` sets them up)"
+        );
+        return None;
+    };
+    Some(PathBuf::from(dir))
+}
+
+fn example(dir: &std::path::Path, name: &str) -> CompiledConsent {
+    let path = dir.join(format!("Consent-consent-example-{name}.json"));
+    let value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    compile(&value, 1).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+const OPT_OUT: Baselines = Baselines {
+    default: Baseline::OptOut,
+    by_purpose: Vec::new(),
+};
+const OPT_IN: Baselines = Baselines {
+    default: Baseline::OptIn,
+    by_purpose: Vec::new(),
+};
+
+/// `caller` asks to access a MedicationRequest of patient f001 held at `custodian`, at `at`.
+fn access(
+    consent: &CompiledConsent,
+    baselines: &Baselines,
+    caller: &[&str],
+    custodian: &str,
+    at: OffsetDateTime,
+) -> Decision {
+    let caller: Vec<String> = caller.iter().map(|s| (*s).to_owned()).collect();
+    let purpose = Code::new(None, "TREAT");
+    let action = Code::new(
+        Some("http://terminology.hl7.org/CodeSystem/consentaction"),
+        "access",
+    );
+    let sources = [custodian.to_owned()];
+    let references = ["Patient/f001".to_owned()];
+    decide(
+        std::slice::from_ref(consent),
+        baselines,
+        &Context {
+            caller: &caller,
+            purpose: Some(&purpose),
+            action: &action,
+            at,
+        },
+        &Facts {
+            resource_type: "MedicationRequest",
+            reference: "MedicationRequest/m1",
+            dates: &[],
+            codes: &[],
+            security_labels: &[],
+            references: &references,
+            sources: &sources,
+        },
+    )
+}
+
+const NOW: OffsetDateTime = datetime!(2016-06-23 07:10 UTC);
+
+#[test]
+fn every_r4_consent_example_compiles() {
+    let Some(dir) = examples() else { return };
+    let mut compiled = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("Consent-") {
+            continue;
+        }
+        let value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let consent = compile(&value, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(consent.active, "{name}");
+        compiled += 1;
+    }
+    assert_eq!(compiled, 12, "the R4 package has twelve Consent examples");
+}
+
+/// notOrg: "withhold or withdraw consent for disclosure to a specific provider organization"
+/// (Organization/f001), for access and correction.
+#[test]
+fn not_org_withholds_from_the_organization_only() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "notOrg");
+    let refused = access(
+        &consent,
+        &OPT_OUT,
+        &["Organization/f001"],
+        "Organization/x",
+        NOW,
+    );
+    assert_eq!(refused.reason, Reason::Withheld);
+    assert_eq!(refused.applied[0].id, "consent-example-notOrg");
+    let other = access(
+        &consent,
+        &OPT_OUT,
+        &["Organization/f002"],
+        "Organization/x",
+        NOW,
+    );
+    assert!(other.permits());
+}
+
+/// Out: "withhold authorization of sharing data for treatment": no data held at Good Health
+/// Psychiatric Hospital (custodian Organization/f001) available; policy rule OPTOUT.
+#[test]
+fn out_withholds_what_the_custodian_holds() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "Out");
+    let held_there = access(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/any"],
+        "Organization/f001",
+        NOW,
+    );
+    assert_eq!(held_there.reason, Reason::Withheld);
+    let held_elsewhere = access(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/any"],
+        "Organization/f002",
+        NOW,
+    );
+    assert!(held_elsewhere.permits());
+}
+
+/// basic: "wishes to have all of the PHI collected at the Good Health Psychiatric Hospital
+/// available for normal treatment use", OPTIN, for 1964-01-01 to 2016-01-01.
+#[test]
+fn basic_permits_within_its_period_and_then_no_longer() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "basic");
+    let during = access(
+        &consent,
+        &OPT_IN,
+        &["Practitioner/any"],
+        "Organization/f001",
+        datetime!(2015-06-01 00:00 UTC),
+    );
+    assert_eq!(during.reason, Reason::Consented);
+    let after = access(
+        &consent,
+        &OPT_IN,
+        &["Practitioner/any"],
+        "Organization/f001",
+        datetime!(2016-01-02 00:00 UTC),
+    );
+    assert_eq!(after.reason, Reason::Baseline(Baseline::OptIn));
+    assert!(!after.permits());
+}
+
+/// smartonfhir: an app may read the patient's MedicationRequests for thirty minutes
+/// (2016-06-23 17:02:33+10:00 to 17:32:33+10:00), nothing else.
+#[test]
+fn smart_on_fhir_permits_medication_requests_for_thirty_minutes() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "smartonfhir");
+    let inside = datetime!(2016-06-23 07:10 UTC);
+    assert_eq!(
+        access(
+            &consent,
+            &OPT_IN,
+            &["Device/app"],
+            "Organization/f001",
+            inside
+        )
+        .reason,
+        Reason::Consented
+    );
+    let later = datetime!(2016-06-23 07:40 UTC);
+    assert!(
+        !access(
+            &consent,
+            &OPT_IN,
+            &["Device/app"],
+            "Organization/f001",
+            later
+        )
+        .permits()
+    );
+}
