@@ -9,7 +9,6 @@ use crate::model::{
 };
 
 const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
-const ACT_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ActCode";
 
 /// Compiles version `version` of a Consent (its JSON). Only `patient-privacy` consents are
 /// compiled: any other scope is [`ConsentError::NotPrivacy`].
@@ -55,15 +54,10 @@ pub fn compile(consent: &Value, version: u64) -> Result<CompiledConsent, Consent
             });
         }
     };
-    let withholds = policy_rule.iter().any(|c| {
-        matches!(c.code.as_str(), "OPTOUT" | "OPTOUTE")
-            && c.system.as_deref().is_none_or(|s| s == ACT_CODE)
-    });
-    let base = if withholds {
-        Effect::Deny
-    } else {
-        Effect::Permit
-    };
+    // The policy rule names the regulation the consent was made under; it is required (and
+    // must be readable) but does not set the effect: the R4 examples write OPTIN and OPTOUT over
+    // withholdings and grants alike (see the crate's documentation).
+    drop(policy_rule);
     let given = match consent.get("dateTime") {
         None => None,
         Some(v) => Some(
@@ -74,9 +68,9 @@ pub fn compile(consent: &Value, version: u64) -> Result<CompiledConsent, Consent
         ),
     };
     let root = match consent.get("provision") {
-        Some(provision) => read_provision(provision, base, "provision")?,
+        Some(provision) => read_provision(provision, "provision")?,
         None => Provision {
-            effect: base,
+            effect: None,
             period: None,
             actors: Vec::new(),
             actions: Vec::new(),
@@ -101,16 +95,15 @@ pub fn compile(consent: &Value, version: u64) -> Result<CompiledConsent, Consent
     })
 }
 
-/// A provision and its exceptions; `inherited` is the effect when it states no `type` (the
-/// policy rule's for the root, the parent's for an exception).
-fn read_provision(value: &Value, inherited: Effect, at: &str) -> Result<Provision, ConsentError> {
+/// A provision and its exceptions.
+fn read_provision(value: &Value, at: &str) -> Result<Provision, ConsentError> {
     if !value.is_object() {
         return Err(invalid(at));
     }
     let effect = match value.get("type").map(|t| t.as_str()) {
-        None => inherited,
-        Some(Some("permit")) => Effect::Permit,
-        Some(Some("deny")) => Effect::Deny,
+        None => None,
+        Some(Some("permit")) => Some(Effect::Permit),
+        Some(Some("deny")) => Some(Effect::Deny),
         Some(_) => return Err(invalid(&format!("{at}.type"))),
     };
     let mut actors = Vec::new();
@@ -146,11 +139,7 @@ fn read_provision(value: &Value, inherited: Effect, at: &str) -> Result<Provisio
     }
     let mut exceptions = Vec::new();
     for (n, nested) in items(value, "provision", at)?.iter().enumerate() {
-        exceptions.push(read_provision(
-            nested,
-            effect,
-            &format!("{at}.provision[{n}]"),
-        )?);
+        exceptions.push(read_provision(nested, &format!("{at}.provision[{n}]"))?);
     }
     Ok(Provision {
         effect,

@@ -112,13 +112,19 @@ pub fn decide(
             reason: Reason::Baseline(baseline),
         };
     }
+    // A consent is the patient's departure from the baseline: a root provision without a type
+    // denies where the baseline permits, and permits where it denies.
+    let departure = match baseline {
+        Baseline::OptOut | Baseline::Mandated => Effect::Deny,
+        Baseline::OptIn => Effect::Permit,
+    };
     let mut permits = Vec::new();
     let mut denies = Vec::new();
     for consent in consents.iter().filter(|c| c.active) {
         if !consent.root.period.is_none_or(|p| p.contains(context.at)) {
             continue;
         }
-        match vote(&consent.root, context, facts) {
+        match vote(&consent.root, departure, context, facts) {
             Some(Effect::Permit) => permits.push(consent.consent.clone()),
             Some(Effect::Deny) => denies.push(consent.consent.clone()),
             None => {}
@@ -143,18 +149,25 @@ pub fn decide(
     }
 }
 
-/// The effect of the deepest matching provision under `provision`, if `provision` matches.
-fn vote(provision: &Provision, context: &Context<'_>, facts: &Facts<'_>) -> Option<Effect> {
+/// The effect of the deepest matching provision under `provision`, if `provision` matches;
+/// `inherited` is its effect when it has no type.
+fn vote(
+    provision: &Provision,
+    inherited: Effect,
+    context: &Context<'_>,
+    facts: &Facts<'_>,
+) -> Option<Effect> {
     if !matches(provision, context, facts) {
         return None;
     }
+    let effect = provision.effect.unwrap_or(inherited);
     // Exceptions in order; the first that matches decides (with its own exceptions).
     Some(
         provision
             .exceptions
             .iter()
-            .find_map(|nested| vote(nested, context, facts))
-            .unwrap_or(provision.effect),
+            .find_map(|nested| vote(nested, effect, context, facts))
+            .unwrap_or(effect),
     )
 }
 

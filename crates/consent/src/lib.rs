@@ -18,9 +18,11 @@
 //! `dependents`, a resource referring to it). Nested provisions are exceptions: the deepest
 //! provision that matches decides, with its own `type`.
 //!
-//! The effect of a root provision without a `type` comes from the consent's policy rule:
-//! `OPTOUT`/`OPTOUTE` (the patient withholds) deny, anything else (`OPTIN`, `OPTINR`, a policy
-//! reference) permits.
+//! A consent is the patient's departure from the deployment's [`Baseline`]: a root provision
+//! without a `type` denies where the baseline permits (opt-out: the patient withholds) and
+//! permits where it denies (opt-in: the patient grants); a nested provision without a `type`
+//! has its parent's effect. (The policy rule is required, ppc-1, but does not set the effect:
+//! the R4 examples write OPTIN and OPTOUT over withholdings and grants alike.)
 //!
 //! Several consents of one patient: each consent in force whose rule applies votes; **a deny
 //! wins over any permit** (a patient's withholding is never outvoted by an older or broader

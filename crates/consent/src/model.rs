@@ -82,9 +82,10 @@ pub struct DataRule {
 /// they match, and its exceptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Provision {
-    /// The effect when this provision matches; the root's comes from the policy rule when the
-    /// Consent leaves it out.
-    pub effect: Effect,
+    /// The effect when this provision matches (its `type`). Without one, a nested provision
+    /// has its parent's, and the root the departure from the deployment's baseline (see the
+    /// crate's documentation).
+    pub effect: Option<Effect>,
     pub period: Option<Window>,
     pub actors: Vec<ActorRule>,
     pub actions: Vec<Code>,

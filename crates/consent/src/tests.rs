@@ -268,7 +268,7 @@ fn a_deny_of_any_consent_wins_and_only_active_consents_in_their_period_count() {
         &consent(
             "b-deny",
             "OPTOUT",
-            json!({"actor": [recipient("Practitioner/doctor")]}),
+            json!({"type": "deny", "actor": [recipient("Practitioner/doctor")]}),
         ),
         2,
     )
@@ -446,4 +446,35 @@ fn a_purpose_bound_permit_needs_that_purpose() {
     let mut no_purpose = ask(&["Practitioner/doctor"]);
     no_purpose.purpose = None;
     assert!(!run(consents, &opt_in(), &no_purpose, &observation("o1")).permits());
+}
+
+#[test]
+fn a_consent_without_a_type_departs_from_the_baseline() {
+    let about_nurse = compile(
+        &consent(
+            "c1",
+            "OPTIN",
+            json!({"actor": [recipient("Practitioner/nurse")]}),
+        ),
+        1,
+    )
+    .unwrap();
+    let consents = std::slice::from_ref(&about_nurse);
+    let nurse = ask(&["Practitioner/nurse"]);
+    // Where everyone may see by default, naming the nurse withholds from her...
+    let withheld = run(consents, &opt_out(), &nurse, &observation("o1"));
+    assert_eq!(
+        (withheld.effect, withheld.reason),
+        (Effect::Deny, Reason::Withheld)
+    );
+    // ...and where no one may, it grants her.
+    let granted = run(consents, &opt_in(), &nurse, &observation("o1"));
+    assert_eq!(
+        (granted.effect, granted.reason),
+        (Effect::Permit, Reason::Consented)
+    );
+    // Others keep the baseline either way.
+    let doctor = ask(&["Practitioner/doctor"]);
+    assert!(run(consents, &opt_out(), &doctor, &observation("o1")).permits());
+    assert!(!run(consents, &opt_in(), &doctor, &observation("o1")).permits());
 }

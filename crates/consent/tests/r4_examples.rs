@@ -50,14 +50,31 @@ fn access(
     custodian: &str,
     at: OffsetDateTime,
 ) -> Decision {
+    ask(consent, baselines, caller, "access", custodian, &[], at)
+}
+
+/// `caller` asks to do `action` on a MedicationRequest of patient f001 held at `custodian`
+/// that refers to `related` too.
+fn ask(
+    consent: &CompiledConsent,
+    baselines: &Baselines,
+    caller: &[&str],
+    action: &str,
+    custodian: &str,
+    related: &[&str],
+    at: OffsetDateTime,
+) -> Decision {
     let caller: Vec<String> = caller.iter().map(|s| (*s).to_owned()).collect();
     let purpose = Code::new(None, "TREAT");
     let action = Code::new(
         Some("http://terminology.hl7.org/CodeSystem/consentaction"),
-        "access",
+        action,
     );
     let sources = [custodian.to_owned()];
-    let references = ["Patient/f001".to_owned()];
+    let references: Vec<String> = std::iter::once("Patient/f001")
+        .chain(related.iter().copied())
+        .map(str::to_owned)
+        .collect();
     decide(
         std::slice::from_ref(consent),
         baselines,
@@ -202,4 +219,138 @@ fn smart_on_fhir_permits_medication_requests_for_thirty_minutes() {
         )
         .permits()
     );
+}
+
+// The Canadian scenarios (notThem, notAuthor, notThis, notOrg, Out, notTime) are written, their
+// narratives say, for a jurisdiction of implied consent: an opt-out deployment, where each
+// withholds.
+
+/// notThem: "withhold or withdraw consent for disclosure to a specific provider agent"
+/// (Practitioner/f204, a nurse).
+#[test]
+fn not_them_withholds_from_the_nurse_only() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "notThem");
+    let nurse = access(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/f204", "Organization/f001"],
+        "Organization/f001",
+        NOW,
+    );
+    assert_eq!(nurse.reason, Reason::Withheld);
+    let colleague = access(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/f205", "Organization/f001"],
+        "Organization/f001",
+        NOW,
+    );
+    assert!(colleague.permits());
+}
+
+/// notAuthor: "withhold or withdraw consent for disclosure of records that were authored by a
+/// specific organization" (Organization/f001, in the custodian role).
+#[test]
+fn not_author_withholds_what_the_organization_wrote() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "notAuthor");
+    assert_eq!(
+        access(
+            &consent,
+            &OPT_OUT,
+            &["Practitioner/any"],
+            "Organization/f001",
+            NOW
+        )
+        .reason,
+        Reason::Withheld
+    );
+    assert!(
+        access(
+            &consent,
+            &OPT_OUT,
+            &["Practitioner/any"],
+            "Organization/f002",
+            NOW
+        )
+        .permits()
+    );
+}
+
+/// notThis: "withhold or withdraw consent for disclosure of a specific record" (Task/example3,
+/// and what is related to it).
+#[test]
+fn not_this_withholds_the_record_and_what_relates_to_it() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "notThis");
+    let related = ask(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/any"],
+        "access",
+        "Organization/f001",
+        &["Task/example3"],
+        NOW,
+    );
+    assert_eq!(related.reason, Reason::Withheld);
+    let unrelated = ask(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/any"],
+        "access",
+        "Organization/f001",
+        &["Task/other"],
+        NOW,
+    );
+    assert!(unrelated.permits());
+}
+
+/// grantor: "giving a limited (read-only) access to an individual" (Patient/example, as
+/// recipient) to the data at Good Health (custodian Organization/f001): an opt-in deployment,
+/// where the consent grants.
+#[test]
+fn grantor_gives_read_only_access_to_one_person() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "grantor");
+    let read = ask(
+        &consent,
+        &OPT_IN,
+        &["Patient/example"],
+        "access",
+        "Organization/f001",
+        &[],
+        NOW,
+    );
+    assert_eq!(read.reason, Reason::Consented);
+    let correct = ask(
+        &consent,
+        &OPT_IN,
+        &["Patient/example"],
+        "correct",
+        "Organization/f001",
+        &[],
+        NOW,
+    );
+    assert!(!correct.permits(), "read-only");
+    let elsewhere = ask(
+        &consent,
+        &OPT_IN,
+        &["Patient/example"],
+        "access",
+        "Organization/f002",
+        &[],
+        NOW,
+    );
+    assert!(!elsewhere.permits(), "only the data at Good Health");
+    let stranger = ask(
+        &consent,
+        &OPT_IN,
+        &["Patient/stranger"],
+        "access",
+        "Organization/f001",
+        &[],
+        NOW,
+    );
+    assert!(!stranger.permits());
 }
