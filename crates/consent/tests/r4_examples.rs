@@ -354,3 +354,164 @@ fn grantor_gives_read_only_access_to_one_person() {
     );
     assert!(!stranger.permits());
 }
+
+/// Emergency: "Patient wishes to have no data at the Good Health Psychiatric Hospital
+/// available for Emergency treatment use" (its title; the sentence after it describes an
+/// exception the resource does not encode: its nested provision denies).
+#[test]
+fn emergency_withholds_good_health_data_from_emergency_treatment() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "Emergency");
+    let caller = ["Practitioner/any".to_owned()];
+    let access = Code::new(
+        Some("http://terminology.hl7.org/CodeSystem/consentaction"),
+        "access",
+    );
+    let decide_for = |purpose: &str, custodian: &str| {
+        let purpose = Code::new(
+            Some("http://terminology.hl7.org/CodeSystem/v3-ActReason"),
+            purpose,
+        );
+        let sources = [custodian.to_owned()];
+        decide(
+            std::slice::from_ref(&consent),
+            &OPT_OUT,
+            &Context {
+                caller: &caller,
+                purpose: Some(&purpose),
+                action: &access,
+                at: NOW,
+            },
+            &Facts {
+                resource_type: "Observation",
+                reference: "Observation/o1",
+                dates: &[],
+                codes: &[],
+                security_labels: &[],
+                references: &[],
+                sources: &sources,
+            },
+        )
+    };
+    assert_eq!(
+        decide_for("ETREAT", "Organization/f001").reason,
+        Reason::Withheld
+    );
+    assert!(decide_for("ETREAT", "Organization/f002").permits());
+    assert!(decide_for("TREAT", "Organization/f001").permits());
+}
+
+/// notTime: "wishes to withhold disclosure of all data from a timeframe to any provider". The
+/// resource states the timeframe as the consent's own `period` (R4: "the timeframe in this rule
+/// is valid"), so disclosures during it are withheld; a timeframe of the records themselves
+/// would be `dataPeriod` (tested in the crate's unit tests).
+#[test]
+fn not_time_withholds_disclosure_to_any_provider_during_its_timeframe() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "notTime");
+    let during = datetime!(2015-01-15 12:00 UTC);
+    let refused = access(
+        &consent,
+        &OPT_OUT,
+        &["Practitioner/any"],
+        "Organization/f001",
+        during,
+    );
+    assert_eq!(refused.reason, Reason::Withheld);
+    let after = datetime!(2015-02-02 00:00 UTC);
+    assert!(
+        access(
+            &consent,
+            &OPT_OUT,
+            &["Practitioner/any"],
+            "Organization/f001",
+            after
+        )
+        .permits()
+    );
+}
+
+/// pkb (a sharing screen of Patients Know Best; no narrative beyond it): Organization/f001 may
+/// access what is labelled normal (N), nothing else, and no one else may.
+#[test]
+fn pkb_shares_normal_data_with_one_organization() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "pkb");
+    let caller = |who: &str| vec![who.to_owned()];
+    let access = Code::new(
+        Some("http://terminology.hl7.org/CodeSystem/consentaction"),
+        "access",
+    );
+    let decide_for = |who: &str, label: &str| {
+        let labels = [Code::new(
+            Some("http://terminology.hl7.org/CodeSystem/v3-Confidentiality"),
+            label,
+        )];
+        decide(
+            std::slice::from_ref(&consent),
+            &OPT_IN,
+            &Context {
+                caller: &caller(who),
+                purpose: None,
+                action: &access,
+                at: NOW,
+            },
+            &Facts {
+                resource_type: "Observation",
+                reference: "Observation/o1",
+                dates: &[],
+                codes: &[],
+                security_labels: &labels,
+                references: &[],
+                sources: &[],
+            },
+        )
+    };
+    assert_eq!(
+        decide_for("Organization/f001", "N").reason,
+        Reason::Consented
+    );
+    assert!(!decide_for("Organization/f001", "R").permits());
+    assert!(!decide_for("Organization/f002", "N").permits());
+}
+
+/// signature (a generated narrative): Practitioner/13 may see the record from 2015-10-10 to
+/// 2016-10-10, and no one else, and not after.
+#[test]
+fn signature_grants_one_practitioner_for_a_year() {
+    let Some(dir) = examples() else { return };
+    let consent = example(&dir, "signature");
+    let within = datetime!(2016-05-26 04:41 UTC);
+    assert_eq!(
+        access(
+            &consent,
+            &OPT_IN,
+            &["Practitioner/13"],
+            "Organization/f001",
+            within
+        )
+        .reason,
+        Reason::Consented
+    );
+    assert!(
+        !access(
+            &consent,
+            &OPT_IN,
+            &["Practitioner/14"],
+            "Organization/f001",
+            within
+        )
+        .permits()
+    );
+    let after = datetime!(2016-10-12 00:00 UTC);
+    assert!(
+        !access(
+            &consent,
+            &OPT_IN,
+            &["Practitioner/13"],
+            "Organization/f001",
+            after
+        )
+        .permits()
+    );
+}
