@@ -98,8 +98,10 @@ fn ask(
 
 const NOW: OffsetDateTime = datetime!(2016-06-23 07:10 UTC);
 
+/// Each is a valid Consent (R4 rules and ppc-1..5, as `fhir-model` checks them before storing
+/// one) and compiles.
 #[test]
-fn every_r4_consent_example_compiles() {
+fn every_r4_consent_example_is_valid_and_compiles() {
     let Some(dir) = examples() else { return };
     let mut compiled = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
@@ -109,6 +111,13 @@ fn every_r4_consent_example_compiles() {
             continue;
         }
         let value: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let issues = fhir_model::Resource::from_value(value.clone())
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .validate();
+        assert!(
+            !issues.iter().any(fhir_model::Issue::is_error),
+            "{name}: {issues:?}"
+        );
         let consent = compile(&value, 1).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(consent.active, "{name}");
         compiled += 1;

@@ -198,6 +198,9 @@ impl Resource {
             Self::Other(r) => {
                 crate::validation::one(&r.id, at, "id", issues);
                 crate::validation::one(&r.meta, at, "meta", issues);
+                if r.resource_type.as_str() == "Consent" {
+                    crate::resources::validate_consent(&r.rest, at, issues);
+                }
             }
         }
     }

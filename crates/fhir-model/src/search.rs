@@ -218,6 +218,7 @@ pub const PATIENT_LINKS: &[(&str, &str)] = &[
     ("Communication", "subject"),
     ("Composition", "subject"),
     ("Condition", "subject"),
+    ("Consent", "patient"),
     ("Coverage", "beneficiary"),
     ("DetectedIssue", "patient"),
     ("DeviceRequest", "subject"),

@@ -2,12 +2,14 @@
 
 mod bundle;
 mod capability_statement;
+mod consent;
 mod immunization;
 mod operation_outcome;
 mod patient;
 
 pub use bundle::*;
 pub use capability_statement::*;
+pub(crate) use consent::validate_consent;
 pub use immunization::*;
 pub use operation_outcome::*;
 pub use patient::*;
