@@ -6,6 +6,7 @@ mod access;
 mod audit;
 mod bundles;
 mod conformance;
+mod consent;
 mod errors;
 mod fhir_crud;
 mod hardening;

@@ -13,13 +13,42 @@ const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope"
 /// Compiles version `version` of a Consent (its JSON). Only `patient-privacy` consents are
 /// compiled: any other scope is [`ConsentError::NotPrivacy`].
 pub fn compile(consent: &Value, version: u64) -> Result<CompiledConsent, ConsentError> {
-    if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
-        return Err(ConsentError::NotConsent);
-    }
+    let read = read(consent)?;
     let id = consent
         .get("id")
         .and_then(Value::as_str)
         .ok_or(ConsentError::Missing { element: "id" })?;
+    Ok(CompiledConsent {
+        consent: ConsentRef {
+            id: id.to_owned(),
+            version,
+        },
+        patient: read.patient,
+        active: read.active,
+        given: read.given,
+        root: read.root,
+    })
+}
+
+/// Whether a Consent about to be stored (without its id yet, perhaps) can be enforced: what
+/// [`compile`] would refuse, except for a missing id. A Consent of another scope than
+/// `patient-privacy` is [`ConsentError::NotPrivacy`]: valid, but nothing to enforce.
+pub fn check(consent: &Value) -> Result<(), ConsentError> {
+    read(consent).map(|_| ())
+}
+
+/// What a Consent says, its id aside.
+struct Read {
+    patient: String,
+    active: bool,
+    given: Option<time::OffsetDateTime>,
+    root: Provision,
+}
+
+fn read(consent: &Value) -> Result<Read, ConsentError> {
+    if consent.get("resourceType").and_then(Value::as_str) != Some("Consent") {
+        return Err(ConsentError::NotConsent);
+    }
     let status = consent
         .get("status")
         .and_then(Value::as_str)
@@ -83,11 +112,7 @@ pub fn compile(consent: &Value, version: u64) -> Result<CompiledConsent, Consent
             exceptions: Vec::new(),
         },
     };
-    Ok(CompiledConsent {
-        consent: ConsentRef {
-            id: id.to_owned(),
-            version,
-        },
+    Ok(Read {
         patient,
         active: status == "active",
         given,

@@ -37,7 +37,7 @@ mod decide;
 mod error;
 mod model;
 
-pub use compile::compile;
+pub use compile::{check, compile};
 pub use decide::{Baseline, Baselines, Context, Decision, Facts, Reason, decide};
 pub use error::ConsentError;
 pub use model::{

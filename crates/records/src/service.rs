@@ -240,7 +240,7 @@ impl Records {
     /// Empty when it is valid. (Warnings do not make it invalid.)
     pub fn validate(&self, resource_type: ResourceType, body: &[u8]) -> Vec<fhir_model::Issue> {
         match parse_for(resource_type, body) {
-            Ok(resource) => resource.validate(),
+            Ok(resource) => issues_of(&resource),
             Err(RecordsError::Invalid { issues }) => issues,
             Err(other) => vec![fhir_model::Issue::error(
                 fhir_model::IssueType::Invalid,
@@ -342,11 +342,45 @@ pub(crate) fn parse_for(
             found: resource.resource_type(),
         });
     }
-    let issues = resource.validate();
+    let issues = issues_of(&resource);
     if issues.iter().any(fhir_model::Issue::is_error) {
         return Err(RecordsError::Invalid { issues });
     }
     Ok(resource)
+}
+
+/// Every issue of `resource`: R4's rules (`fhir-model`), and for a privacy Consent whatever
+/// keeps it from being enforced (`consent::check`): Cairn stores no patient consent it cannot
+/// honour.
+pub(crate) fn issues_of(resource: &Resource) -> Vec<fhir_model::Issue> {
+    let mut issues = resource.validate();
+    if resource.resource_type().as_str() == "Consent"
+        && !issues.iter().any(fhir_model::Issue::is_error)
+    {
+        let root = fhir_model::Location::root("Consent");
+        let located = |element: &str| {
+            element
+                .split('.')
+                .fold(root.clone(), |at, part| at.child(part))
+        };
+        let value = serde_json::to_value(resource).unwrap_or_default();
+        match consent::check(&value) {
+            Ok(()) | Err(consent::ConsentError::NotPrivacy) => {}
+            Err(err) => {
+                let (code, at) = match &err {
+                    consent::ConsentError::Missing { element } => {
+                        (fhir_model::IssueType::Required, located(element))
+                    }
+                    consent::ConsentError::Invalid { element } => {
+                        (fhir_model::IssueType::Invalid, located(element))
+                    }
+                    _ => (fhir_model::IssueType::Invalid, root.clone()),
+                };
+                issues.push(fhir_model::Issue::error(code, Some(&at), err.to_string()));
+            }
+        }
+    }
+    issues
 }
 
 /// An FHIR `instant` in UTC, always to the microsecond: `2026-11-22T16:26:00.120000Z`. The

@@ -609,7 +609,7 @@ impl Records {
             .await?;
         let resource = Resource::from_value(value)
             .map_err(|err| RecordsError::Invalid { issues: err.issues })?;
-        let issues = resource.validate();
+        let issues = super::issues_of(&resource);
         if issues.iter().any(fhir_model::Issue::is_error) {
             return Err(RecordsError::Invalid { issues });
         }
