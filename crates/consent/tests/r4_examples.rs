@@ -42,7 +42,7 @@ const OPT_IN: Baselines = Baselines {
     by_purpose: Vec::new(),
 };
 
-/// `caller` asks to access a MedicationRequest of patient f001 held at `custodian`, at `at`.
+/// `caller` asks to `access` a MedicationRequest of patient f001 held at `custodian`, at `at`.
 fn access(
     consent: &CompiledConsent,
     baselines: &Baselines,
@@ -50,50 +50,70 @@ fn access(
     custodian: &str,
     at: OffsetDateTime,
 ) -> Decision {
-    ask(consent, baselines, caller, "access", custodian, &[], at)
+    Request::new(caller, custodian, at).decide(consent, baselines)
 }
 
-/// `caller` asks to do `action` on a MedicationRequest of patient f001 held at `custodian`
-/// that refers to `related` too.
-fn ask(
-    consent: &CompiledConsent,
-    baselines: &Baselines,
-    caller: &[&str],
-    action: &str,
-    custodian: &str,
-    related: &[&str],
+/// A request of `caller` to do `action` for `purpose` on a MedicationRequest of patient f001
+/// held at `custodian`, which refers to `related` too and carries `labels`.
+struct Request<'a> {
+    caller: &'a [&'a str],
+    action: &'a str,
+    purpose: &'a str,
+    custodian: &'a str,
+    related: &'a [&'a str],
+    labels: &'a [Code],
     at: OffsetDateTime,
-) -> Decision {
-    let caller: Vec<String> = caller.iter().map(|s| (*s).to_owned()).collect();
-    let purpose = Code::new(None, "TREAT");
-    let action = Code::new(
-        Some("http://terminology.hl7.org/CodeSystem/consentaction"),
-        action,
-    );
-    let sources = [custodian.to_owned()];
-    let references: Vec<String> = std::iter::once("Patient/f001")
-        .chain(related.iter().copied())
-        .map(str::to_owned)
-        .collect();
-    decide(
-        std::slice::from_ref(consent),
-        baselines,
-        &Context {
-            caller: &caller,
-            purpose: Some(&purpose),
-            action: &action,
+}
+
+impl<'a> Request<'a> {
+    /// An access for treatment, nothing related, no labels.
+    fn new(caller: &'a [&'a str], custodian: &'a str, at: OffsetDateTime) -> Self {
+        Request {
+            caller,
+            action: "access",
+            purpose: "TREAT",
+            custodian,
+            related: &[],
+            labels: &[],
             at,
-        },
-        &Facts {
-            resource_type: "MedicationRequest",
-            reference: "MedicationRequest/m1",
-            dates: &[],
-            codes: &[],
-            security_labels: &[],
-            references: &references,
-            sources: &sources,
-        },
-    )
+        }
+    }
+
+    fn decide(&self, consent: &CompiledConsent, baselines: &Baselines) -> Decision {
+        let caller: Vec<String> = self.caller.iter().map(|s| (*s).to_owned()).collect();
+        let purpose = Code::new(
+            Some("http://terminology.hl7.org/CodeSystem/v3-ActReason"),
+            self.purpose,
+        );
+        let action = Code::new(
+            Some("http://terminology.hl7.org/CodeSystem/consentaction"),
+            self.action,
+        );
+        let sources = [self.custodian.to_owned()];
+        let references: Vec<String> = std::iter::once("Patient/f001")
+            .chain(self.related.iter().copied())
+            .map(str::to_owned)
+            .collect();
+        decide(
+            std::slice::from_ref(consent),
+            baselines,
+            &Context {
+                caller: &caller,
+                purpose: Some(&purpose),
+                action: &action,
+                at: self.at,
+            },
+            &Facts {
+                resource_type: "MedicationRequest",
+                reference: "MedicationRequest/m1",
+                dates: &[],
+                codes: &[],
+                security_labels: self.labels,
+                references: &references,
+                sources: &sources,
+            },
+        )
+    }
 }
 
 const NOW: OffsetDateTime = datetime!(2016-06-23 07:10 UTC);
@@ -293,25 +313,17 @@ fn not_author_withholds_what_the_organization_wrote() {
 fn not_this_withholds_the_record_and_what_relates_to_it() {
     let Some(dir) = examples() else { return };
     let consent = example(&dir, "notThis");
-    let related = ask(
-        &consent,
-        &OPT_OUT,
-        &["Practitioner/any"],
-        "access",
-        "Organization/f001",
-        &["Task/example3"],
-        NOW,
-    );
+    let related = Request {
+        related: &["Task/example3"],
+        ..Request::new(&["Practitioner/any"], "Organization/f001", NOW)
+    }
+    .decide(&consent, &OPT_OUT);
     assert_eq!(related.reason, Reason::Withheld);
-    let unrelated = ask(
-        &consent,
-        &OPT_OUT,
-        &["Practitioner/any"],
-        "access",
-        "Organization/f001",
-        &["Task/other"],
-        NOW,
-    );
+    let unrelated = Request {
+        related: &["Task/other"],
+        ..Request::new(&["Practitioner/any"], "Organization/f001", NOW)
+    }
+    .decide(&consent, &OPT_OUT);
     assert!(unrelated.permits());
 }
 
@@ -322,45 +334,26 @@ fn not_this_withholds_the_record_and_what_relates_to_it() {
 fn grantor_gives_read_only_access_to_one_person() {
     let Some(dir) = examples() else { return };
     let consent = example(&dir, "grantor");
-    let read = ask(
-        &consent,
-        &OPT_IN,
-        &["Patient/example"],
-        "access",
-        "Organization/f001",
-        &[],
-        NOW,
-    );
+    let read = Request {
+        ..Request::new(&["Patient/example"], "Organization/f001", NOW)
+    }
+    .decide(&consent, &OPT_IN);
     assert_eq!(read.reason, Reason::Consented);
-    let correct = ask(
-        &consent,
-        &OPT_IN,
-        &["Patient/example"],
-        "correct",
-        "Organization/f001",
-        &[],
-        NOW,
-    );
+    let correct = Request {
+        action: "correct",
+        ..Request::new(&["Patient/example"], "Organization/f001", NOW)
+    }
+    .decide(&consent, &OPT_IN);
     assert!(!correct.permits(), "read-only");
-    let elsewhere = ask(
-        &consent,
-        &OPT_IN,
-        &["Patient/example"],
-        "access",
-        "Organization/f002",
-        &[],
-        NOW,
-    );
+    let elsewhere = Request {
+        ..Request::new(&["Patient/example"], "Organization/f002", NOW)
+    }
+    .decide(&consent, &OPT_IN);
     assert!(!elsewhere.permits(), "only the data at Good Health");
-    let stranger = ask(
-        &consent,
-        &OPT_IN,
-        &["Patient/stranger"],
-        "access",
-        "Organization/f001",
-        &[],
-        NOW,
-    );
+    let stranger = Request {
+        ..Request::new(&["Patient/stranger"], "Organization/f001", NOW)
+    }
+    .decide(&consent, &OPT_IN);
     assert!(!stranger.permits());
 }
 
@@ -371,36 +364,12 @@ fn grantor_gives_read_only_access_to_one_person() {
 fn emergency_withholds_good_health_data_from_emergency_treatment() {
     let Some(dir) = examples() else { return };
     let consent = example(&dir, "Emergency");
-    let caller = ["Practitioner/any".to_owned()];
-    let access = Code::new(
-        Some("http://terminology.hl7.org/CodeSystem/consentaction"),
-        "access",
-    );
-    let decide_for = |purpose: &str, custodian: &str| {
-        let purpose = Code::new(
-            Some("http://terminology.hl7.org/CodeSystem/v3-ActReason"),
+    let decide_for = |purpose, custodian| {
+        Request {
             purpose,
-        );
-        let sources = [custodian.to_owned()];
-        decide(
-            std::slice::from_ref(&consent),
-            &OPT_OUT,
-            &Context {
-                caller: &caller,
-                purpose: Some(&purpose),
-                action: &access,
-                at: NOW,
-            },
-            &Facts {
-                resource_type: "Observation",
-                reference: "Observation/o1",
-                dates: &[],
-                codes: &[],
-                security_labels: &[],
-                references: &[],
-                sources: &sources,
-            },
-        )
+            ..Request::new(&["Practitioner/any"], custodian, NOW)
+        }
+        .decide(&consent, &OPT_OUT)
     };
     assert_eq!(
         decide_for("ETREAT", "Organization/f001").reason,
@@ -446,35 +415,16 @@ fn not_time_withholds_disclosure_to_any_provider_during_its_timeframe() {
 fn pkb_shares_normal_data_with_one_organization() {
     let Some(dir) = examples() else { return };
     let consent = example(&dir, "pkb");
-    let caller = |who: &str| vec![who.to_owned()];
-    let access = Code::new(
-        Some("http://terminology.hl7.org/CodeSystem/consentaction"),
-        "access",
-    );
     let decide_for = |who: &str, label: &str| {
         let labels = [Code::new(
             Some("http://terminology.hl7.org/CodeSystem/v3-Confidentiality"),
             label,
         )];
-        decide(
-            std::slice::from_ref(&consent),
-            &OPT_IN,
-            &Context {
-                caller: &caller(who),
-                purpose: None,
-                action: &access,
-                at: NOW,
-            },
-            &Facts {
-                resource_type: "Observation",
-                reference: "Observation/o1",
-                dates: &[],
-                codes: &[],
-                security_labels: &labels,
-                references: &[],
-                sources: &[],
-            },
-        )
+        Request {
+            labels: &labels,
+            ..Request::new(&[who], "Organization/f001", NOW)
+        }
+        .decide(&consent, &OPT_IN)
     };
     assert_eq!(
         decide_for("Organization/f001", "N").reason,

@@ -400,6 +400,7 @@ pub fn instant(at: OffsetDateTime) -> String {
 mod erase;
 mod patch;
 mod read;
+mod references;
 mod reindex;
 mod search;
 mod series_status;
@@ -409,10 +410,11 @@ mod write;
 pub(crate) use patch::patch_bytes_in_binary;
 pub use patch::{JSON_PATCH, parse_patch};
 pub use read::{HistoryEntry, HistoryPage};
+pub(crate) use references::Identities;
 pub use reindex::ReindexReport;
 pub use search::SearchPage;
 pub use transaction::EntryOutcome;
-pub(crate) use transaction::{Identities, parse_if_match};
+pub(crate) use transaction::parse_if_match;
 
 #[cfg(test)]
 mod tests;

@@ -84,75 +84,87 @@ pub(crate) async fn write_index(
     backend: Backend,
     resources: &[(ResourceType, &str, &IndexRows)],
 ) -> Result<(), DbErr> {
-    let keyed = |rt: ResourceType, id: &str, param: &'static str, rest: Vec<Value>| {
-        let mut row = vec![rt.as_str().into(), id.into(), param.into()];
-        row.extend(rest);
-        row
-    };
     let mut statements = insert_rows(
         SEARCH_BLIND,
         &["resource_type", "id", "param", "token"],
-        resources.iter().flat_map(|(rt, id, index)| {
-            index
-                .blind
-                .iter()
-                .map(|r| keyed(*rt, id, r.param, vec![r.token.0.to_vec().into()]))
-        }),
+        table_rows(
+            resources,
+            |i| &i.blind,
+            |r| (r.param, vec![r.token.0.to_vec().into()]),
+        ),
     )?;
     statements.extend(insert_rows(
         SEARCH_TOKEN,
         &["resource_type", "id", "param", "system", "code"],
-        resources.iter().flat_map(|(rt, id, index)| {
-            index.tokens.iter().map(|r| {
-                keyed(
-                    *rt,
-                    id,
+        table_rows(
+            resources,
+            |i| &i.tokens,
+            |r| {
+                (
                     r.param,
                     vec![r.system.clone().into(), r.code.clone().into()],
                 )
-            })
-        }),
+            },
+        ),
     )?);
     statements.extend(insert_rows(
         SEARCH_REFERENCE,
         &["resource_type", "id", "param", "target_type", "target_id"],
-        resources.iter().flat_map(|(rt, id, index)| {
-            index.references.iter().map(|r| {
-                keyed(
-                    *rt,
-                    id,
+        table_rows(
+            resources,
+            |i| &i.references,
+            |r| {
+                (
                     r.param,
                     vec![r.target_type.clone().into(), r.target_id.clone().into()],
                 )
-            })
-        }),
+            },
+        ),
     )?);
     statements.extend(insert_rows(
         SEARCH_DATE,
         &["resource_type", "id", "param", "low", "high"],
-        resources.iter().flat_map(|(rt, id, index)| {
-            index.dates.iter().map(|r| {
-                keyed(
-                    *rt,
-                    id,
+        table_rows(
+            resources,
+            |i| &i.dates,
+            |r| {
+                (
                     r.param,
                     vec![instant(backend, r.low), instant(backend, r.high)],
                 )
-            })
-        }),
+            },
+        ),
     )?);
     statements.extend(insert_rows(
         SEARCH_STRING,
         &["resource_type", "id", "param", "value"],
-        resources.iter().flat_map(|(rt, id, index)| {
-            index
-                .strings
-                .iter()
-                .map(|r| keyed(*rt, id, r.param, vec![r.folded.clone().into()]))
-        }),
+        table_rows(
+            resources,
+            |i| &i.strings,
+            |r| (r.param, vec![r.folded.clone().into()]),
+        ),
     )?);
     for statement in statements {
         txn.execute(&statement).await?;
     }
     Ok(())
+}
+
+/// The rows of one index table for every resource: its type, id, the row's parameter, then
+/// the table's own columns (`columns` of a row gives the parameter and those).
+fn table_rows<'a, R: 'a>(
+    resources: &'a [(ResourceType, &'a str, &'a IndexRows)],
+    rows: impl Fn(&'a IndexRows) -> &'a [R] + 'a,
+    columns: impl Fn(&R) -> (&'static str, Vec<Value>) + Copy + 'a,
+) -> impl Iterator<Item = Vec<Value>> + 'a {
+    resources
+        .iter()
+        .flat_map(move |(resource_type, id, index)| {
+            rows(index).iter().map(move |row| {
+                let (param, rest) = columns(row);
+                let mut values = vec![resource_type.as_str().into(), (*id).into(), param.into()];
+                values.extend(rest);
+                values
+            })
+        })
 }

@@ -99,6 +99,31 @@ fn db_version(version: u32) -> i32 {
     i32::try_from(version).unwrap_or(i32::MAX)
 }
 
+/// The key records of those of `owners` that have one, in any order. With `lock`, each row is
+/// locked in share mode until the transaction ends (PostgreSQL; SQLite's single writer
+/// serializes anyway): a unit's key check holds an erasure off until it commits.
+pub(crate) async fn records_of(
+    db: &impl ConnectionTrait,
+    owners: &[KeyOwner],
+    lock: bool,
+) -> Result<Vec<KeyRecord>, StoreFailure> {
+    let mut found = Vec::with_capacity(owners.len());
+    for chunk in owners.chunks(MAX_BOUND_VALUES) {
+        let mut statement = select()
+            .and_where(
+                Expr::col(name("owner")).is_in(chunk.iter().map(|o| o.as_str().into_owned())),
+            )
+            .to_owned();
+        if lock {
+            statement.lock_shared();
+        }
+        for row in db.query_all(&statement).await.map_err(failure)? {
+            found.push(to_record(&row)?);
+        }
+    }
+    Ok(found)
+}
+
 /// `INSERT … ON CONFLICT (owner) DO NOTHING` of key records (several statements for very many):
 /// the primary key on owner decides a race, and the loser reads the winner's key.
 pub(crate) fn insert_if_absent_statements(
@@ -171,18 +196,7 @@ impl KeyStore for SqlStore {
     }
 
     async fn find_many(&self, owners: &[KeyOwner]) -> Result<Vec<KeyRecord>, StoreFailure> {
-        let mut found = Vec::with_capacity(owners.len());
-        for chunk in owners.chunks(MAX_BOUND_VALUES) {
-            let statement = select()
-                .and_where(
-                    Expr::col(name("owner")).is_in(chunk.iter().map(|o| o.as_str().into_owned())),
-                )
-                .to_owned();
-            for row in self.db.query_all(&statement).await.map_err(failure)? {
-                found.push(to_record(&row)?);
-            }
-        }
-        Ok(found)
+        records_of(&self.db, owners, false).await
     }
 
     async fn insert_if_absent(&self, record: KeyRecord) -> Result<KeyRecord, StoreFailure> {

@@ -439,11 +439,11 @@ impl SqlStore {
     }
 }
 
-fn unavailable(err: DbErr) -> StoreError {
+pub(crate) fn unavailable(err: DbErr) -> StoreError {
     StoreError::Unavailable(Box::new(err))
 }
 
 /// Versions are u64 in the domain and BIGINT in SQL; no resource reaches 2^63 versions.
-fn to_db_version(version: u64) -> i64 {
+pub(crate) fn to_db_version(version: u64) -> i64 {
     i64::try_from(version).unwrap_or(i64::MAX)
 }

@@ -21,18 +21,18 @@ use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
 
 use fhir_model::ResourceType;
-use phi_crypto::{KeyId, KeyOwner};
+use phi_crypto::{KeyOwner, KeyRecord, KeyState};
 use records::{Changes, NewVersion, StoreError, Write};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr, TransactionTrait, TryGetable};
-use time::OffsetDateTime;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, TransactionTrait, TryGetable};
 
 use crate::audit_log::insert_entries;
 use crate::connect::{Backend, SqlStore};
-use crate::index_write::{MAX_BOUND_VALUES, clear_index, insert_rows, write_index};
+use crate::index_write::{clear_index, insert_rows, write_index};
 use crate::instants::instant;
-use crate::keys::insert_if_absent_statements;
-use crate::tables::{CONDITIONAL_CLAIM, DATA_KEY, RESOURCE, RESOURCE_VERSION, name};
+use crate::keys::{insert_if_absent_statements, records_of};
+use crate::resources::{to_db_version, unavailable};
+use crate::tables::{CONDITIONAL_CLAIM, RESOURCE, RESOURCE_VERSION, name};
 
 pub(crate) async fn commit(store: &SqlStore, changes: Changes) -> Result<(), StoreError> {
     let backend = store.backend();
@@ -98,7 +98,7 @@ fn head_row(backend: Backend, v: &NewVersion) -> Vec<sea_orm::Value> {
     vec![
         v.resource_type.as_str().into(),
         v.id.as_str().into(),
-        db_version(v.version).into(),
+        to_db_version(v.version).into(),
         instant(backend, v.last_updated),
         v.deleted.into(),
         v.key_owner.as_str().into_owned().into(),
@@ -202,13 +202,13 @@ async fn update_heads(
         let (resource_type, id) = (version.resource_type, version.id.as_str());
         let moved = Query::update()
             .table(name(RESOURCE))
-            .value(name("version"), db_version(version.version))
+            .value(name("version"), to_db_version(version.version))
             .value(name("last_updated"), instant(backend, version.last_updated))
             .value(name("deleted"), version.deleted)
             .value(name("key_owner"), version.key_owner.as_str().into_owned())
             .and_where(Expr::col(name("resource_type")).eq(resource_type.as_str()))
             .and_where(Expr::col(name("id")).eq(id))
-            .and_where(Expr::col(name("version")).eq(db_version(*expected)))
+            .and_where(Expr::col(name("version")).eq(to_db_version(*expected)))
             .to_owned();
         let result = txn.execute(&moved).await.map_err(unavailable)?;
         if result.rows_affected() != 1 {
@@ -276,61 +276,27 @@ async fn check_keys(txn: &DatabaseTransaction, writes: &[Write]) -> Result<(), S
         .map(|w| &w.version)
         .filter(|v| !v.deleted)
         .collect();
-    let owners: Vec<String> = sealed
+    let owners: Vec<KeyOwner> = sealed
         .iter()
-        .map(|v| v.key_owner.as_str().into_owned())
+        .map(|v| v.key_owner.clone())
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    // None: the owner's key is destroyed.
-    let mut stored: HashMap<String, Option<KeyId>> = HashMap::with_capacity(owners.len());
-    for chunk in owners.chunks(MAX_BOUND_VALUES) {
-        let mut select = Query::select();
-        select
-            .columns([name("owner"), name("key_id"), name("destroyed_at")])
-            .from(name(DATA_KEY))
-            .and_where(Expr::col(name("owner")).is_in(chunk.iter().cloned()))
-            .lock_shared();
-        for row in txn.query_all(&select).await.map_err(unavailable)? {
-            let owner: String = row.try_get("", "owner").map_err(unavailable)?;
-            let destroyed: Option<OffsetDateTime> =
-                row.try_get("", "destroyed_at").map_err(unavailable)?;
-            let key = match destroyed {
-                Some(_) => None,
-                None => {
-                    let key_id: Vec<u8> = row.try_get("", "key_id").map_err(unavailable)?;
-                    Some(KeyId::from_bytes(&key_id).ok_or_else(|| {
-                        unavailable(DbErr::Custom("data_key.key_id has the wrong length".into()))
-                    })?)
-                }
-            };
-            stored.insert(owner, key);
-        }
-    }
+    let stored: HashMap<KeyOwner, KeyRecord> = records_of(txn, &owners, true)
+        .await
+        .map_err(StoreError::Unavailable)?
+        .into_iter()
+        .map(|record| (record.owner.clone(), record))
+        .collect();
     for version in sealed {
-        let owner: &KeyOwner = &version.key_owner;
-        match stored.get(owner.as_str().as_ref()) {
-            Some(Some(key)) if *key == version.key_id => {}
-            Some(None) => {
-                return Err(StoreError::Erased {
-                    key_owner: owner.clone(),
-                });
+        let key_owner = version.key_owner.clone();
+        match stored.get(&version.key_owner) {
+            Some(record) if matches!(record.state, KeyState::Destroyed { .. }) => {
+                return Err(StoreError::Erased { key_owner });
             }
-            Some(Some(_)) | None => {
-                return Err(StoreError::KeyChanged {
-                    key_owner: owner.clone(),
-                });
-            }
+            Some(record) if record.key_id == version.key_id => {}
+            _ => return Err(StoreError::KeyChanged { key_owner }),
         }
     }
     Ok(())
-}
-
-fn unavailable(err: DbErr) -> StoreError {
-    StoreError::Unavailable(Box::new(err))
-}
-
-/// Versions are u64 in the domain and BIGINT in SQL; no resource reaches 2^63 versions.
-fn db_version(version: u64) -> i64 {
-    i64::try_from(version).unwrap_or(i64::MAX)
 }

@@ -14,13 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::task::JoinSet;
-
 use anyhow::Context;
 use audit_chain::{AuditTrail, Sequencer};
 use fhir_model::bundle_request::{BundleRequestError, read_bundle};
 use records::{Actor, EntryOutcome, RandomIds, Records, RecordsError, SystemClock};
 use store_sql::GroupCommit;
+use tokio::task::JoinSet;
 
 use crate::config::Config;
 use sources::{Entry, Unreadable};
